@@ -1,0 +1,201 @@
+//! `DriftReport`: what drifted on one target (a stack of a DriftScan, or a node), kept small.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Time;
+
+/// Most items a report holds; the rest are counted in `status.truncatedItems`.
+pub const MAX_ITEMS: usize = 200;
+/// Most earlier results a report keeps.
+pub const MAX_HISTORY: usize = 20;
+
+/// The drift of one target. Written by scan runners (stacks) and node agents (nodes).
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "driftless.dev",
+    doc = "DriftReport holds what drifted on one target (a stack of a DriftScan, or a node): a summary, bounded items and history.",
+    version = "v1alpha1",
+    kind = "DriftReport",
+    namespaced,
+    shortname = "dr",
+    category = "driftless",
+    status = "DriftReportStatus",
+    printcolumn = r#"{"name":"TARGET","type":"string","jsonPath":".spec.target.name"}"#,
+    printcolumn = r#"{"name":"STATUS","type":"string","jsonPath":".status.summary.status"}"#,
+    printcolumn = r#"{"name":"ADDED","type":"integer","jsonPath":".status.summary.added"}"#,
+    printcolumn = r#"{"name":"CHANGED","type":"integer","jsonPath":".status.summary.changed"}"#,
+    printcolumn = r#"{"name":"REMOVED","type":"integer","jsonPath":".status.summary.removed"}"#,
+    printcolumn = r#"{"name":"CHECKED","type":"date","jsonPath":".status.summary.checkedAt"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"KIND","type":"string","jsonPath":".spec.target.kind","priority":1}"#,
+    printcolumn = r#"{"name":"COMMIT","type":"string","jsonPath":".status.summary.commit","priority":1}"#,
+    printcolumn = r#"{"name":"TRIGGER","type":"string","jsonPath":".status.summary.trigger","priority":1}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DriftReportSpec {
+    /// What this report is about.
+    pub target: Target,
+}
+
+/// What a report is about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// `Stack` (of a DriftScan) or `Node`.
+    pub kind: TargetKind,
+    /// Human name: `SCAN/STACK` for stacks, the node name for nodes.
+    pub name: String,
+    /// The DriftScan, for stacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<String>,
+    /// The stack path, for stacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+    /// The node, for nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Kinds of drift targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TargetKind {
+    /// A stack of a DriftScan.
+    Stack,
+    /// A node's host configuration and facts.
+    Node,
+}
+
+/// Overall result of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DriftStatus {
+    /// Live state matches the code.
+    InSync,
+    /// Live state differs.
+    Drifted,
+    /// The check failed; see `status.error`.
+    Error,
+}
+
+/// How one item drifted, from the point of view of making live state match the code.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeType {
+    /// Missing from live state; would be created (`+`).
+    Added,
+    /// Differs; would be changed in place, or replaced (`~`).
+    Changed,
+    /// Present in live state only; would be removed (`-`).
+    Removed,
+}
+
+/// One attribute that differs. Secret values are `<redacted>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeChange {
+    /// Attribute path (`tags.env`, `mode`, `content`).
+    pub path: String,
+    /// Live value, rendered as text (JSON for structures); absent when it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Desired value; absent when it would be removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// One drifted thing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftItem {
+    /// Resource address (`aws_s3_bucket.logs`, `module.vpc.aws_subnet.a[0]`) or, for nodes,
+    /// `TYPE:KEY` (`file:/etc/motd`, `sysctl:vm.swappiness`).
+    pub address: String,
+    /// Resource type or task type (`aws_s3_bucket`, `file`), for grouping.
+    pub domain: String,
+    /// The ApplyPolicy and task that declare it (nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// How it drifted.
+    pub change: ChangeType,
+    /// The item would be destroyed and re-created, not updated in place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    /// The attributes that differ (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+}
+
+/// Summary of the latest check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Overall result.
+    pub status: DriftStatus,
+    /// Items that would be added.
+    #[serde(default)]
+    pub added: u32,
+    /// Items that would be changed or replaced.
+    #[serde(default)]
+    pub changed: u32,
+    /// Items that would be removed.
+    #[serde(default)]
+    pub removed: u32,
+    /// When the check ran.
+    pub checked_at: Time,
+    /// Policy revision (nodes) checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Git commit (stacks) checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// What triggered the check (`Schedule`, `Manual`, `Webhook`, `Interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The run (DriftScan) that produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+}
+
+/// Where the full plan is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// `s3://bucket/key` or `pvc://claim/path` of the plan JSON.
+    pub plan_json: String,
+    /// Location of the human-readable plan text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_text: Option<String>,
+}
+
+/// Observed drift of the target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftReportStatus {
+    /// Latest result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// What drifted, at most 200 items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub items: Vec<DriftItem>,
+    /// Items left out because of the bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncated_items: u32,
+    /// Why the check failed (status `Error`), secrets redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Where the full plan is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+    /// Earlier summaries, newest first, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub history: Vec<Summary>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

@@ -1,0 +1,31 @@
+//! Driftless API types, group `driftless.dev`, version `v1alpha1`.
+//!
+//! One module per kind. The same types are read by the operator and the node agent from the
+//! Kubernetes API, and by the standalone agent from files ([`resource::Resource`]). The CRD YAML
+//! checked into the repository is generated from them by [`generate`]; a test fails when a
+//! checked-in copy is stale.
+
+pub mod apply_policy;
+pub mod common;
+pub mod drift_report;
+pub mod drift_scan;
+pub mod facts_policy;
+pub mod generate;
+pub mod log_pipeline;
+pub mod one_of;
+pub mod resource;
+pub mod secret;
+pub mod validate;
+
+pub use apply_policy::{ApplyPolicy, ApplyPolicySpec, ApplyPolicyStatus};
+pub use drift_report::{DriftReport, DriftReportSpec, DriftReportStatus};
+pub use drift_scan::{DriftScan, DriftScanSpec, DriftScanStatus};
+pub use facts_policy::{FactsPolicy, FactsPolicySpec, FactsPolicyStatus};
+pub use log_pipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
+
+/// The API group.
+pub const GROUP: &str = "driftless.dev";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every Driftless resource.
+pub const API_VERSION: &str = "driftless.dev/v1alpha1";

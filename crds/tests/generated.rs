@@ -1,0 +1,21 @@
+//! The checked-in CRDs and field reference must be what the types generate.
+
+use std::path::Path;
+
+#[test]
+fn checked_in_files_are_fresh() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut stale = Vec::new();
+    for (path, content) in driftless_crds::generate::files() {
+        match std::fs::read_to_string(root.join(&path)) {
+            Ok(on_disk) if on_disk == content => {}
+            Ok(_) => stale.push(format!("{path} differs")),
+            Err(err) => stale.push(format!("{path}: {err}")),
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "generated files are stale; run `make crds` and commit:\n  {}",
+        stale.join("\n  ")
+    );
+}

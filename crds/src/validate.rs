@@ -47,14 +47,12 @@ impl fmt::Display for Problem {
 }
 
 /// Applies schema defaults to `value` and checks it against `schema`, appending problems.
+///
+/// CEL rules see the defaulted value and, as on the API server, a node's rules are evaluated
+/// only when the structure below it is valid; rules elsewhere still run, so one pass reports
+/// every problem.
 pub fn check(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Problem>) {
-    let before = problems.len();
     check_node(schema, value, path, problems);
-    // CEL rules see the defaulted value; like the API server, they are only evaluated when the
-    // structure below them is valid.
-    if problems.len() == before {
-        check_rules(schema, value, path, problems);
-    }
 }
 
 fn flag(schema: &Value, key: &str) -> bool {
@@ -82,37 +80,64 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn check_node(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Problem>) {
+/// Checks one node and everything below it; returns whether its structure is valid.
+fn check_node(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Problem>) -> bool {
+    let start = problems.len();
+    let mut structural = Vec::new();
+    let children_valid = check_structure(schema, value, path, &mut structural, problems);
+    let valid = children_valid && structural.is_empty();
+    // A node's own problems read before those of its children.
+    problems.splice(start..start, structural);
+    if valid {
+        check_rules(schema, value, path, problems);
+    }
+    valid
+}
+
+/// The structural checks of one node; problems of this node go to `own`, children report into
+/// `problems` themselves. Returns whether every child is valid.
+fn check_structure(
+    schema: &Value,
+    value: &mut Value,
+    path: &str,
+    own: &mut Vec<Problem>,
+    problems: &mut Vec<Problem>,
+) -> bool {
     if value.is_null() {
         if !flag(schema, "nullable") {
-            problems.push(Problem::new(path, "must not be null"));
+            own.push(Problem::new(path, "must not be null"));
         }
-        return;
+        return true;
     }
     if flag(schema, "x-kubernetes-int-or-string") {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            problems.push(Problem::new(
+            own.push(Problem::new(
                 path,
                 format!("expected an integer or a string, got {}", describe(value)),
             ));
         }
         if let Value::String(s) = value {
-            check_string(schema, s, path, problems);
+            check_string(schema, s, path, own);
         }
-        return;
+        return true;
     }
     let expected = schema.get("type").and_then(Value::as_str);
+    let mut children_valid = true;
     match (expected, &mut *value) {
         (None, _) => {}
-        (Some("object"), Value::Object(map)) => check_object(schema, map, path, problems),
-        (Some("array"), Value::Array(items)) => check_array(schema, items, path, problems),
-        (Some("string"), Value::String(s)) => check_string(schema, s, path, problems),
+        (Some("object"), Value::Object(map)) => {
+            children_valid = check_object(schema, map, path, own, problems)
+        }
+        (Some("array"), Value::Array(items)) => {
+            children_valid = check_array(schema, items, path, own, problems)
+        }
+        (Some("string"), Value::String(s)) => check_string(schema, s, path, own),
         (Some("boolean"), Value::Bool(_)) => {}
         (Some("integer"), v @ Value::Number(_)) if v.is_i64() || v.is_u64() => {
-            check_number(schema, v, path, problems)
+            check_number(schema, v, path, own)
         }
-        (Some("number"), v @ Value::Number(_)) => check_number(schema, v, path, problems),
-        (Some(expected), v) => problems.push(Problem::new(
+        (Some("number"), v @ Value::Number(_)) => check_number(schema, v, path, own),
+        (Some(expected), v) => own.push(Problem::new(
             path,
             format!("expected {expected}, got {} {}", type_name(v), describe(v)),
         )),
@@ -120,20 +145,22 @@ fn check_node(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
             let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            problems.push(Problem::new(
+            own.push(Problem::new(
                 path,
                 format!("{} is not one of {}", describe(value), names.join(", ")),
             ));
         }
     }
+    children_valid
 }
 
 fn check_object(
     schema: &Value,
     map: &mut Map<String, Value>,
     path: &str,
+    own: &mut Vec<Problem>,
     problems: &mut Vec<Problem>,
-) {
+) -> bool {
     let join = |key: &str| {
         if path.is_empty() {
             key.to_owned()
@@ -156,33 +183,42 @@ fn check_object(
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for key in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(key) {
-                problems.push(Problem::new(join(key), "is required"));
+                own.push(Problem::new(join(key), "is required"));
             }
         }
     }
     let additional = schema.get("additionalProperties");
     let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
+    let mut valid = true;
     for (key, child) in map.iter_mut() {
         let child_path = join(key);
         if let Some(property) = properties.get(key) {
-            check_node(property, child, &child_path, problems);
+            valid &= check_node(property, child, &child_path, problems);
         } else if let Some(additional @ Value::Object(_)) = additional {
-            check_node(additional, child, &child_path, problems);
+            valid &= check_node(additional, child, &child_path, problems);
         } else if !preserve && additional != Some(&Value::Bool(true)) {
             let mut known: Vec<&str> = properties.keys().map(String::as_str).collect();
             known.sort_unstable();
+            valid = false;
             problems.push(Problem::new(
                 child_path,
                 format!("unknown field; expected one of: {}", known.join(", ")),
             ));
         }
     }
+    valid
 }
 
-fn check_array(schema: &Value, items: &mut [Value], path: &str, problems: &mut Vec<Problem>) {
+fn check_array(
+    schema: &Value,
+    items: &mut [Value],
+    path: &str,
+    own: &mut Vec<Problem>,
+    problems: &mut Vec<Problem>,
+) -> bool {
     if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
         if items.len() as u64 > max {
-            problems.push(Problem::new(
+            own.push(Problem::new(
                 path,
                 format!("has {} items, at most {max} allowed", items.len()),
             ));
@@ -190,15 +226,16 @@ fn check_array(schema: &Value, items: &mut [Value], path: &str, problems: &mut V
     }
     if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
         if (items.len() as u64) < min {
-            problems.push(Problem::new(
+            own.push(Problem::new(
                 path,
                 format!("has {} items, at least {min} required", items.len()),
             ));
         }
     }
+    let mut valid = true;
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter_mut().enumerate() {
-            check_node(item_schema, item, &format!("{path}[{i}]"), problems);
+            valid &= check_node(item_schema, item, &format!("{path}[{i}]"), problems);
         }
     }
     if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
@@ -214,7 +251,7 @@ fn check_array(schema: &Value, items: &mut [Value], path: &str, problems: &mut V
                 .map(|k| item.get(k).map(Value::to_string).unwrap_or_default())
                 .collect();
             if let Some(first) = seen.insert(key.clone(), i) {
-                problems.push(Problem::new(
+                own.push(Problem::new(
                     format!("{path}[{i}]"),
                     format!(
                         "duplicate {} {} (also at {path}[{first}])",
@@ -225,6 +262,7 @@ fn check_array(schema: &Value, items: &mut [Value], path: &str, problems: &mut V
             }
         }
     }
+    valid
 }
 
 fn check_string(schema: &Value, s: &str, path: &str, problems: &mut Vec<Problem>) {
@@ -287,35 +325,8 @@ fn check_number(schema: &Value, v: &Value, path: &str, problems: &mut Vec<Proble
     }
 }
 
-/// Evaluates the CEL rules of every node of an already structurally valid value.
+/// Evaluates the CEL rules of one structurally valid node.
 fn check_rules(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
-    match value {
-        Value::Object(map) => {
-            let properties = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            for (key, child) in map {
-                let child_schema = properties
-                    .and_then(|p| p.get(key))
-                    .or(additional.filter(|a| a.is_object()));
-                if let Some(child_schema) = child_schema {
-                    let child_path = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    check_rules(child_schema, child, &child_path, problems);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check_rules(item_schema, item, &format!("{path}[{i}]"), problems);
-                }
-            }
-        }
-        _ => {}
-    }
     let Some(rules) = schema
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)

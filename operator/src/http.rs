@@ -1,0 +1,73 @@
+//! The operator's HTTP endpoints: `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// State shared by the handlers.
+pub struct HttpState {
+    /// The operator's metrics.
+    pub registry: Registry,
+    /// Set once the preflight checks passed and the operator is serving.
+    pub ready: AtomicBool,
+}
+
+impl HttpState {
+    /// A registry with the build info metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("driftless_operator");
+        registry.register(
+            "build",
+            "Driftless operator build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Default for HttpState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The router.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &state.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+}

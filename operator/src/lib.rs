@@ -1,0 +1,8 @@
+//! The Driftless operator: start-up checks and HTTP endpoints. Controllers, the DriftScan
+//! scheduler and the scan runner build on these.
+
+pub mod error;
+pub mod http;
+pub mod preflight;
+
+pub use error::Error;

@@ -78,9 +78,9 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 }
 
 async fn run(listen: SocketAddr, namespace: String) -> anyhow::Result<()> {
-    let config = kube::Config::infer()
-        .await
-        .context("no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod")?;
+    let config = kube::Config::infer().await.context(
+        "no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod",
+    )?;
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
     preflight::check_crds(&client, &server)
@@ -92,8 +92,7 @@ async fn run(listen: SocketAddr, namespace: String) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%server, %namespace, address = %listener.local_addr()?, "operator ready");
     state.ready.store(true, Ordering::Relaxed);
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             tokio::select! {

@@ -89,7 +89,8 @@ mod tests {
                     .status(404)
                     .body(Body::from(serde_json::to_vec(&status).unwrap()))
             } else {
-                Response::builder().body(Body::from(serde_json::to_vec(&established(&name)).unwrap()))
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&established(&name)).unwrap()))
             };
             send.send_response(response.unwrap());
             paths.push(path);
@@ -102,7 +103,9 @@ mod tests {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let server = tokio::spawn(serve(handle, "driftscans.driftless.dev"));
-        let err = check_crds(&client, "https://127.0.0.1:6443").await.unwrap_err();
+        let err = check_crds(&client, "https://127.0.0.1:6443")
+            .await
+            .unwrap_err();
         let paths = server.await.unwrap();
         assert_eq!(
             paths[0],
@@ -132,6 +135,9 @@ mod tests {
         let mut pending: CustomResourceDefinition =
             serde_json::from_value(established("a.driftless.dev")).unwrap();
         pending.status = None;
-        assert_eq!(missing(&required, &[Some(pending), None]), ["a.driftless.dev", "b.driftless.dev"]);
+        assert_eq!(
+            missing(&required, &[Some(pending), None]),
+            ["a.driftless.dev", "b.driftless.dev"]
+        );
     }
 }

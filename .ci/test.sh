@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotent), then runs formatting, lints and every test.
+# Tests that need a Kubernetes API server run when KUBECONFIG is set and print a skip line
+# otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools_bin=$(.ci/install-tools.sh | tail -n 1)
+export PATH="$tools_bin:$PATH"
+export HELM="$tools_bin/helm"
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== release binaries (used by the image tests)"
+cargo build --release --locked -p driftless-agent -p driftless-operator
+
+echo "== tests"
+cargo test --workspace --locked

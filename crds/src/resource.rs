@@ -14,13 +14,13 @@ use crate::{generate, ApplyPolicy, DriftScan, FactsPolicy, LogPipeline, API_VERS
 #[derive(Clone, Debug)]
 pub enum Resource {
     /// Desired host state.
-    ApplyPolicy(ApplyPolicy),
+    ApplyPolicy(Box<ApplyPolicy>),
     /// Facts and metrics.
-    FactsPolicy(FactsPolicy),
+    FactsPolicy(Box<FactsPolicy>),
     /// Log forwarding.
-    LogPipeline(LogPipeline),
+    LogPipeline(Box<LogPipeline>),
     /// IaC drift detection (validated standalone; run by the operator in a cluster).
-    DriftScan(DriftScan),
+    DriftScan(Box<DriftScan>),
 }
 
 /// Kinds a configuration may hold, for messages.
@@ -124,10 +124,10 @@ pub fn parse(mut doc: Value) -> Result<Resource, Vec<Problem>> {
         return Err(problems);
     }
     let resource = match kind.as_str() {
-        "ApplyPolicy" => typed(doc.clone()).map(Resource::ApplyPolicy),
-        "FactsPolicy" => typed(doc.clone()).map(Resource::FactsPolicy),
-        "LogPipeline" => typed(doc.clone()).map(Resource::LogPipeline),
-        _ => typed(doc.clone()).map(Resource::DriftScan),
+        "ApplyPolicy" => typed(doc.clone()).map(|r| Resource::ApplyPolicy(Box::new(r))),
+        "FactsPolicy" => typed(doc.clone()).map(|r| Resource::FactsPolicy(Box::new(r))),
+        "LogPipeline" => typed(doc.clone()).map(|r| Resource::LogPipeline(Box::new(r))),
+        _ => typed(doc.clone()).map(|r| Resource::DriftScan(Box::new(r))),
     }
     .map_err(|p| vec![p])?;
     semantic_checks(&resource, &doc, &mut problems);

@@ -1,6 +1,7 @@
 //! The Driftless node agent (`driftless`): configuration loading, facts, and the agent's HTTP
 //! endpoints. The same binary runs as a DaemonSet (`--root /host`) and on a plain host.
 
+pub mod cli;
 pub mod config;
 pub mod facts;
 pub mod host;

@@ -1,0 +1,58 @@
+//! Every sample in `config/samples/` is valid: the four configuration kinds through the same
+//! parser as `driftless validate`, the DriftReport sample against its generated schema.
+
+use std::path::Path;
+
+use driftless_crds::generate::schema_of;
+use driftless_crds::resource::parse;
+use driftless_crds::validate::check;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[test]
+fn samples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples");
+    let mut kinds = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("driftless_"))
+        })
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let mut doc = Value::deserialize(document).unwrap();
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            if kind == "DriftReport" {
+                let schema = schema_of(&kind)
+                    .unwrap()
+                    .pointer("/properties/spec")
+                    .unwrap();
+                let mut problems = Vec::new();
+                check(schema, &mut doc["spec"], "spec", &mut problems);
+                assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+                serde_json::from_value::<driftless_crds::DriftReport>(doc).unwrap();
+            } else if let Err(problems) = parse(doc) {
+                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                panic!("{}: {text:#?}", path.display());
+            }
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ApplyPolicy",
+            "DriftReport",
+            "DriftScan",
+            "FactsPolicy",
+            "LogPipeline"
+        ],
+        "one sample per kind"
+    );
+}

@@ -4,6 +4,8 @@
 //! `driftless validate` takes); `e2e/` sends the same kind of objects to a real API server. A
 //! rule added to the types without a case here fails `every_rule_has_a_case`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use driftless_crds::generate;

@@ -1,5 +1,7 @@
 //! The checked-in CRDs and field reference must be what the types generate.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 #[test]

@@ -1,5 +1,7 @@
 //! The `driftless` binary as a user runs it: real processes, files, signals and HTTP.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

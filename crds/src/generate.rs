@@ -21,7 +21,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     .collect()
 }
 
-/// Makes a derived CRD one the API server accepts: `deny_unknown_fields` becomes
+/// Makes a derived CRD one the API server accepts and stores unchanged: `deny_unknown_fields` becomes
 /// `additionalProperties: false` in the derived schema, which structural schemas forbid next to
 /// `properties` (the API server prunes unknown fields instead, and `driftless validate` reports
 /// them from `properties`).
@@ -31,6 +31,13 @@ fn structural(crd: CustomResourceDefinition) -> CustomResourceDefinition {
             serde_json::Value::Object(map) => {
                 if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
                     map.remove("additionalProperties");
+                }
+                // The API server drops an empty rule list, so GitOps diffs would never settle.
+                if map
+                    .get("x-kubernetes-validations")
+                    .is_some_and(|rules| rules.as_array().is_some_and(Vec::is_empty))
+                {
+                    map.remove("x-kubernetes-validations");
                 }
                 map.values_mut().for_each(strip);
             }

@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools_bin=$(.ci/install-tools.sh | tail -n 1)
+# Each component's test tools (servers, peers for benchmarks): one idempotent script each.
+for script in .ci/tools/*.sh; do
+    "$script"
+done
 export PATH="$tools_bin:$PATH"
 export HELM="$tools_bin/helm"
 

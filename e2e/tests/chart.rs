@@ -1,0 +1,761 @@
+//! The Helm chart, rendered by the real `helm`: what a cluster admin relies on when installing
+//! it. RBAC is least privilege (exact rule sets, no wildcards, leases only in a Role, the agent
+//! writes nothing cluster-wide but Events), the pods are hardened (the agent is unprivileged
+//! unless `agent.apply.enabled`), the host is mounted read-only, and values.schema.json rejects
+//! bad values.
+//!
+//! Needs `helm` (env `HELM`, `PATH`, or the directory `.ci/install-tools.sh` installs into). When
+//! it is missing the tests fail and say how to install it, unless `DRIFTLESS_SKIP_TOOLS=1`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize as _;
+use serde_json::Value;
+
+/// Namespace the chart is rendered into; namespaced objects must land here.
+const NAMESPACE: &str = "driftless-system";
+/// Release name; resource names are `driftless-<component>`.
+const RELEASE: &str = "driftless";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent directory")
+        .to_path_buf()
+}
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("charts").join("driftless")
+}
+
+/// The directory `.ci/install-tools.sh` installs helm and kubectl into.
+fn tools_bin_dir() -> Option<PathBuf> {
+    let root = match std::env::var_os("DRIFTLESS_TOOLS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/driftless/tools"),
+    };
+    Some(root.join("bin"))
+}
+
+/// `helm` from `$HELM`, `PATH` or the tools directory.
+fn find_helm() -> Option<PathBuf> {
+    if let Some(helm) = std::env::var_os("HELM") {
+        let helm = PathBuf::from(helm);
+        assert!(
+            helm.is_file(),
+            "HELM={} does not exist; unset it or run .ci/install-tools.sh",
+            helm.display()
+        );
+        return Some(helm);
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(tools_bin_dir())
+        .map(|dir| dir.join("helm"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `helm`, or `None` after printing why the test is skipped (only with DRIFTLESS_SKIP_TOOLS=1).
+fn helm_or_skip() -> Option<PathBuf> {
+    if let Some(helm) = find_helm() {
+        return Some(helm);
+    }
+    if std::env::var("DRIFTLESS_SKIP_TOOLS").as_deref() == Ok("1") {
+        println!(
+            "skipped: helm not found in $HELM, PATH or the tools dir (DRIFTLESS_SKIP_TOOLS=1)"
+        );
+        return None;
+    }
+    panic!(
+        "helm not found in $HELM, PATH or {}: run .ci/install-tools.sh \
+         (or set DRIFTLESS_SKIP_TOOLS=1 to skip the chart tests)",
+        tools_bin_dir().map_or_else(|| "the tools dir".into(), |d| d.display().to_string())
+    );
+}
+
+fn helm_cmd(helm: &Path, args: &[&str]) -> Output {
+    Command::new(helm)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|err| panic!("running {} {args:?}: {err}", helm.display()))
+}
+
+/// `helm template` of the chart with extra arguments; panics with helm's stderr on failure.
+fn render(helm: &Path, extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("chart path is UTF-8");
+    let mut args = vec!["template", RELEASE, chart, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = helm_cmd(helm, &args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_docs(&String::from_utf8(out.stdout).expect("helm prints UTF-8"))
+}
+
+/// Every non-empty document of a multi-document YAML stream.
+fn parse_docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("helm rendered valid YAML"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn kind_of(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+fn name_of(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn all_of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|doc| kind_of(doc) == kind).collect()
+}
+
+/// The one object of `kind` named `name`.
+fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<_> = docs
+        .iter()
+        .filter(|doc| kind_of(doc) == kind && name_of(doc) == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}/{name}, rendered: {:?}",
+        docs.iter()
+            .map(|d| format!("{}/{}", kind_of(d), name_of(d)))
+            .collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Every (apiGroup, resource, verb) a role grants.
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("role has rules") {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn triples(group: &str, resources: &[&str], verbs: &[&str]) -> Vec<(String, String, String)> {
+    resources
+        .iter()
+        .flat_map(|resource| {
+            verbs
+                .iter()
+                .map(move |verb| (group.to_owned(), (*resource).to_owned(), (*verb).to_owned()))
+        })
+        .collect()
+}
+
+fn expect_grants(role: &Value, expected: Vec<Vec<(String, String, String)>>) {
+    let expected: BTreeSet<_> = expected.into_iter().flatten().collect();
+    let actual = grants(role);
+    let missing: Vec<_> = expected.difference(&actual).collect();
+    let extra: Vec<_> = actual.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{}/{}: missing {missing:?}, unexpected {extra:?}",
+        kind_of(role),
+        name_of(role)
+    );
+}
+
+const WRITE_VERBS: &[&str] = &[
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "escalate",
+    "bind",
+    "impersonate",
+];
+
+/// The only container of a workload.
+fn container(workload: &Value) -> &Value {
+    let containers = workload["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("workload has containers");
+    assert_eq!(containers.len(), 1, "{}: one container", name_of(workload));
+    &containers[0]
+}
+
+fn pod_spec(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]
+}
+
+/// The env var `name` of a container.
+fn env<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("env {name} missing in {}", container["env"]))
+}
+
+/// The volume mount at `path` and the volume it mounts.
+fn mount_at<'a>(workload: &'a Value, path: &str) -> (&'a Value, &'a Value) {
+    let mount = container(workload)["volumeMounts"]
+        .as_array()
+        .and_then(|mounts| mounts.iter().find(|m| m["mountPath"] == path))
+        .unwrap_or_else(|| panic!("{}: nothing mounted at {path}", name_of(workload)));
+    let volume = pod_spec(workload)["volumes"]
+        .as_array()
+        .and_then(|volumes| volumes.iter().find(|v| v["name"] == mount["name"]))
+        .unwrap_or_else(|| panic!("volume {} of {path} missing", mount["name"]));
+    (mount, volume)
+}
+
+fn is_read_only(mount: &Value) -> bool {
+    mount["readOnly"].as_bool().unwrap_or(false)
+}
+
+fn arg_after<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
+    let args = strings(&container["args"]);
+    let at = args.iter().position(|a| *a == flag)?;
+    args.get(at + 1).copied()
+}
+
+fn app_version() -> String {
+    let chart: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml readable"),
+    )
+    .expect("Chart.yaml is YAML");
+    chart["appVersion"]
+        .as_str()
+        .expect("appVersion is a string")
+        .to_owned()
+}
+
+#[test]
+fn chart_passes_helm_lint() {
+    let Some(helm) = helm_or_skip() else { return };
+    for extra in [&[][..], &["--set", "agent.apply.enabled=true"][..]] {
+        let mut args = vec!["lint", "charts/driftless", "--strict"];
+        args.extend_from_slice(extra);
+        let out = helm_cmd(&helm, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("0 chart(s) failed"),
+            "helm {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn no_role_uses_wildcards_or_escalation_verbs() {
+    let Some(helm) = helm_or_skip() else { return };
+    for extra in [&[][..], &["--set", "agent.apply.enabled=true"][..]] {
+        let docs = render(&helm, extra);
+        let roles: Vec<_> = docs
+            .iter()
+            .filter(|d| matches!(kind_of(d), "ClusterRole" | "Role"))
+            .collect();
+        assert_eq!(
+            roles.len(),
+            4,
+            "operator and agent each have a ClusterRole and a Role"
+        );
+        for role in roles {
+            for rule in role["rules"].as_array().expect("rules") {
+                for field in ["apiGroups", "resources", "verbs"] {
+                    assert!(
+                        !strings(&rule[field]).contains(&"*"),
+                        "{}/{}: wildcard in {field}: {rule}",
+                        kind_of(role),
+                        name_of(role)
+                    );
+                }
+                assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+                for verb in ["escalate", "bind", "impersonate", "deletecollection"] {
+                    assert!(!strings(&rule["verbs"]).contains(&verb), "{rule}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn operator_rbac_is_exactly_what_it_needs() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let name = "driftless-operator";
+    let cluster_role = object(&docs, "ClusterRole", name);
+    let read = ["get", "list", "watch"];
+    let status = ["get", "patch", "update"];
+    expect_grants(
+        cluster_role,
+        vec![
+            triples(
+                "driftless.dev",
+                &["applypolicies", "factspolicies", "logpipelines"],
+                &["get", "list", "watch", "patch"],
+            ),
+            triples(
+                "driftless.dev",
+                &[
+                    "applypolicies/status",
+                    "factspolicies/status",
+                    "logpipelines/status",
+                ],
+                &status,
+            ),
+            triples(
+                "driftless.dev",
+                &["driftscans"],
+                &["get", "list", "watch", "patch", "update"],
+            ),
+            triples("driftless.dev", &["driftscans/status"], &status),
+            triples(
+                "driftless.dev",
+                &["applypolicies/finalizers", "driftscans/finalizers"],
+                &["update"],
+            ),
+            triples(
+                "driftless.dev",
+                &["driftreports"],
+                &[
+                    "get", "list", "watch", "create", "patch", "update", "delete",
+                ],
+            ),
+            triples("driftless.dev", &["driftreports/status"], &status),
+            triples("", &["nodes"], &read),
+            triples(
+                "apps",
+                &["controllerrevisions"],
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            triples(
+                "batch",
+                &["jobs"],
+                &["get", "list", "watch", "create", "delete"],
+            ),
+            triples("", &["pods"], &read),
+            triples("", &["events"], &["create", "patch"]),
+            triples("events.k8s.io", &["events"], &["create", "patch"]),
+            triples("", &["secrets"], &["get"]),
+            triples(
+                "apiextensions.k8s.io",
+                &["customresourcedefinitions"],
+                &["get", "list"],
+            ),
+        ],
+    );
+    let binding = object(&docs, "ClusterRoleBinding", name);
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], name);
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], name);
+    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+    object(&docs, "ServiceAccount", name);
+
+    // Leader election: leases only through a Role in the release namespace.
+    for role in all_of_kind(&docs, "ClusterRole") {
+        assert!(
+            !grants(role).iter().any(|(_, r, _)| r == "leases"),
+            "{}: leases must not be granted cluster-wide",
+            name_of(role)
+        );
+    }
+    let leases: Vec<_> = all_of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|role| grants(role).iter().any(|(_, r, _)| r == "leases"))
+        .collect();
+    assert_eq!(leases.len(), 1, "one Role grants leases");
+    let lease_role = leases[0];
+    assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
+    expect_grants(
+        lease_role,
+        vec![triples(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"],
+        )],
+    );
+    let lease_binding = all_of_kind(&docs, "RoleBinding")
+        .into_iter()
+        .find(|b| b["roleRef"]["name"] == name_of(lease_role))
+        .expect("a RoleBinding for the leader-election Role");
+    assert_eq!(lease_binding["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(lease_binding["subjects"][0]["name"], name);
+}
+
+#[test]
+fn agent_writes_nothing_cluster_wide_but_events() {
+    let Some(helm) = helm_or_skip() else { return };
+    for extra in [&[][..], &["--set", "agent.apply.enabled=true"][..]] {
+        let docs = render(&helm, extra);
+        let name = "driftless-agent";
+        let cluster_role = object(&docs, "ClusterRole", name);
+        let read = ["get", "list", "watch"];
+        expect_grants(
+            cluster_role,
+            vec![
+                triples(
+                    "driftless.dev",
+                    &["applypolicies", "factspolicies", "logpipelines"],
+                    &read,
+                ),
+                triples("apps", &["controllerrevisions"], &read),
+                triples("", &["nodes"], &["get"]),
+                triples("", &["events"], &["create", "patch"]),
+                triples("events.k8s.io", &["events"], &["create", "patch"]),
+            ],
+        );
+        for (group, resource, verb) in grants(cluster_role) {
+            if WRITE_VERBS.contains(&verb.as_str()) {
+                assert_eq!(
+                    resource, "events",
+                    "agent may {verb} {group}/{resource} cluster-wide"
+                );
+            }
+        }
+        let role = object(&docs, "Role", name);
+        assert_eq!(role["metadata"]["namespace"], NAMESPACE);
+        expect_grants(
+            role,
+            vec![triples(
+                "driftless.dev",
+                &["driftreports", "driftreports/status"],
+                &["get", "create", "patch", "update"],
+            )],
+        );
+        for kind in ["ClusterRoleBinding", "RoleBinding"] {
+            let binding = object(&docs, kind, name);
+            assert_eq!(binding["roleRef"]["name"], name);
+            assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+            assert_eq!(binding["subjects"][0]["name"], name);
+            assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+        }
+    }
+}
+
+#[test]
+fn operator_deployment_is_hardened() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let deployment = object(&docs, "Deployment", "driftless-operator");
+    assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = pod_spec(deployment);
+    assert_eq!(pod["serviceAccountName"], "driftless-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = container(deployment);
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/driftless-dev/driftless-operator:{}", app_version()),
+        "image tag defaults to the chart's appVersion"
+    );
+    assert_eq!(strings(&c["args"]).first(), Some(&"run"));
+    assert_eq!(arg_after(c, "--listen"), Some("0.0.0.0:8080"));
+    assert_eq!(arg_after(c, "--namespace"), Some(NAMESPACE));
+    assert_eq!(
+        env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(c["ports"][0]["name"], "http");
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"].is_object(), "resources set");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_ne!(sc["privileged"], true);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(sc["capabilities"].get("add").is_none());
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+
+    let service = object(&docs, "Service", "driftless-operator");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert!(
+        all_of_kind(&docs, "ServiceMonitor").is_empty(),
+        "no ServiceMonitor unless serviceMonitor.enabled"
+    );
+
+    let custom = render(
+        &helm,
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "operator.service.prometheusAnnotations=false",
+            "--set",
+            "operator.priorityClassName=platform-critical",
+            "--set",
+            "operator.image.tag=9.9.9",
+        ],
+    );
+    let monitor = object(&custom, "ServiceMonitor", "driftless-operator");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
+    let service = object(&custom, "Service", "driftless-operator");
+    assert!(service["metadata"]["annotations"]["prometheus.io/scrape"].is_null());
+    let deployment = object(&custom, "Deployment", "driftless-operator");
+    assert_eq!(
+        pod_spec(deployment)["priorityClassName"],
+        "platform-critical"
+    );
+    assert_eq!(
+        container(deployment)["image"],
+        "ghcr.io/driftless-dev/driftless-operator:9.9.9"
+    );
+}
+
+/// Host mounts and scheduling that hold in both agent modes.
+fn check_agent_common(daemonset: &Value) {
+    let pod = pod_spec(daemonset);
+    assert_eq!(pod["serviceAccountName"], "driftless-agent");
+    assert_eq!(pod["hostNetwork"], false);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let tolerations = pod["tolerations"].as_array().expect("tolerations");
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none()),
+        "tolerates every taint so it runs on every node: {tolerations:?}"
+    );
+    let c = container(daemonset);
+    assert_eq!(strings(&c["args"]).first(), Some(&"agent"));
+    assert_eq!(arg_after(c, "--root"), Some("/host"));
+    assert_eq!(arg_after(c, "--config"), Some("/etc/driftless/config"));
+    assert_eq!(arg_after(c, "--listen"), Some("0.0.0.0:9779"));
+    assert_eq!(
+        env(c, "NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(c["ports"][0]["name"], "metrics");
+    assert_eq!(c["ports"][0]["containerPort"], 9779);
+    assert!(c["ports"][0].get("hostPort").is_none(), "no host port");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "metrics");
+
+    for (path, host_path) in [
+        ("/host", "/"),
+        ("/host/proc", "/proc"),
+        ("/host/sys", "/sys"),
+        ("/host/var/log", "/var/log"),
+    ] {
+        let (_, volume) = mount_at(daemonset, path);
+        assert_eq!(volume["hostPath"]["path"], host_path, "{path}");
+    }
+    let (root, _) = mount_at(daemonset, "/host");
+    assert_eq!(root["mountPropagation"], "HostToContainer");
+    let (logs, _) = mount_at(daemonset, "/host/var/log");
+    assert!(is_read_only(logs), "host logs are never writable");
+    let (state, volume) = mount_at(daemonset, "/var/lib/driftless");
+    assert!(!is_read_only(state), "the state dir is writable");
+    assert_eq!(volume["hostPath"]["path"], "/var/lib/driftless");
+    assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
+}
+
+#[test]
+fn agent_is_unprivileged_and_reads_the_host_read_only_by_default() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    assert_eq!(daemonset["metadata"]["namespace"], NAMESPACE);
+    check_agent_common(daemonset);
+    let pod = pod_spec(daemonset);
+    assert_eq!(pod["hostPID"], false);
+    let sc = &container(daemonset)["securityContext"];
+    assert_eq!(sc["runAsUser"], 0, "root to read root-owned host files");
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(
+        sc["capabilities"].get("add").is_none(),
+        "no capability added"
+    );
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for path in ["/host", "/host/proc", "/host/sys", "/host/var/log"] {
+        let (mount, _) = mount_at(daemonset, path);
+        assert!(is_read_only(mount), "{path} must be read-only by default");
+    }
+    // The state dir is the only writable host path.
+    let mounts = container(daemonset)["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    for mount in mounts {
+        let (_, volume) = mount_at(daemonset, mount["mountPath"].as_str().expect("path"));
+        if volume.get("hostPath").is_some() && !is_read_only(mount) {
+            assert_eq!(mount["mountPath"], "/var/lib/driftless", "{mount}");
+        }
+    }
+    // Without config files there is no ConfigMap; the image's empty config dir is used.
+    assert!(all_of_kind(&docs, "ConfigMap").is_empty());
+    assert!(
+        !all_of_kind(&docs, "Service")
+            .iter()
+            .any(|s| name_of(s).contains("agent")),
+        "the agent metrics Service is opt-in"
+    );
+}
+
+#[test]
+fn agent_apply_mode_is_privileged_with_a_writable_host() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &["--set", "agent.apply.enabled=true"]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    check_agent_common(daemonset);
+    assert_eq!(
+        pod_spec(daemonset)["hostPID"],
+        true,
+        "systemctl needs the host's PID namespace"
+    );
+    let sc = &container(daemonset)["securityContext"];
+    assert_eq!(sc["privileged"], true);
+    assert_ne!(
+        sc["allowPrivilegeEscalation"], false,
+        "the API server rejects privileged with allowPrivilegeEscalation=false"
+    );
+    let (root, _) = mount_at(daemonset, "/host");
+    assert!(!is_read_only(root), "/host is read-write in apply mode");
+}
+
+#[test]
+fn agent_config_and_metrics_service_are_optional() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(
+        &helm,
+        &[
+            "--set-string",
+            "agent.config.files.host\\.yaml=kind: ApplyPolicy",
+            "--set",
+            "agent.metricsService.enabled=true",
+        ],
+    );
+    let config_map = object(&docs, "ConfigMap", "driftless-agent-config");
+    assert_eq!(config_map["data"]["host.yaml"], "kind: ApplyPolicy");
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    let (mount, volume) = mount_at(daemonset, "/etc/driftless/config");
+    assert!(is_read_only(mount));
+    assert_eq!(volume["configMap"]["name"], "driftless-agent-config");
+    let service = object(&docs, "Service", "driftless-agent-metrics");
+    assert_eq!(service["spec"]["clusterIP"], "None", "headless");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9779);
+}
+
+#[test]
+fn crds_ship_in_the_chart() {
+    let Some(helm) = helm_or_skip() else { return };
+    let expected: BTreeSet<&str> = [
+        "applypolicies.driftless.dev",
+        "driftreports.driftless.dev",
+        "driftscans.driftless.dev",
+        "factspolicies.driftless.dev",
+        "logpipelines.driftless.dev",
+    ]
+    .into();
+    let crd_dir = chart_dir().join("crds");
+    let mut in_dir = BTreeSet::new();
+    for entry in std::fs::read_dir(&crd_dir).expect("charts/driftless/crds exists") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("CRD file readable");
+        for doc in parse_docs(&text) {
+            assert_eq!(
+                kind_of(&doc),
+                "CustomResourceDefinition",
+                "{}",
+                path.display()
+            );
+            assert_eq!(doc["spec"]["group"], "driftless.dev");
+            in_dir.insert(name_of(&doc).to_owned());
+        }
+    }
+    assert_eq!(in_dir, expected.iter().map(|s| (*s).to_owned()).collect());
+    // And helm installs them: they come out of `helm template --include-crds`.
+    let docs = render(&helm, &["--include-crds"]);
+    let rendered: BTreeSet<&str> = all_of_kind(&docs, "CustomResourceDefinition")
+        .into_iter()
+        .map(name_of)
+        .collect();
+    assert_eq!(rendered, expected);
+}
+
+#[test]
+fn values_schema_rejects_invalid_values() {
+    let Some(helm) = helm_or_skip() else { return };
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    for (set, complaint) in [
+        ("agent.port=notanumber", "agent.port"),
+        ("agent.port=70000", "agent.port"),
+        ("operator.image.pullPolicy=Sometimes", "pullPolicy"),
+        ("agent.apply.enabled=maybe", "enabled"),
+        ("agent.tpyo=1", "tpyo"),
+    ] {
+        let out = helm_cmd(&helm, &["template", RELEASE, chart, "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} must be rejected");
+        assert!(
+            stderr.contains("schema") && stderr.contains(complaint),
+            "--set {set}: expected a schema error naming {complaint}, got: {stderr}"
+        );
+    }
+    // A valid override goes through to the pod.
+    let docs = render(&helm, &["--set", "agent.port=9100"]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    assert_eq!(container(daemonset)["ports"][0]["containerPort"], 9100);
+    assert_eq!(
+        arg_after(container(daemonset), "--listen"),
+        Some("0.0.0.0:9100")
+    );
+}
+
+#[test]
+fn chart_requires_kubernetes_1_28() {
+    let Some(helm) = helm_or_skip() else { return };
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    let old = helm_cmd(
+        &helm,
+        &["template", RELEASE, chart, "--kube-version", "1.27.9"],
+    );
+    assert!(!old.status.success(), "Kubernetes 1.27 must be refused");
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains(">=1.28.0-0"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    for version in ["1.28.0", "1.31.2-gke.1000"] {
+        render(&helm, &["--kube-version", version]);
+    }
+}

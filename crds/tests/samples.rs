@@ -58,3 +58,25 @@ fn samples_are_valid() {
         "one sample per kind"
     );
 }
+
+#[test]
+fn gitops_example_policies_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/gitops/clusters/production/policies");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "kustomization.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            if let Err(problems) = parse(Value::deserialize(document).unwrap()) {
+                let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                panic!("{}: {text:#?}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
+}

@@ -61,8 +61,8 @@ fn samples_are_valid() {
 
 #[test]
 fn gitops_example_policies_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config/gitops/clusters/production/policies");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gitops/clusters/production/policies");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

@@ -21,4 +21,9 @@ echo "== release binaries (used by the image tests)"
 cargo build --release --locked -p driftless-agent -p driftless-operator
 
 echo "== tests"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run: the last binary cargo reports may hold no test at all.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"

@@ -1,8 +1,13 @@
 //! The Driftless node agent (`driftless`): configuration loading, facts, and the agent's HTTP
 //! endpoints. The same binary runs as a DaemonSet (`--root /host`) and on a plain host.
 
+pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod facts;
 pub mod host;
+pub mod logs;
+pub mod metrics;
 pub mod server;

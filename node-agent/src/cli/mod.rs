@@ -1,7 +1,10 @@
 //! The `driftless` command line: one module per command.
 
 mod agent;
+mod apply;
+mod drift;
 mod facts;
+mod logs;
 mod validate;
 
 use std::path::PathBuf;
@@ -73,6 +76,13 @@ enum Command {
     /// Run the agent: load the configuration and serve /healthz and /metrics until stopped.
     /// SIGHUP reloads the configuration; an invalid one is refused and the last good one stays.
     Agent(agent::Args),
+    /// Make the host match its ApplyPolicies (or, with --dry-run, show what would change).
+    Apply(apply::Args),
+    /// Check the host against its ApplyPolicies, or resolve the drift found.
+    Drift(drift::Args),
+    /// Run the log pipelines in the foreground: tail, parse, transform and forward files.
+    /// SIGHUP reloads the configuration.
+    Logs(logs::Args),
 }
 
 impl Cli {
@@ -82,6 +92,9 @@ impl Cli {
             Command::Validate(args) => validate::run(&args),
             Command::Facts(args) => facts::run(&args),
             Command::Agent(args) => agent::run(&args),
+            Command::Apply(args) => apply::run(&args),
+            Command::Drift(args) => drift::run(&args),
+            Command::Logs(args) => logs::run(&args),
         }
     }
 }

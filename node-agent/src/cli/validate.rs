@@ -15,7 +15,17 @@ pub struct Args {
 /// Prints every problem and exits 1, or a summary and exits 0.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (dir, secrets) = args.config.sources()?;
-    match config::load(&dir, &secrets) {
+    // Templates and `when` conditions are checked too (crate::apply::validate), so a bad
+    // template is reported here rather than half-way through an apply.
+    let loaded = config::load(&dir, &secrets).and_then(|config| {
+        let problems = crate::apply::validate::check(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(config::ConfigErrors(problems))
+        }
+    });
+    match loaded {
         Ok(config) => {
             println!("{}: {}", dir.display(), summary(&config));
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,176 @@
+//! Templates (`file.template`) and `when` conditions, with minijinja: `facts` and `vars` in
+//! scope, undefined values refused (a typo is an error, never an empty string).
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// A template or condition error, naming the task and field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("task {task:?}: {field}: {message}")]
+pub struct TemplateError {
+    /// The task.
+    pub task: String,
+    /// The field (`file.template`, `when`).
+    pub field: String,
+    /// What minijinja said.
+    pub message: String,
+}
+
+/// The template engine, configured once.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Templates")
+    }
+}
+
+/// minijinja's error with its detail (`undefined value` alone does not say which).
+fn describe(err: &minijinja::Error) -> String {
+    let mut message = match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.to_string(),
+    };
+    if let Some(line) = err.line() {
+        message.push_str(&format!(" (line {line})"));
+    }
+    message
+}
+
+/// Instructions one template render or `when` evaluation may execute.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
+impl Templates {
+    /// Strict undefined behaviour; no auto-escaping (these are config files, not HTML).
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        // Bounds the work one render may do, so a runaway loop in a template fails the task
+        // instead of hanging the agent.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        Self { env }
+    }
+
+    fn context(facts: &serde_json::Value, vars: &serde_json::Value) -> Value {
+        minijinja::context! {
+            facts => Value::from_serialize(facts),
+            vars => Value::from_serialize(vars),
+        }
+    }
+
+    /// Checks a template's syntax without rendering it.
+    pub fn check_template(&self, source: &str) -> Result<(), String> {
+        self.env
+            .template_from_str(source)
+            .map(|_| ())
+            .map_err(|e| describe(&e))
+    }
+
+    /// Checks an expression's syntax without evaluating it.
+    pub fn check_expression(&self, source: &str) -> Result<(), String> {
+        self.env
+            .compile_expression(source)
+            .map(|_| ())
+            .map_err(|e| describe(&e))
+    }
+
+    /// Renders a template.
+    pub fn render(
+        &self,
+        task: &str,
+        field: &str,
+        source: &str,
+        facts: &serde_json::Value,
+        vars: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
+        let error = |e: minijinja::Error| TemplateError {
+            task: task.into(),
+            field: field.into(),
+            message: describe(&e),
+        };
+        let template = self.env.template_from_str(source).map_err(error)?;
+        template.render(Self::context(facts, vars)).map_err(error)
+    }
+
+    /// Evaluates a `when` condition to true or false.
+    pub fn when(
+        &self,
+        task: &str,
+        source: &str,
+        facts: &serde_json::Value,
+        vars: &serde_json::Value,
+    ) -> Result<bool, TemplateError> {
+        let error = |e: minijinja::Error| TemplateError {
+            task: task.into(),
+            field: "when".into(),
+            message: describe(&e),
+        };
+        let expr = self.env.compile_expression(source).map_err(error)?;
+        let value = expr.eval(Self::context(facts, vars)).map_err(error)?;
+        Ok(value.is_true())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let t = Templates::new();
+        let err = t
+            .render(
+                "loop",
+                "template",
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                &json!({}),
+                &json!({}),
+            )
+            .unwrap_err();
+        assert!(err.message.contains("fuel"), "{}", err.message);
+    }
+
+    #[test]
+    fn renders_facts_and_vars_and_refuses_undefined() {
+        let t = Templates::new();
+        let facts = json!({"hostname": "web1", "os": {"family": "debian"}});
+        let vars = json!({"admins": ["alice", "bob"]});
+        let out = t
+            .render(
+                "motd",
+                "file.template",
+                "{{ facts.hostname }}: {{ vars.admins | join(\", \") }}\n",
+                &facts,
+                &vars,
+            )
+            .unwrap();
+        assert_eq!(out, "web1: alice, bob\n");
+        let err = t
+            .render("motd", "file.template", "{{ vars.nope }}", &facts, &vars)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("task \"motd\": file.template: undefined value"),
+            "{err}"
+        );
+        assert!(t
+            .when("x", "facts.os.family == 'debian'", &facts, &vars)
+            .unwrap());
+        assert!(!t
+            .when("x", "facts.os.family == 'redhat'", &facts, &vars)
+            .unwrap());
+        let err = t.when("x", "facts.nope.deeper", &facts, &vars).unwrap_err();
+        assert_eq!(err.field, "when");
+        assert!(t.check_template("{% if %}").is_err());
+        assert!(t.check_expression("a ==").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Checks what the API types cannot: every `file.template` and `when` compiles, every host path
+//! is absolute and stays below the root, every regular expression and ignore glob compiles.
+//! Called by `driftless validate` and before any apply.
+
+use driftless_crds::apply_policy::TaskAction;
+use driftless_crds::resource::Resource;
+use driftless_crds::validate::Problem;
+
+use super::template::Templates;
+use crate::config::{Config, ConfigError};
+
+/// Every template or `when` that does not compile, with file, resource and field path.
+pub fn check(config: &Config) -> Vec<ConfigError> {
+    let templates = Templates::new();
+    let mut errors = Vec::new();
+    for loaded in &config.resources {
+        let Resource::ApplyPolicy(policy) = &loaded.resource else {
+            continue;
+        };
+        let label = format!(
+            "ApplyPolicy/{}",
+            policy.metadata.name.as_deref().unwrap_or_default()
+        );
+        let lists = [
+            ("tasks", &policy.spec.tasks),
+            ("handlers", &policy.spec.handlers),
+        ];
+        for (list, tasks) in lists {
+            for (i, task) in tasks.iter().enumerate() {
+                let mut problem = |field: &str, message: String| {
+                    errors.push(ConfigError {
+                        origin: Some(loaded.origin.clone()),
+                        resource: Some(label.clone()),
+                        problem: Problem::new(format!("spec.{list}[{i}].{field}"), message),
+                    });
+                };
+                if let Some(when) = &task.when {
+                    if let Err(e) = templates.check_expression(when) {
+                        problem("when", format!("not a valid condition: {e}"));
+                    }
+                }
+                if let TaskAction::File(file) = &task.action {
+                    if let Some(template) = &file.template {
+                        if let Err(e) = templates.check_template(template) {
+                            problem("file.template", format!("not a valid template: {e}"));
+                        }
+                    }
+                }
+                for (field, path) in paths(&task.action) {
+                    if let Some(message) = path_problem(path) {
+                        problem(&field, message);
+                    }
+                }
+                for (field, pattern) in regexes(&task.action) {
+                    if let Err(e) = regex::Regex::new(pattern) {
+                        let first = e.to_string();
+                        let last = first.lines().last().unwrap_or_default().trim().to_owned();
+                        problem(
+                            &field,
+                            format!("{pattern:?} is not a regular expression: {last}"),
+                        );
+                    }
+                }
+            }
+        }
+        for (i, rule) in policy.spec.ignore.iter().enumerate() {
+            let globs = [
+                ("task", &rule.task),
+                ("resource", &rule.resource),
+                ("path", &rule.path),
+            ];
+            for (field, glob) in globs {
+                if let Some(glob) = glob {
+                    if let Err(e) = globset::Glob::new(glob) {
+                        errors.push(ConfigError {
+                            origin: Some(loaded.origin.clone()),
+                            resource: Some(label.clone()),
+                            problem: Problem::new(
+                                format!("spec.ignore[{i}].{field}"),
+                                format!("{glob:?} is not a glob: {}", e.kind()),
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// The host paths of a task, with their field names.
+fn paths(action: &TaskAction) -> Vec<(String, &str)> {
+    let key = action.key();
+    let fields: Vec<(&str, Option<&str>)> = match action {
+        TaskAction::File(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::Directory(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::Symlink(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::LineInFile(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::BlockInFile(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::Mount(t) => vec![("path", Some(t.path.as_str()))],
+        TaskAction::Command(t) => {
+            vec![("creates", t.creates.as_deref()), ("cwd", t.cwd.as_deref())]
+        }
+        _ => Vec::new(),
+    };
+    fields
+        .into_iter()
+        .filter_map(|(f, p)| p.map(|p| (format!("{key}.{f}"), p)))
+        .collect()
+}
+
+/// Why a host path is not acceptable, if it is not: relative, or climbing above `/`.
+pub fn path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some(format!("{path:?} is not an absolute path"));
+    }
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if depth == 0 {
+                    return Some(format!("{path:?} escapes the host root through \"..\""));
+                }
+                depth -= 1;
+            }
+            _ => depth += 1,
+        }
+    }
+    None
+}
+
+/// The regular expressions of a task, with their field names.
+fn regexes(action: &TaskAction) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    fn anchors<'a>(v: &'a Option<String>, end: &str) -> Option<&'a str> {
+        v.as_deref().filter(|s| *s != end)
+    }
+    match action {
+        TaskAction::LineInFile(t) => {
+            let fields = [
+                ("regexp", t.regexp.as_deref()),
+                ("insertAfter", anchors(&t.insert_after, "EOF")),
+                ("insertBefore", anchors(&t.insert_before, "BOF")),
+            ];
+            for (f, p) in fields {
+                if let Some(p) = p {
+                    out.push((format!("lineInFile.{f}"), p));
+                }
+            }
+        }
+        TaskAction::BlockInFile(t) => {
+            let fields = [
+                ("insertAfter", anchors(&t.insert_after, "EOF")),
+                ("insertBefore", anchors(&t.insert_before, "BOF")),
+            ];
+            for (f, p) in fields {
+                if let Some(p) = p {
+                    out.push((format!("blockInFile.{f}"), p));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_absolute_and_stay_below_the_root() {
+        assert_eq!(path_problem("/etc/motd"), None);
+        assert_eq!(path_problem("/etc/../etc/motd"), None);
+        assert_eq!(
+            path_problem("/etc/../../x").as_deref(),
+            Some("\"/etc/../../x\" escapes the host root through \"..\"")
+        );
+        assert_eq!(
+            path_problem("etc/x").as_deref(),
+            Some("\"etc/x\" is not an absolute path")
+        );
+    }
+}

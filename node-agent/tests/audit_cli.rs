@@ -1,0 +1,125 @@
+//! `driftless apply` writes one audit record per change to the policy's sinks; a sink that is
+//! down neither fails nor blocks the apply, and its records stay spooled.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn apply(config: &Path, root: &Path, spool: &Path, env: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["--log-format", "text", "apply", "--config"])
+        .arg(config)
+        .arg("--root")
+        .arg(root)
+        .arg("--audit-spool")
+        .arg(spool)
+        .arg("--env-file")
+        .arg(env)
+        .output()
+        .unwrap()
+}
+
+fn spooled(spool: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(policies) = std::fs::read_dir(spool) else {
+        return out;
+    };
+    for policy in policies.flatten() {
+        for sink in std::fs::read_dir(policy.path()).unwrap().flatten() {
+            for batch in std::fs::read_dir(sink.path()).unwrap().flatten() {
+                out.push(format!(
+                    "{}/{}",
+                    sink.file_name().to_string_lossy(),
+                    batch.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn apply_records_changes_and_keeps_undelivered_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    let root = tmp.path().join("root");
+    let spool = tmp.path().join("spool");
+    let trail = tmp.path().join("trail");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let env = tmp.path().join("env");
+    std::fs::write(&env, "MOTD_SECRET=opensesame\n").unwrap();
+    std::fs::write(
+        config.join("base.yaml"),
+        format!(
+            r#"apiVersion: driftless.dev/v1alpha1
+kind: ApplyPolicy
+metadata: {{name: base}}
+spec:
+  secrets: [{{name: MOTD_SECRET}}]
+  tasks:
+    - name: motd
+      file: {{path: /etc/motd, content: "welcome ${{secret:MOTD_SECRET}}\n"}}
+    - name: issue
+      file: {{path: /etc/issue, content: "Debian\n"}}
+  audit:
+    sinks:
+      - name: local
+        directory: {{path: {trail}}}
+      - name: down
+        http: {{url: "http://127.0.0.1:{port}/audit"}}
+"#,
+            trail = trail.display(),
+            port = free_port()
+        ),
+    )
+    .unwrap();
+
+    let first = apply(&config, &root, &spool, &env);
+    assert!(
+        first.status.success(),
+        "an audit sink that is down does not fail the apply: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/motd")).unwrap(),
+        "welcome opensesame\n"
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("audit: policy base: audit sink down"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(trail.join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[0]["task"], "motd");
+    assert_eq!(records[0]["policy"], "base");
+    assert_eq!(records[0]["revision"].as_str().unwrap().len(), 12);
+    assert_eq!(records[0]["change"], "added");
+    assert!(records[0]["afterSha256"].is_string());
+    assert!(!text.contains("opensesame"), "{text}");
+    // The unreachable sink's batch waits; the directory's was delivered and removed.
+    let waiting = spooled(&spool);
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].starts_with("down/"));
+
+    // Second run: nothing changes, so no new record; the old batch is still waiting.
+    let second = apply(&config, &root, &spool, &env);
+    assert!(second.status.success());
+    let again = std::fs::read_to_string(trail.join("audit.jsonl")).unwrap();
+    assert_eq!(again, text);
+    assert_eq!(spooled(&spool), waiting);
+}

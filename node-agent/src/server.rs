@@ -1,151 +1,335 @@
 //! The agent's HTTP endpoints: `/healthz` and `/metrics`.
+//!
+//! `/metrics` serves the Prometheus text format 0.0.4 (what node_exporter serves): the node
+//! collectors' families, the agent's own `driftless_*` metrics, and every registered
+//! [`MetricsSource`]. Scrapes that arrive while a collection is running share its result
+//! (single-flight), the body is gzipped when the client accepts it, and a failing collector only
+//! shows as `node_scrape_collector_success{collector="..."} 0`.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
 
 use crate::config::Config;
+use crate::facts::Scraper;
+use crate::metrics::{self, Kind, MetricsSource};
 
-/// Label set of metrics per resource kind.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// Resource kind.
-    pub kind: String,
-}
-
-/// Label set of reload outcomes.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `success` or `failure`.
-    pub result: String,
-}
-
-/// The agent's own metrics.
+/// The agent's own metrics (`driftless_build_info`, `driftless_config_*`).
+#[derive(Default)]
 pub struct Metrics {
-    registry: Registry,
-    resources: Family<KindLabels, Gauge>,
-    reloads: Family<ResultLabels, Counter>,
-    last_reload_success: Gauge,
-    last_reload_timestamp: Gauge,
+    inner: Mutex<AgentCounters>,
+}
+
+#[derive(Default)]
+struct AgentCounters {
+    resources: BTreeMap<String, usize>,
+    reload_success: u64,
+    reload_failure: u64,
+    last_reload_success: bool,
+    last_reload_timestamp: u64,
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// No loads recorded yet.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("driftless");
-        registry.register(
-            "build",
-            "Driftless agent build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        let resources = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "config_resources",
-            "Resources in the loaded configuration, by kind",
-            resources.clone(),
-        );
-        let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Configuration loads, by result",
-            reloads.clone(),
-        );
-        let last_reload_success = Gauge::default();
-        registry.register(
-            "config_last_reload_successful",
-            "Whether the last configuration load succeeded (1) or was refused (0)",
-            last_reload_success.clone(),
-        );
-        let last_reload_timestamp = Gauge::default();
-        registry.register(
-            "config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load",
-            last_reload_timestamp.clone(),
-        );
-        Self {
-            registry,
-            resources,
-            reloads,
-            last_reload_success,
-            last_reload_timestamp,
-        }
+        Self::default()
     }
 
     /// Records a configuration load.
     pub fn config_loaded(&self, outcome: Result<&Config, ()>) {
-        let result = if outcome.is_ok() {
-            "success"
-        } else {
-            "failure"
-        };
-        self.reloads
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
-        self.last_reload_success.set(i64::from(outcome.is_ok()));
-        if let Ok(config) = outcome {
-            for (kind, count) in config.counts() {
-                self.resources
-                    .get_or_create(&KindLabels { kind: kind.into() })
-                    .set(count as i64);
+        let Ok(mut m) = self.inner.lock() else { return };
+        m.last_reload_success = outcome.is_ok();
+        match outcome {
+            Ok(config) => {
+                m.reload_success += 1;
+                for (kind, count) in config.counts() {
+                    m.resources.insert(kind.to_string(), count);
+                }
+                m.last_reload_timestamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default();
-            self.last_reload_timestamp.set(now);
+            Err(()) => m.reload_failure += 1,
         }
     }
 
-    /// The exposition in Prometheus text format.
+    /// The exposition of the agent's own metrics in the text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        MetricsSource::encode(self, &mut out);
         out
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl MetricsSource for Metrics {
+    fn encode(&self, out: &mut String) {
+        let Ok(m) = self.inner.lock() else { return };
+        metrics::write_family_header(
+            out,
+            "driftless_build_info",
+            "Driftless agent build information",
+            Kind::Gauge,
+        );
+        metrics::write_sample(
+            out,
+            "driftless_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        if !m.resources.is_empty() {
+            metrics::write_family_header(
+                out,
+                "driftless_config_resources",
+                "Resources in the loaded configuration, by kind",
+                Kind::Gauge,
+            );
+            for (kind, count) in &m.resources {
+                metrics::write_sample(
+                    out,
+                    "driftless_config_resources",
+                    &[("kind", kind)],
+                    *count as f64,
+                );
+            }
+        }
+        metrics::write_family_header(
+            out,
+            "driftless_config_reloads_total",
+            "Configuration loads, by result",
+            Kind::Counter,
+        );
+        for (result, n) in [("failure", m.reload_failure), ("success", m.reload_success)] {
+            metrics::write_sample(
+                out,
+                "driftless_config_reloads_total",
+                &[("result", result)],
+                n as f64,
+            );
+        }
+        metrics::write_family_header(
+            out,
+            "driftless_config_last_reload_successful",
+            "Whether the last configuration load succeeded (1) or was refused (0)",
+            Kind::Gauge,
+        );
+        metrics::write_sample(
+            out,
+            "driftless_config_last_reload_successful",
+            &[],
+            f64::from(u8::from(m.last_reload_success)),
+        );
+        metrics::write_family_header(
+            out,
+            "driftless_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load",
+            Kind::Gauge,
+        );
+        metrics::write_sample(
+            out,
+            "driftless_config_last_reload_success_timestamp_seconds",
+            &[],
+            m.last_reload_timestamp as f64,
+        );
     }
 }
 
 /// State shared by the handlers.
 pub struct AppState {
-    /// Metrics.
+    /// The agent's own metrics.
     pub metrics: Metrics,
     /// The configuration currently in force.
     pub config: Mutex<Config>,
+    /// Node collectors run on every scrape (none when facts are off).
+    pub scraper: RwLock<Option<Arc<Scraper>>>,
+    facts: RwLock<Option<Arc<crate::facts::runtime::Facts>>>,
+    sources: RwLock<Vec<Arc<dyn MetricsSource>>>,
+    flight: tokio::sync::Mutex<Option<Arc<Exposition>>>,
+    completed: AtomicU64,
+}
+
+/// One collected exposition, shared by the scrapes that waited for it.
+pub struct Exposition {
+    /// The text.
+    pub text: String,
+    gzip: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl AppState {
+    /// State with the agent's metrics and the configuration in force; no scraper or sources yet.
+    pub fn new(metrics: Metrics, config: Config) -> Self {
+        Self {
+            metrics,
+            config: Mutex::new(config),
+            scraper: RwLock::new(None),
+            facts: RwLock::new(None),
+            sources: RwLock::new(Vec::new()),
+            flight: tokio::sync::Mutex::new(None),
+            completed: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds families to `/metrics` (the log pipeline's metrics, thresholds, ...).
+    pub fn add_source(&self, source: Arc<dyn MetricsSource>) {
+        if let Ok(mut sources) = self.sources.write() {
+            sources.push(source);
+        }
+    }
+
+    /// Sets the facts runtime (thresholds, S3 push) and adds its metrics to `/metrics`.
+    pub fn set_facts(&self, facts: Arc<crate::facts::runtime::Facts>) {
+        self.add_source(facts.clone());
+        if let Ok(mut current) = self.facts.write() {
+            *current = Some(facts);
+        }
+    }
+
+    /// The facts runtime, when set.
+    pub fn facts(&self) -> Option<Arc<crate::facts::runtime::Facts>> {
+        self.facts.read().ok().and_then(|f| f.clone())
+    }
+
+    /// Sets the node collectors run on every scrape.
+    pub fn set_scraper(&self, scraper: Option<Arc<Scraper>>) {
+        if let Ok(mut current) = self.scraper.write() {
+            *current = scraper;
+        }
+    }
+
+    /// Collects the whole exposition now (blocking file reads).
+    pub fn collect_now(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        let scraper = self.scraper.read().ok().and_then(|s| s.clone());
+        if let Some(scraper) = scraper {
+            scraper.scrape_into(&mut out);
+        }
+        MetricsSource::encode(&self.metrics, &mut out);
+        let sources: Vec<_> = self.sources.read().map(|s| s.clone()).unwrap_or_default();
+        for source in sources {
+            source.encode(&mut out);
+        }
+        out
+    }
+
+    /// The exposition, shared with every scrape that was waiting while it was collected:
+    /// a scrape waits for a collection in flight instead of starting its own.
+    pub async fn collect_shared(self: &Arc<Self>) -> Arc<Exposition> {
+        let seen = self.completed.load(Ordering::Acquire);
+        let mut slot = self.flight.lock().await;
+        if self.completed.load(Ordering::Acquire) != seen {
+            if let Some(done) = slot.as_ref() {
+                return done.clone();
+            }
+        }
+        let state = self.clone();
+        let text = tokio::task::spawn_blocking(move || state.collect_now())
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "metrics collection panicked");
+                String::new()
+            });
+        let exposition = Arc::new(Exposition {
+            text,
+            gzip: std::sync::OnceLock::new(),
+        });
+        *slot = Some(exposition.clone());
+        self.completed.fetch_add(1, Ordering::AcqRel);
+        exposition
+    }
+}
+
+impl Exposition {
+    /// The text, gzipped (once per collection).
+    pub fn gzipped(&self) -> &[u8] {
+        self.gzip.get_or_init(|| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(self.text.as_bytes());
+            encoder.finish().unwrap_or_default()
+        })
+    }
 }
 
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(serve_metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+/// Whether an `Accept-Encoding` header allows gzip.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+async fn serve_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let exposition = state.collect_shared().await;
+    if accepts_gzip(&headers) {
+        (
+            [
+                (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            exposition.gzipped().to_vec(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            exposition.text.clone(),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_gzip(&headers));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.5"),
+        );
+        assert!(accepts_gzip(&headers));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0"),
+        );
+        assert!(!accepts_gzip(&headers));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        assert!(!accepts_gzip(&headers));
+    }
 }

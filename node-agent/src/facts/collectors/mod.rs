@@ -1,0 +1,379 @@
+//! The collector registry: one module per collector, each with a name, whether it runs by
+//! default, and a factory. Families and labels are node_exporter's where it has the same family.
+//!
+//! Guarantees: a collector that fails reports `node_scrape_collector_success{collector} 0` and
+//! its error is logged; the other collectors and the endpoint are unaffected. "No data" (a
+//! missing optional file such as `/proc/pressure`) counts as success with no samples.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use driftless_crds::facts_policy::{Collectors, CustomFact};
+
+use crate::host::HostPaths;
+use crate::metrics::{encode_families, Family, Kind};
+
+pub mod command;
+pub mod cpu;
+pub mod diskstats;
+pub mod file;
+pub mod filefd;
+pub mod filesystem;
+pub mod loadavg;
+pub mod meminfo;
+pub mod netdev;
+pub mod os;
+pub mod pressure;
+pub mod sockstat;
+pub mod stat;
+pub mod time;
+pub mod uname;
+pub mod vmstat;
+
+/// Why a collector produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The data does not exist on this host (not a failure).
+    #[error("no data: {0}")]
+    NoData(String),
+    /// The collector failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The collector's options are invalid.
+    #[error("collector {collector}: {problem}")]
+    Config {
+        /// Collector name.
+        collector: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// What a collector's factory gets.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the host is.
+    pub paths: HostPaths,
+    /// Options of the built-in collectors (FactsPolicy `spec.collectors`).
+    pub collectors: Collectors,
+    /// Custom facts (FactsPolicy `spec.facts`).
+    pub facts: Vec<CustomFact>,
+    /// How long command facts are cached (the FactsPolicy `interval`).
+    pub interval: std::time::Duration,
+}
+
+impl Settings {
+    /// Defaults below a host root.
+    pub fn new(paths: HostPaths) -> Self {
+        Self {
+            paths,
+            collectors: Collectors::default(),
+            facts: Vec::new(),
+            interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// A collector: appends families on every scrape.
+pub trait Collector: Send + Sync {
+    /// Reads the host and appends families.
+    fn update(&self, out: &mut Vec<Family>) -> Result<(), CollectError>;
+}
+
+/// Makes a collector from the settings.
+pub type Factory = fn(&Settings) -> Result<Box<dyn Collector>, CollectError>;
+
+/// A registry entry.
+pub struct CollectorInfo {
+    /// Name, as in `--collector.NAME` and FactsPolicy `spec.collectors`.
+    pub name: &'static str,
+    /// Whether it runs unless disabled.
+    pub default_enabled: bool,
+    /// Makes it.
+    pub factory: Factory,
+}
+
+/// Every collector, in the order they run.
+pub const REGISTRY: &[CollectorInfo] = &[
+    CollectorInfo {
+        name: "cpu",
+        default_enabled: true,
+        factory: cpu::new,
+    },
+    CollectorInfo {
+        name: "diskstats",
+        default_enabled: true,
+        factory: diskstats::new,
+    },
+    CollectorInfo {
+        name: "filefd",
+        default_enabled: true,
+        factory: filefd::new,
+    },
+    CollectorInfo {
+        name: "filesystem",
+        default_enabled: true,
+        factory: filesystem::new,
+    },
+    CollectorInfo {
+        name: "loadavg",
+        default_enabled: true,
+        factory: loadavg::new,
+    },
+    CollectorInfo {
+        name: "meminfo",
+        default_enabled: true,
+        factory: meminfo::new,
+    },
+    CollectorInfo {
+        name: "netdev",
+        default_enabled: true,
+        factory: netdev::new,
+    },
+    CollectorInfo {
+        name: "os",
+        default_enabled: true,
+        factory: os::new,
+    },
+    CollectorInfo {
+        name: "pressure",
+        default_enabled: true,
+        factory: pressure::new,
+    },
+    CollectorInfo {
+        name: "sockstat",
+        default_enabled: true,
+        factory: sockstat::new,
+    },
+    CollectorInfo {
+        name: "stat",
+        default_enabled: true,
+        factory: stat::new,
+    },
+    CollectorInfo {
+        name: "time",
+        default_enabled: true,
+        factory: time::new,
+    },
+    CollectorInfo {
+        name: "uname",
+        default_enabled: true,
+        factory: uname::new,
+    },
+    CollectorInfo {
+        name: "vmstat",
+        default_enabled: true,
+        factory: vmstat::new,
+    },
+    CollectorInfo {
+        name: "command",
+        default_enabled: true,
+        factory: command::new,
+    },
+    CollectorInfo {
+        name: "file",
+        default_enabled: true,
+        factory: file::new,
+    },
+];
+
+/// Looks a collector up by name.
+pub fn info(name: &str) -> Option<&'static CollectorInfo> {
+    REGISTRY.iter().find(|c| c.name == name)
+}
+
+/// Which collectors run: the policy's choice (`enable` replaces the default set, `disable`
+/// removes), then the flags in order (`--collector.X` adds, `--no-collector.X` removes, and
+/// `--collector.disable-defaults` starts from nothing). Unknown names are errors.
+pub fn select(
+    policy: Option<&Collectors>,
+    disable_defaults: bool,
+    flags: &[(String, bool)],
+) -> Result<BTreeSet<&'static str>, CollectError> {
+    let mut set: BTreeSet<&'static str> = if disable_defaults {
+        BTreeSet::new()
+    } else {
+        REGISTRY
+            .iter()
+            .filter(|c| c.default_enabled)
+            .map(|c| c.name)
+            .collect()
+    };
+    if let Some(policy) = policy {
+        let name = |c: &driftless_crds::facts_policy::CollectorName| -> Result<&'static str, CollectError> {
+            let text = serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            info(&text).map(|i| i.name).ok_or(CollectError::Config {
+                collector: "registry",
+                problem: format!("unknown collector {text:?}"),
+            })
+        };
+        if !policy.enable.is_empty() {
+            set = policy.enable.iter().map(name).collect::<Result<_, _>>()?;
+            // Custom facts are not in the enum; they follow the policy's `facts` list.
+            set.insert("command");
+            set.insert("file");
+        }
+        for c in &policy.disable {
+            set.remove(name(c)?);
+        }
+    }
+    for (flag, on) in flags {
+        let Some(entry) = info(flag) else {
+            return Err(CollectError::Config {
+                collector: "registry",
+                problem: format!(
+                    "unknown collector {flag:?}; known: {}",
+                    REGISTRY
+                        .iter()
+                        .map(|c| c.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        if *on {
+            set.insert(entry.name);
+        } else {
+            set.remove(entry.name);
+        }
+    }
+    Ok(set)
+}
+
+/// The enabled collectors, ready to scrape.
+pub struct Scraper {
+    collectors: Vec<(&'static str, Box<dyn Collector>)>,
+}
+
+impl Scraper {
+    /// Builds the named collectors (in registry order).
+    pub fn new(
+        settings: &Settings,
+        enabled: &BTreeSet<&'static str>,
+    ) -> Result<Self, CollectError> {
+        let mut collectors = Vec::new();
+        for entry in REGISTRY.iter().filter(|c| enabled.contains(c.name)) {
+            collectors.push((entry.name, (entry.factory)(settings)?));
+        }
+        Ok(Self { collectors })
+    }
+
+    /// Names of the collectors that run.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.collectors.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Runs every collector and returns their families plus
+    /// `node_scrape_collector_duration_seconds` and `node_scrape_collector_success`.
+    pub fn scrape(&self) -> Vec<Family> {
+        let mut out = Vec::with_capacity(256);
+        let mut duration = Family::new(
+            "node_scrape_collector_duration_seconds",
+            "node_exporter: Duration of a collector scrape.",
+            Kind::Gauge,
+        );
+        let mut success = Family::new(
+            "node_scrape_collector_success",
+            "node_exporter: Whether a collector succeeded.",
+            Kind::Gauge,
+        );
+        for (name, collector) in &self.collectors {
+            let start = Instant::now();
+            // A panicking collector is a failed collector, not a failed scrape.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                collector.update(&mut out)
+            }))
+            .unwrap_or_else(|_| Err(CollectError::Failed("collector panicked".into())));
+            let ok = match result {
+                Ok(()) => true,
+                Err(CollectError::NoData(why)) => {
+                    tracing::debug!(collector = name, %why, "collector returned no data");
+                    true
+                }
+                Err(error) => {
+                    // What it produced before failing stays, as with node_exporter.
+                    tracing::warn!(collector = name, %error, "collector failed");
+                    false
+                }
+            };
+            duration.push(
+                vec![("collector", (*name).to_owned())],
+                start.elapsed().as_secs_f64(),
+            );
+            success.push(
+                vec![("collector", (*name).to_owned())],
+                f64::from(u8::from(ok)),
+            );
+        }
+        out.push(duration);
+        out.push(success);
+        out
+    }
+
+    /// Scrapes and writes the exposition.
+    pub fn scrape_into(&self, out: &mut String) {
+        encode_families(&self.scrape(), out);
+    }
+}
+
+/// Reads a file; a missing file is "no data".
+pub(crate) fn read(path: &std::path::Path) -> Result<String, CollectError> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            CollectError::NoData(format!("{} not found", path.display()))
+        }
+        _ => CollectError::Failed(format!("reading {}: {e}", path.display())),
+    })
+}
+
+/// Compiles an optional regular expression option.
+pub(crate) fn regex(
+    collector: &'static str,
+    pattern: Option<&str>,
+) -> Result<Option<regex::Regex>, CollectError> {
+    pattern
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| CollectError::Config {
+                collector,
+                problem: format!("bad regular expression {p:?}: {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// The user clock ticks per second node_exporter assumes (`USER_HZ`).
+pub(crate) const USER_HZ: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftless_crds::facts_policy::CollectorName;
+
+    #[test]
+    fn selection_follows_policy_then_flags() {
+        let all = select(None, false, &[]).unwrap();
+        assert_eq!(all.len(), REGISTRY.len());
+        let policy = Collectors {
+            disable: vec![CollectorName::Pressure],
+            ..Default::default()
+        };
+        let set = select(Some(&policy), false, &[("vmstat".into(), false)]).unwrap();
+        assert!(!set.contains("pressure") && !set.contains("vmstat") && set.contains("cpu"));
+        let only = Collectors {
+            enable: vec![CollectorName::Meminfo],
+            ..Default::default()
+        };
+        let set = select(Some(&only), false, &[("pressure".into(), true)]).unwrap();
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            ["command", "file", "meminfo", "pressure"]
+        );
+        let set = select(None, true, &[("cpu".into(), true)]).unwrap();
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), ["cpu"]);
+        assert!(select(None, false, &[("nope".into(), true)]).is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! Side by side with Debian's `prometheus-node-exporter` on this host: for every family both
+//! expose, the type and label names are the same, and stable values agree (memory size,
+//! filesystem sizes, CPU counters within a scrape's drift). Also checks the agent's whole
+//! `/metrics` with promtool, gzip, and concurrent scrapes.
+//!
+//! Needs `.ci/tools/facts.sh` (node_exporter and promtool).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+/// The collectors both sides run (node_exporter's `cpufreq` is part of our `cpu`).
+const COLLECTORS: &[&str] = &[
+    "cpu",
+    "cpufreq",
+    "meminfo",
+    "loadavg",
+    "filesystem",
+    "diskstats",
+    "netdev",
+    "stat",
+    "vmstat",
+    "pressure",
+    "uname",
+    "os",
+    "time",
+    "filefd",
+    "sockstat",
+];
+
+/// node_exporter families we do not produce, and why.
+const NOT_CLAIMED: &[&str] = &[
+    // From rtnetlink statistics, which /proc/net/dev does not have.
+    "node_network_receive_nohandler_total",
+    "node_exporter_build_info",
+];
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET with optional extra header; returns (status line + headers, body bytes).
+fn get(port: u16, path: &str, header: &str) -> Option<(String, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{header}\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Some((head, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if get(port, "/metrics", "").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing answered on port {port}");
+}
+
+#[derive(Default, Debug)]
+struct Exposition {
+    types: BTreeMap<String, String>,
+    /// family → label-name sets seen.
+    labels: BTreeMap<String, BTreeSet<Vec<String>>>,
+    /// series (`name{labels}`) → value.
+    values: BTreeMap<String, f64>,
+}
+
+fn parse(text: &str) -> Exposition {
+    let mut e = Exposition::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            e.types.insert(name.into(), kind.into());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap().to_owned();
+        let mut names = Vec::new();
+        if let Some(labels) = series.split_once('{').map(|(_, l)| l.trim_end_matches('}')) {
+            // Label names: text before each `="`, at the start or after `",`.
+            let mut rest = labels;
+            while let Some((label, after)) = rest.split_once("=\"") {
+                names.push(label.trim_start_matches(',').to_owned());
+                // Skip the value, honouring escapes.
+                let mut chars = after.char_indices();
+                let mut end = after.len();
+                while let Some((i, c)) = chars.next() {
+                    if c == '\\' {
+                        chars.next();
+                    } else if c == '"' {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                rest = &after[end..];
+            }
+        }
+        names.sort();
+        e.labels.entry(name).or_default().insert(names);
+        e.values.insert(series.to_owned(), value.parse().unwrap());
+    }
+    e
+}
+
+fn start_node_exporter() -> (Killed, u16) {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let port = free_port();
+    let mut cmd = Command::new(NODE_EXPORTER);
+    cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--collector.disable-defaults")
+        .arg("--web.disable-exporter-metrics");
+    for c in COLLECTORS {
+        cmd.arg(format!("--collector.{c}"));
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    wait_for(port);
+    (child, port)
+}
+
+fn start_agent() -> (Killed, u16, tempfile::TempDir) {
+    let config = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["agent", "--config"])
+        .arg(config.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DRIFTLESS_ROOT")
+        .env("DRIFTLESS_ENV_FILE", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    wait_for(port);
+    (child, port, config)
+}
+
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool not found ({e}); run .ci/tools/facts.sh"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !(l.starts_with("node_memory_") && l.contains("camelCase")))
+        .collect();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)) && problems.is_empty(),
+        "promtool: {problems:#?}"
+    );
+}
+
+#[test]
+fn families_types_labels_and_values_match_node_exporter() {
+    let (_ne, ne_port) = start_node_exporter();
+    let (_agent, port, _config) = start_agent();
+    let theirs_text = String::from_utf8(get(ne_port, "/metrics", "").unwrap().1).unwrap();
+    let ours_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    let theirs = parse(&theirs_text);
+    let ours = parse(&ours_text);
+
+    let mut compared = 0;
+    for (family, kind) in &theirs.types {
+        if !family.starts_with("node_")
+            || NOT_CLAIMED.contains(&family.as_str())
+            || !theirs.labels.contains_key(family)
+        {
+            continue;
+        }
+        let our_kind = ours.types.get(family);
+        assert_eq!(
+            our_kind,
+            Some(kind),
+            "{family}: type differs or family missing"
+        );
+        assert_eq!(
+            ours.labels.get(family),
+            theirs.labels.get(family),
+            "{family}: label names differ"
+        );
+        compared += 1;
+    }
+    assert!(compared > 100, "only {compared} families compared");
+
+    let value = |e: &Exposition, series: &str| {
+        *e.values
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} missing"))
+    };
+    assert_eq!(
+        value(&ours, "node_memory_MemTotal_bytes"),
+        value(&theirs, "node_memory_MemTotal_bytes")
+    );
+    assert_eq!(
+        value(&ours, "node_filefd_maximum"),
+        value(&theirs, "node_filefd_maximum")
+    );
+    assert!(
+        (value(&ours, "node_boot_time_seconds") - value(&theirs, "node_boot_time_seconds")).abs()
+            <= 1.0
+    );
+    let mut filesystems = 0;
+    for (series, v) in &theirs.values {
+        if series.starts_with("node_filesystem_size_bytes{")
+            || series.starts_with("node_filesystem_files{")
+            || series.starts_with("node_filesystem_readonly{")
+        {
+            assert_eq!(ours.values.get(series), Some(v), "{series}");
+            filesystems += 1;
+        }
+        if series.starts_with("node_cpu_seconds_total{") {
+            let ours = value(&ours, series);
+            // Both scrapes ran within a second: a CPU cannot have spent more than ~1 s more.
+            assert!((ours - v).abs() <= 2.0, "{series}: ours {ours}, theirs {v}");
+        }
+        if series.starts_with("node_uname_info{")
+            || series.starts_with("node_os_info{")
+            || series.starts_with("node_time_clocksource_")
+            || series.starts_with("node_disk_info{")
+            || series.starts_with("node_network_receive_bytes_total{")
+        {
+            assert!(
+                ours.values.contains_key(series),
+                "{series} missing from ours"
+            );
+        }
+    }
+    assert!(filesystems > 0, "no filesystems compared");
+}
+
+#[test]
+fn agent_metrics_pass_promtool_gzip_and_concurrent_scrapes() {
+    let (_agent, port, _config) = start_agent();
+    let (head, body) = get(port, "/metrics", "").unwrap();
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("driftless_build_info{version="));
+    assert!(text.contains("node_scrape_collector_success{collector=\"cpu\"} 1\n"));
+    promtool_check(&text);
+
+    let (head, body) = get(port, "/metrics", "Accept-Encoding: gzip\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert!(unzipped.contains("node_memory_MemTotal_bytes"));
+    promtool_check(&unzipped);
+
+    // Eight scrapes at once all get a complete exposition.
+    let handles: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || get(port, "/metrics", "").unwrap().1))
+        .collect();
+    for h in handles {
+        let body = String::from_utf8(h.join().unwrap()).unwrap();
+        assert!(body.contains("node_load1 ") && body.contains("driftless_config_reloads_total"));
+    }
+}

@@ -199,3 +199,88 @@ pub struct DriftReportStatus {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+/// Longest Kubernetes object name [`report_name`] produces (a DNS label, so it also fits in a
+/// label value).
+pub const MAX_REPORT_NAME: usize = 63;
+
+/// Name of the DriftReport of `stack` in DriftScan `scan`: `<scan>-<stack-slug>`, lower-case,
+/// every run of characters other than `[a-z0-9]` turned into one `-`, trimmed of `-`. A name
+/// longer than 63 characters is cut and ends in `-` and 8 hex digits of a hash of the full
+/// name, so two long stacks with a common prefix still get different reports.
+///
+/// The root stack (`.` or an empty path) is named `root`.
+pub fn report_name(scan: &str, stack: &str) -> String {
+    let mut slug = String::with_capacity(scan.len() + stack.len() + 1);
+    let mut dash = true;
+    for c in scan.chars().chain(['-']).chain(stack.chars()) {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+            dash = false;
+        } else if !dash {
+            slug.push('-');
+            dash = true;
+        }
+    }
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    let stack_empty = !stack.chars().any(|c| c.is_ascii_alphanumeric());
+    if stack_empty {
+        slug.push_str("-root");
+    }
+    let slug = slug.trim_start_matches('-').to_owned();
+    if slug.len() <= MAX_REPORT_NAME {
+        return slug;
+    }
+    // FNV-1a over the unmodified inputs: stable across releases and platforms.
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in scan.bytes().chain([0]).chain(stack.bytes()) {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    let mut cut = slug[..MAX_REPORT_NAME - 9].to_owned();
+    while cut.ends_with('-') {
+        cut.pop();
+    }
+    format!("{cut}-{hash:08x}")
+}
+
+#[cfg(test)]
+mod report_name_tests {
+    use super::*;
+
+    #[test]
+    fn slugs_paths() {
+        assert_eq!(report_name("infra", "live/prod/vpc"), "infra-live-prod-vpc");
+        assert_eq!(
+            report_name("Infra", "Live/Prod_VPC/"),
+            "infra-live-prod-vpc"
+        );
+        assert_eq!(report_name("infra", "./a//b..c"), "infra-a-b-c");
+        assert_eq!(report_name("infra", "."), "infra-root");
+        assert_eq!(report_name("infra", ""), "infra-root");
+    }
+
+    #[test]
+    fn long_names_are_cut_with_a_hash() {
+        let long_a = format!("live/{}/a", "x".repeat(80));
+        let long_b = format!("live/{}/b", "x".repeat(80));
+        let a = report_name("infra", &long_a);
+        let b = report_name("infra", &long_b);
+        assert_eq!(a.len(), MAX_REPORT_NAME);
+        assert!(a.len() <= MAX_REPORT_NAME && b.len() <= MAX_REPORT_NAME);
+        assert_ne!(a, b);
+        assert!(a.starts_with("infra-live-xxxx"), "{a}");
+        // Stable: the same inputs give the same name.
+        assert_eq!(a, report_name("infra", &long_a));
+        let valid = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        assert!(valid(&a) && valid(&b), "{a} {b}");
+    }
+}

@@ -4,5 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod preflight;
+pub mod runner;
+pub mod scan;
 
 pub use error::Error;

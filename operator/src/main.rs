@@ -9,6 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::http::{router, HttpState};
 use driftless_operator::preflight;
+use driftless_operator::scan::controller::{ScanController, Settings};
+use driftless_operator::scan::metrics::ScanMetrics;
+use driftless_operator::scan::webhook;
 
 /// The Driftless operator.
 #[derive(Parser, Debug)]
@@ -31,9 +34,35 @@ enum Command {
         /// Namespace the operator runs in (its Lease and node DriftReports live there).
         #[arg(long, env = "POD_NAMESPACE", default_value = "driftless")]
         namespace: String,
+        #[command(flatten)]
+        scan: ScanArgs,
     },
     /// Print the Driftless CRDs as YAML (`driftless-operator crds | kubectl apply -f -`).
     Crds,
+    /// Plan the stacks of a DriftScan run and write their DriftReports (scan Job entrypoint).
+    ScanRunner(Box<driftless_operator::runner::Args>),
+}
+
+/// Settings of the DriftScan controller.
+#[derive(clap::Args, Debug)]
+struct ScanArgs {
+    /// Image providing `/usr/local/bin/driftless-operator` to scan Jobs (usually the
+    /// operator's own image).
+    #[arg(
+        long,
+        env = "DRIFTLESS_RUNNER_IMAGE",
+        default_value = "ghcr.io/driftless-dev/driftless-operator:latest"
+    )]
+    runner_image: String,
+    /// Most scan Jobs running at once over all DriftScans.
+    #[arg(long, env = "DRIFTLESS_MAX_CONCURRENT_JOBS", default_value_t = 10)]
+    max_concurrent_jobs: u32,
+    /// Do not take part in leader election (one replica only).
+    #[arg(long, env = "DRIFTLESS_NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    identity: String,
 }
 
 fn main() -> ExitCode {
@@ -48,13 +77,18 @@ fn main() -> ExitCode {
         .with_current_span(false)
         .init();
     match cli.command {
+        Command::ScanRunner(args) => driftless_operator::runner::main(*args),
         Command::Crds => {
             for crd in driftless_crds::generate::crds() {
                 print!("{}", driftless_crds::generate::to_yaml(&crd));
             }
             ExitCode::SUCCESS
         }
-        Command::Run { listen, namespace } => {
+        Command::Run {
+            listen,
+            namespace,
+            scan,
+        } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -63,12 +97,18 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            match runtime.block_on(run(listen, namespace)) {
+            match runtime.block_on(run(listen, namespace, scan)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&err),
             }
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "driftless-operator".into())
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
@@ -77,7 +117,7 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(listen: SocketAddr, namespace: String) -> anyhow::Result<()> {
+async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::Result<()> {
     let config = kube::Config::infer().await.context(
         "no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod",
     )?;
@@ -86,14 +126,33 @@ async fn run(listen: SocketAddr, namespace: String) -> anyhow::Result<()> {
     preflight::check_crds(&client, &server)
         .await
         .with_context(|| format!("checking the API server at {server}"))?;
-    let state = Arc::new(HttpState::new());
+    let mut state = HttpState::new();
+    let metrics = ScanMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
+    let identity = if scan.identity.is_empty() {
+        format!("{}-{}", hostname(), std::process::id())
+    } else {
+        scan.identity
+    };
+    let controller = ScanController::start(
+        client.clone(),
+        Settings {
+            namespace: namespace.clone(),
+            runner_image: scan.runner_image,
+            max_concurrent_jobs: scan.max_concurrent_jobs,
+            identity,
+            leader_election: !scan.no_leader_election,
+        },
+        metrics,
+    );
+    tokio::spawn(controller.clone().run());
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%server, %namespace, address = %listener.local_addr()?, "operator ready");
     state.ready.store(true, Ordering::Relaxed);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).merge(webhook::routes(controller)))
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

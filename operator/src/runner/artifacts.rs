@@ -1,0 +1,197 @@
+//! Full plans (JSON and text, redacted) stored outside etcd: an S3 bucket or a mounted volume.
+//!
+//! Objects are `<prefix>/<scan>/<stack-slug>/<run>/plan.json` and `plan.txt`; the report links
+//! them as `s3://bucket/key` or `pvc://claim/<scan>/<stack-slug>/<run>/plan.json`.
+
+use std::path::PathBuf;
+
+use driftless_crds::common::S3Target;
+use driftless_crds::drift_report::{report_name, Artifact};
+use driftless_crds::secret::SecretString;
+
+/// Why an artifact could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// Writing to the volume.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// S3.
+    #[error("S3: {0}")]
+    S3(String),
+}
+
+/// Where plans go.
+pub enum Store {
+    /// A PersistentVolumeClaim mounted at `mount`.
+    Volume {
+        /// Claim name (for the link).
+        claim: String,
+        /// Where it is mounted in the scan pod.
+        mount: PathBuf,
+    },
+    /// An S3 bucket.
+    S3 {
+        /// The bucket client.
+        bucket: Box<s3::Bucket>,
+        /// Bucket name (for the link).
+        name: String,
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+/// Static S3 credentials.
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: SecretString,
+}
+
+impl Store {
+    /// An S3 store; `credentials` None means the environment (`AWS_ACCESS_KEY_ID`, ...).
+    pub fn s3(
+        target: &S3Target,
+        credentials: Option<S3Credentials>,
+    ) -> Result<Self, ArtifactError> {
+        let region_name = target.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let region = match &target.endpoint {
+            Some(endpoint) => s3::Region::Custom {
+                region: region_name,
+                endpoint: endpoint.clone(),
+            },
+            None => region_name
+                .parse()
+                .map_err(|e| ArtifactError::S3(format!("region: {e}")))?,
+        };
+        let creds = match credentials {
+            Some(c) => s3::creds::Credentials::new(
+                Some(&c.access_key_id),
+                Some(c.secret_access_key.expose()),
+                None,
+                None,
+                None,
+            ),
+            None => s3::creds::Credentials::from_env(),
+        }
+        .map_err(|e| ArtifactError::S3(format!("credentials: {e}")))?;
+        let mut bucket = s3::Bucket::new(&target.bucket, region, creds)
+            .map_err(|e| ArtifactError::S3(e.to_string()))?;
+        if target.path_style {
+            bucket = bucket.with_path_style();
+        }
+        Ok(Store::S3 {
+            bucket,
+            name: target.bucket.clone(),
+            prefix: target.prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// Stores the plan JSON and text of `stack`; returns the report's links.
+    pub async fn put(
+        &self,
+        scan: &str,
+        stack: &str,
+        run: &str,
+        json: &[u8],
+        text: &[u8],
+    ) -> Result<Artifact, ArtifactError> {
+        let dir = object_dir(scan, stack, run);
+        match self {
+            Store::Volume { claim, mount } => {
+                let base = mount.join(&dir);
+                std::fs::create_dir_all(&base).map_err(|source| ArtifactError::Io {
+                    path: base.display().to_string(),
+                    source,
+                })?;
+                for (file, bytes) in [("plan.json", json), ("plan.txt", text)] {
+                    let path = base.join(file);
+                    std::fs::write(&path, bytes).map_err(|source| ArtifactError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                }
+                Ok(Artifact {
+                    plan_json: format!("pvc://{claim}/{dir}/plan.json"),
+                    plan_text: Some(format!("pvc://{claim}/{dir}/plan.txt")),
+                })
+            }
+            Store::S3 {
+                bucket,
+                name,
+                prefix,
+            } => {
+                let key = |file: &str| {
+                    if prefix.is_empty() {
+                        format!("{dir}/{file}")
+                    } else {
+                        format!("{prefix}/{dir}/{file}")
+                    }
+                };
+                for (file, bytes, kind) in [
+                    ("plan.json", json, "application/json"),
+                    ("plan.txt", text, "text/plain"),
+                ] {
+                    bucket
+                        .put_object_with_content_type(key(file), bytes, kind)
+                        .await
+                        .map_err(|e| ArtifactError::S3(format!("put {}: {e}", key(file))))?;
+                }
+                Ok(Artifact {
+                    plan_json: format!("s3://{name}/{}", key("plan.json")),
+                    plan_text: Some(format!("s3://{name}/{}", key("plan.txt"))),
+                })
+            }
+        }
+    }
+}
+
+/// `<scan>/<stack-slug>/<run>`: the object directory of one plan.
+pub fn object_dir(scan: &str, stack: &str, run: &str) -> String {
+    let run: String = run
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{scan}/{}/{run}", report_name(scan, stack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_are_safe() {
+        assert_eq!(
+            object_dir("infra", "live/prod", "r1"),
+            "infra/infra-live-prod/r1"
+        );
+        assert_eq!(object_dir("s", "a", "../x"), "s/s-a/..-x");
+    }
+
+    #[tokio::test]
+    async fn volume_store_writes_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Volume {
+            claim: "plans".into(),
+            mount: dir.path().to_path_buf(),
+        };
+        let a = store
+            .put("infra", "live/a", "r7", b"{}", b"text")
+            .await
+            .unwrap();
+        assert_eq!(a.plan_json, "pvc://plans/infra/infra-live-a/r7/plan.json");
+        let written = std::fs::read(dir.path().join("infra/infra-live-a/r7/plan.txt")).unwrap();
+        assert_eq!(written, b"text");
+    }
+}

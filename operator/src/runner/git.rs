@@ -1,0 +1,372 @@
+//! Cloning the DriftScan's repository with git2, at the run's commit.
+//!
+//! Credentials (from the Secret named in `spec.source.git.credentials`):
+//! - `https`: keys `token` and optional `username` (default `git`), sent as HTTP basic auth;
+//! - `ssh`: keys `ssh-privatekey` (PEM/OpenSSH) and `known_hosts`; the server's host key must
+//!   be listed in `known_hosts` (plain host patterns, `[host]:port`, `*`/`?` wildcards; hashed
+//!   `|1|` entries are not supported) or the clone fails;
+//! - `githubApp`: key `private-key`; an RS256 JWT for the App is exchanged for an installation
+//!   token at `POST {apiUrl}/app/installations/{id}/access_tokens`, then used as `https` with
+//!   user `x-access-token`.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use base64::Engine as _;
+use driftless_crds::secret::SecretString;
+use git2::{
+    build::RepoBuilder, CertificateCheckStatus, Cred, FetchOptions, Oid, RemoteCallbacks,
+    Repository,
+};
+
+/// Why a clone failed. Messages never contain credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// libgit2 failed.
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    /// The ref or commit does not exist.
+    #[error("git: {0} not found in the repository")]
+    NotFound(String),
+    /// A GitHub App token could not be minted.
+    #[error("GitHub App: {0}")]
+    GithubApp(String),
+}
+
+/// Credentials resolved from the Secret.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    /// None (public repositories, `file://`).
+    #[default]
+    None,
+    /// HTTP basic auth with a token.
+    Https {
+        /// User name (`git`, or `x-access-token` for GitHub App tokens).
+        username: String,
+        /// The token.
+        token: SecretString,
+    },
+    /// SSH private key, with the accepted host keys.
+    Ssh {
+        /// The private key (PEM or OpenSSH format).
+        private_key: SecretString,
+        /// `known_hosts` text.
+        known_hosts: String,
+    },
+}
+
+impl Credentials {
+    /// The secret values, for redaction.
+    pub fn secrets(&self) -> Vec<SecretString> {
+        match self {
+            Credentials::None => Vec::new(),
+            Credentials::Https { token, .. } => vec![token.clone()],
+            Credentials::Ssh { private_key, .. } => vec![private_key.clone()],
+        }
+    }
+}
+
+/// `host` and `port` of an SSH URL (`ssh://user@host:port/path`, `user@host:path`).
+pub fn ssh_host(url: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = url.strip_prefix("ssh://") {
+        let authority = rest.split('/').next()?;
+        let hostport = authority.rsplit('@').next()?;
+        return match hostport.rsplit_once(':') {
+            Some((h, p)) => Some((h.to_owned(), p.parse().ok())),
+            None => Some((hostport.to_owned(), None)),
+        };
+    }
+    if url.contains("://") {
+        return None;
+    }
+    let (before, _) = url.split_once(':')?;
+    Some((before.rsplit('@').next()?.to_owned(), None))
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Whether `known_hosts` accepts host key `key` (the raw key blob) for `host`/`port`.
+/// Pure: the decision used by the SSH certificate check.
+pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) -> bool {
+    let name = match port {
+        Some(p) if p != 22 => format!("[{host}]:{p}"),
+        _ => host.to_owned(),
+    };
+    for line in known_hosts.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("@revoked") {
+            continue;
+        }
+        let line = line.strip_prefix("@cert-authority ").unwrap_or(line);
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(blob)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let mut matched = false;
+        for pattern in hosts.split(',') {
+            if let Some(neg) = pattern.strip_prefix('!') {
+                if glob_match(neg, &name) {
+                    matched = false;
+                    break;
+                }
+            } else if glob_match(pattern, &name) {
+                matched = true;
+            }
+        }
+        if !matched {
+            continue;
+        }
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(blob) {
+            if decoded == key {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Clones `url` into `dest` and checks out `commit` (when given) or `git_ref` (`HEAD`, a
+/// branch, a tag or a commit). Returns the commit checked out.
+pub fn clone(
+    url: &str,
+    git_ref: &str,
+    commit: Option<&str>,
+    creds: &Credentials,
+    dest: &Path,
+) -> Result<String, GitError> {
+    let mut builder = RepoBuilder::new();
+    builder.fetch_options(fetch_options(url, creds));
+    let repo = builder.clone(url, dest)?;
+    let oid = match commit {
+        Some(sha) => {
+            let oid =
+                Oid::from_str(sha).map_err(|_| GitError::NotFound(format!("commit {sha}")))?;
+            if repo.find_commit(oid).is_err() {
+                // Not reachable from a branch: fetch it directly (servers allowing it).
+                let mut remote = repo.find_remote("origin")?;
+                remote.fetch(&[sha], Some(&mut fetch_options(url, creds)), None)?;
+            }
+            repo.find_commit(oid)
+                .map_err(|_| GitError::NotFound(format!("commit {sha}")))?
+                .id()
+        }
+        None => resolve(&repo, git_ref)?,
+    };
+    let object = repo.find_object(oid, None)?;
+    repo.checkout_tree(&object, Some(git2::build::CheckoutBuilder::new().force()))?;
+    repo.set_head_detached(oid)?;
+    Ok(oid.to_string())
+}
+
+fn resolve(repo: &Repository, git_ref: &str) -> Result<Oid, GitError> {
+    let candidates = [
+        git_ref.to_owned(),
+        format!("refs/remotes/origin/{git_ref}"),
+        format!("refs/tags/{git_ref}"),
+        format!("origin/{git_ref}"),
+    ];
+    for c in &candidates {
+        if let Ok(obj) = repo.revparse_single(c) {
+            if let Ok(commit) = obj.peel_to_commit() {
+                return Ok(commit.id());
+            }
+        }
+    }
+    Err(GitError::NotFound(format!("ref {git_ref}")))
+}
+
+fn fetch_options<'a>(url: &str, creds: &'a Credentials) -> FetchOptions<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let attempts = Cell::new(0u32);
+    callbacks.credentials(move |_url, username, allowed| {
+        attempts.set(attempts.get() + 1);
+        if attempts.get() > 2 {
+            return Err(git2::Error::from_str(
+                "authentication failed (credentials refused)",
+            ));
+        }
+        match creds {
+            Credentials::Https { username, token } if allowed.is_user_pass_plaintext() => {
+                Cred::userpass_plaintext(username, token.expose())
+            }
+            Credentials::Ssh { private_key, .. } if allowed.is_ssh_key() => {
+                Cred::ssh_key_from_memory(
+                    username.unwrap_or("git"),
+                    None,
+                    private_key.expose(),
+                    None,
+                )
+            }
+            Credentials::Ssh { .. } if allowed.is_username() => {
+                Cred::username(username.unwrap_or("git"))
+            }
+            _ => Err(git2::Error::from_str(
+                "the repository asks for credentials the DriftScan does not provide",
+            )),
+        }
+    });
+    if let Credentials::Ssh { known_hosts, .. } = creds {
+        let target = ssh_host(url);
+        callbacks.certificate_check(move |cert, _host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let (Some((host, port)), Some(key)) = (&target, hostkey.hostkey()) else {
+                return Err(git2::Error::from_str(
+                    "no host key to check against known_hosts",
+                ));
+            };
+            if known_host(known_hosts, host, *port, key) {
+                Ok(CertificateCheckStatus::CertificateOk)
+            } else {
+                Err(git2::Error::from_str(&format!(
+                    "host key of {host} is not in known_hosts"
+                )))
+            }
+        });
+    }
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options
+}
+
+// ---- GitHub App --------------------------------------------------------------------------
+
+/// Decodes a PEM block's base64 body.
+fn pem_der(pem: &str) -> Option<(String, Vec<u8>)> {
+    let begin = pem.find("-----BEGIN ")?;
+    let rest = &pem[begin + 11..];
+    let label_end = rest.find("-----")?;
+    let label = rest[..label_end].to_owned();
+    let body_start = label_end + 5;
+    let end = rest.find("-----END ")?;
+    let body: String = rest[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    Some((label, der))
+}
+
+/// An RS256 JWT for GitHub App `app_id`, issued at `now` (Unix seconds), valid 9 minutes.
+pub fn github_app_jwt(private_key_pem: &str, app_id: i64, now: i64) -> Result<String, GitError> {
+    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+    let (label, der) = pem_der(private_key_pem)
+        .ok_or_else(|| GitError::GithubApp("private-key is not a PEM block".into()))?;
+    let key = match label.as_str() {
+        "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der),
+        _ => RsaKeyPair::from_pkcs8(&der),
+    }
+    .map_err(|e| GitError::GithubApp(format!("private-key is not an RSA key: {e}")))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = b64.encode(
+        serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": app_id.to_string()})
+            .to_string(),
+    );
+    let signing_input = format!("{header}.{claims}");
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| GitError::GithubApp("signing the JWT failed".into()))?;
+    Ok(format!("{signing_input}.{}", b64.encode(signature)))
+}
+
+/// Exchanges an App JWT for an installation token.
+pub async fn github_installation_token(
+    api_url: &str,
+    installation_id: i64,
+    jwt: &str,
+) -> Result<SecretString, GitError> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: String,
+    }
+    let url = format!(
+        "{}/app/installations/{installation_id}/access_tokens",
+        api_url.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(jwt)
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28")
+        .header("User-Agent", "driftless-scan-runner")
+        .send()
+        .await
+        .map_err(|e| GitError::GithubApp(format!("POST {url}: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(GitError::GithubApp(format!("POST {url}: HTTP {status}")));
+    }
+    let body: TokenResponse = response
+        .json()
+        .await
+        .map_err(|e| GitError::GithubApp(format!("POST {url}: {e}")))?;
+    Ok(SecretString::new(body.token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_hosts() {
+        assert_eq!(
+            ssh_host("git@github.com:org/repo.git"),
+            Some(("github.com".into(), None))
+        );
+        assert_eq!(
+            ssh_host("ssh://git@example.com:2222/org/repo.git"),
+            Some(("example.com".into(), Some(2222)))
+        );
+        assert_eq!(ssh_host("https://example.com/x.git"), None);
+    }
+
+    #[test]
+    fn known_hosts_matching() {
+        let key = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20abcdefghijklmnopqrstuvwxyz012345";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let kh = format!("# comment\nother.example ssh-ed25519 AAAA\ngithub.com,*.corp.example ssh-ed25519 {b64}\n[git.local]:2222 ssh-ed25519 {b64}\n");
+        assert!(known_host(&kh, "github.com", None, key));
+        assert!(known_host(&kh, "git.corp.example", Some(22), key));
+        assert!(known_host(&kh, "git.local", Some(2222), key));
+        assert!(!known_host(&kh, "git.local", None, key));
+        assert!(!known_host(&kh, "github.com", None, b"other key"));
+        assert!(!known_host(&kh, "evil.com", None, key));
+        let neg = format!("*,!evil.com ssh-ed25519 {b64}\n");
+        assert!(!known_host(&neg, "evil.com", None, key));
+        assert!(known_host(&neg, "good.com", None, key));
+    }
+}

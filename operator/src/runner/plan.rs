@@ -1,0 +1,751 @@
+//! A pure parser of `terraform show -json PLAN` (and `tofu show -json`) into DriftReport items.
+//!
+//! - `resource_changes` (what the plan would do) and `resource_drift` (changes made outside
+//!   the tool, reported by Terraform ≥ 1.x and OpenTofu) become [`DriftItem`]s; an address
+//!   present in both is reported once, from `resource_changes`;
+//! - `output_changes` become items with address `output.NAME` and domain `output`;
+//! - actions: `create` → added, `update` → changed, `delete` → removed,
+//!   `delete`+`create` (either order) → changed with `replace`; `no-op` and `read` are not drift;
+//! - attributes: `before`/`after` are flattened to dotted paths (`tags.env`, `ingress.0.port`)
+//!   and only differing leaves are kept; values under `before_sensitive`/`after_sensitive` are
+//!   `<redacted>`, values unknown until apply are `(known after apply)`, and every rendered
+//!   value goes through the secret patterns of [`crate::runner::redact`].
+//!
+//! The document is streamed: each change is converted as soon as it is read, so the parser never
+//! holds the whole plan as a JSON tree (`prior_state`, `planned_values` and `configuration` are
+//! skipped without being materialised).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use driftless_crds::drift_report::{AttributeChange, ChangeType, DriftItem};
+use driftless_crds::secret::{SecretString, REDACTED};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::redact::Redact;
+
+/// Most attributes kept per item; the plan artifact has the rest.
+pub const MAX_ATTRIBUTES: usize = 50;
+/// Longest rendered attribute value kept, in bytes; longer values are cut with `…`.
+pub const MAX_VALUE_LEN: usize = 1024;
+/// What a value unknown until apply is shown as.
+pub const UNKNOWN: &str = "(known after apply)";
+
+/// Why a plan could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("plan JSON: {0}")]
+pub struct PlanError(#[from] serde_json::Error);
+
+/// Items and counts of one plan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedPlan {
+    /// Every drifted item, in plan order (resources, then drift-only resources, then outputs).
+    pub items: Vec<DriftItem>,
+    /// Items that would be added.
+    pub added: u32,
+    /// Items that would be changed or replaced.
+    pub changed: u32,
+    /// Items that would be removed.
+    pub removed: u32,
+    /// `terraform_version` of the plan.
+    pub terraform_version: Option<String>,
+    /// `format_version` of the plan.
+    pub format_version: Option<String>,
+    /// Sensitive string values seen in the plan (at least 4 characters), so the caller can
+    /// redact them from the full plan before storing it.
+    pub sensitive: Vec<SecretString>,
+}
+
+impl ParsedPlan {
+    /// Whether anything drifted.
+    pub fn drifted(&self) -> bool {
+        !self.items.is_empty()
+    }
+}
+
+/// Parses `show -json` output.
+pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut state = State {
+        redact,
+        plan: ParsedPlan::default(),
+        seen: HashSet::new(),
+        drift: Vec::new(),
+        sensitive: HashSet::new(),
+    };
+    PlanSeed(&mut state).deserialize(&mut de)?;
+    de.end()?;
+    let State {
+        mut plan,
+        drift,
+        seen,
+        sensitive,
+        ..
+    } = state;
+    // Drift-only items (changes outside the tool with no planned action) follow the planned ones.
+    let mut outputs = Vec::new();
+    let items = std::mem::take(&mut plan.items);
+    let (resources, outs): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.domain != "output");
+    outputs.extend(outs);
+    plan.items = resources;
+    for item in drift {
+        if !seen.contains(&item.address) {
+            plan.items.push(item);
+        }
+    }
+    plan.items.extend(outputs);
+    for item in &plan.items {
+        match item.change {
+            ChangeType::Added => plan.added += 1,
+            ChangeType::Changed => plan.changed += 1,
+            ChangeType::Removed => plan.removed += 1,
+        }
+    }
+    let mut sensitive: Vec<String> = sensitive.into_iter().collect();
+    sensitive.sort();
+    plan.sensitive = sensitive.into_iter().map(SecretString::new).collect();
+    Ok(plan)
+}
+
+struct State<'r> {
+    redact: &'r Redact,
+    plan: ParsedPlan,
+    seen: HashSet<String>,
+    drift: Vec<DriftItem>,
+    sensitive: HashSet<String>,
+}
+
+/// One entry of `resource_changes` / `resource_drift`.
+#[derive(Deserialize)]
+struct RawResource {
+    address: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    mode: Option<String>,
+    change: RawChange,
+}
+
+/// The `change` object (also the value of each `output_changes` entry).
+#[derive(Deserialize)]
+struct RawChange {
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(default)]
+    before: Value,
+    #[serde(default)]
+    after: Value,
+    #[serde(default)]
+    after_unknown: Value,
+    #[serde(default)]
+    before_sensitive: Value,
+    #[serde(default)]
+    after_sensitive: Value,
+}
+
+/// The action of a change, as drift.
+fn classify(actions: &[String]) -> Option<(ChangeType, bool)> {
+    let has = |a: &str| actions.iter().any(|x| x == a);
+    if has("delete") && has("create") {
+        Some((ChangeType::Changed, true))
+    } else if has("create") {
+        Some((ChangeType::Added, false))
+    } else if has("delete") {
+        Some((ChangeType::Removed, false))
+    } else if has("update") {
+        Some((ChangeType::Changed, false))
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Section {
+    Planned,
+    Drift,
+}
+
+impl State<'_> {
+    fn resource(&mut self, raw: RawResource, section: Section) {
+        if raw.mode.as_deref() == Some("data") && section == Section::Drift {
+            return;
+        }
+        let Some((mut change, replace)) = classify(&raw.change.actions) else {
+            self.collect_sensitive(&raw.change);
+            return;
+        };
+        let c = raw.change;
+        // Drift entries describe recorded state → live; items show live → desired.
+        let (live, desired, live_sens, desired_sens, unknown) = match section {
+            Section::Planned => (
+                c.before,
+                c.after,
+                c.before_sensitive,
+                c.after_sensitive,
+                c.after_unknown,
+            ),
+            Section::Drift => {
+                change = match change {
+                    ChangeType::Removed => ChangeType::Added,
+                    ChangeType::Added => ChangeType::Removed,
+                    ChangeType::Changed => ChangeType::Changed,
+                };
+                (
+                    c.after,
+                    c.before,
+                    c.after_sensitive,
+                    c.before_sensitive,
+                    Value::Null,
+                )
+            }
+        };
+        let attributes = self.attributes(&live, &desired, &live_sens, &desired_sens, &unknown);
+        let item = DriftItem {
+            address: self.redact.text(&raw.address),
+            domain: raw.kind,
+            source: (section == Section::Drift).then(|| "resource_drift".to_owned()),
+            change,
+            replace: replace && section == Section::Planned,
+            attributes,
+        };
+        match section {
+            Section::Planned => {
+                self.seen.insert(raw.address);
+                self.plan.items.push(item);
+            }
+            Section::Drift => self.drift.push(item),
+        }
+    }
+
+    fn output(&mut self, name: &str, c: RawChange) {
+        let Some((change, replace)) = classify(&c.actions) else {
+            self.collect_sensitive(&c);
+            return;
+        };
+        let mut attributes = self.attributes(
+            &c.before,
+            &c.after,
+            &c.before_sensitive,
+            &c.after_sensitive,
+            &c.after_unknown,
+        );
+        for a in &mut attributes {
+            if a.path.is_empty() {
+                a.path = "value".into();
+            }
+        }
+        self.plan.items.push(DriftItem {
+            address: format!("output.{}", self.redact.apply(name)),
+            domain: "output".into(),
+            source: None,
+            change,
+            replace,
+            attributes,
+        });
+    }
+
+    /// Remembers the sensitive values of a change that is not drift (for artifact redaction).
+    fn collect_sensitive(&mut self, c: &RawChange) {
+        for (value, sensitive) in [
+            (&c.before, &c.before_sensitive),
+            (&c.after, &c.after_sensitive),
+        ] {
+            if has_true(sensitive) {
+                let mut sink = BTreeMap::new();
+                flatten(
+                    value,
+                    String::new(),
+                    sensitive,
+                    &mut sink,
+                    &mut self.sensitive,
+                );
+            }
+        }
+    }
+
+    /// Differing leaves of `before` and `after`, rendered and redacted.
+    fn attributes(
+        &mut self,
+        before: &Value,
+        after: &Value,
+        before_sensitive: &Value,
+        after_sensitive: &Value,
+        after_unknown: &Value,
+    ) -> Vec<AttributeChange> {
+        let mut b = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        flatten(
+            before,
+            String::new(),
+            before_sensitive,
+            &mut b,
+            &mut self.sensitive,
+        );
+        flatten(
+            after,
+            String::new(),
+            after_sensitive,
+            &mut a,
+            &mut self.sensitive,
+        );
+        let mut unknown = Vec::new();
+        unknown_paths(after_unknown, String::new(), &mut unknown);
+        let mut out = Vec::new();
+        let paths: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for path in paths {
+            let lb = b.get(path);
+            let la = a.get(path);
+            if lb.map(|l| &l.raw) == la.map(|l| &l.raw) {
+                continue;
+            }
+            if out.len() >= MAX_ATTRIBUTES {
+                break;
+            }
+            let after = match la {
+                Some(l) => Some(self.render(l)),
+                None if unknown.contains(path) => Some(UNKNOWN.to_owned()),
+                None => None,
+            };
+            out.push(AttributeChange {
+                path: path.clone(),
+                before: lb.map(|l| self.render(l)),
+                after,
+            });
+        }
+        for path in unknown {
+            if out.len() >= MAX_ATTRIBUTES {
+                break;
+            }
+            if a.contains_key(&path) || out.iter().any(|c| c.path == path) {
+                continue;
+            }
+            out.push(AttributeChange {
+                before: b.get(&path).map(|l| self.render(l)),
+                after: Some(UNKNOWN.to_owned()),
+                path,
+            });
+        }
+        out
+    }
+
+    fn render(&self, leaf: &Leaf<'_>) -> String {
+        if leaf.sensitive {
+            return REDACTED.to_owned();
+        }
+        let text = match leaf.raw {
+            Value::String(s) => self.redact.text(s),
+            other => self.redact.text(&other.to_string()),
+        };
+        cut(text)
+    }
+}
+
+fn cut(mut text: String) -> String {
+    if text.len() > MAX_VALUE_LEN {
+        let mut end = MAX_VALUE_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+struct Leaf<'v> {
+    raw: &'v Value,
+    sensitive: bool,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The sensitivity mirror of a child: `true` stays `true` for every descendant.
+fn child<'v>(sensitive: &'v Value, key: &str, index: Option<usize>) -> &'v Value {
+    static NULL: Value = Value::Null;
+    match (sensitive, index) {
+        (Value::Bool(true), _) => sensitive,
+        (Value::Object(map), None) => map.get(key).unwrap_or(&NULL),
+        (Value::Array(list), Some(i)) => list.get(i).unwrap_or(&NULL),
+        _ => &NULL,
+    }
+}
+
+fn flatten<'v>(
+    value: &'v Value,
+    path: String,
+    sensitive: &Value,
+    out: &mut BTreeMap<String, Leaf<'v>>,
+    secrets: &mut HashSet<String>,
+) {
+    match value {
+        Value::Null => {}
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                flatten(v, join(&path, k), child(sensitive, k, None), out, secrets);
+            }
+        }
+        Value::Array(list) if !list.is_empty() => {
+            for (i, v) in list.iter().enumerate() {
+                let key = i.to_string();
+                flatten(
+                    v,
+                    join(&path, &key),
+                    child(sensitive, &key, Some(i)),
+                    out,
+                    secrets,
+                );
+            }
+        }
+        Value::Object(_) | Value::Array(_) => {}
+        leaf => {
+            let is_sensitive = sensitive == &Value::Bool(true);
+            if is_sensitive {
+                if let Value::String(s) = leaf {
+                    if s.len() >= 4 {
+                        secrets.insert(s.clone());
+                    }
+                }
+            }
+            out.insert(
+                path,
+                Leaf {
+                    raw: leaf,
+                    sensitive: is_sensitive,
+                },
+            );
+        }
+    }
+}
+
+fn has_true(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Object(map) => map.values().any(has_true),
+        Value::Array(list) => list.iter().any(has_true),
+        _ => false,
+    }
+}
+
+fn unknown_paths(unknown: &Value, path: String, out: &mut Vec<String>) {
+    match unknown {
+        Value::Bool(true) => out.push(path),
+        Value::Object(map) => {
+            for (k, v) in map {
+                unknown_paths(v, join(&path, k), out);
+            }
+        }
+        Value::Array(list) => {
+            for (i, v) in list.iter().enumerate() {
+                unknown_paths(v, join(&path, &i.to_string()), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---- streaming deserialization -------------------------------------------------------------
+
+struct PlanSeed<'s, 'r>(&'s mut State<'r>);
+
+impl<'de> DeserializeSeed<'de> for PlanSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PlanSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a plan JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "resource_changes" => map.next_value_seed(Changes(self.0, Section::Planned))?,
+                "resource_drift" => map.next_value_seed(Changes(self.0, Section::Drift))?,
+                "output_changes" => map.next_value_seed(Outputs(self.0))?,
+                "terraform_version" => {
+                    self.0.plan.terraform_version = map.next_value::<Option<String>>()?;
+                }
+                "format_version" => {
+                    self.0.plan.format_version = map.next_value::<Option<String>>()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Changes<'s, 'r>(&'s mut State<'r>, Section);
+
+impl<'de> DeserializeSeed<'de> for Changes<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Changes<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of resource changes")
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<RawResource>()? {
+            self.0.resource(raw, self.1);
+        }
+        Ok(())
+    }
+}
+
+struct Outputs<'s, 'r>(&'s mut State<'r>);
+
+impl<'de> DeserializeSeed<'de> for Outputs<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Outputs<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of output changes")
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<String>()? {
+            let change = map.next_value::<RawChange>()?;
+            self.0.output(&name, change);
+        }
+        Ok(())
+    }
+}
+
+/// A synthetic plan of `n` resources in the shape Terraform writes (`prior_state`,
+/// `planned_values`, `resource_changes`, `configuration`), every third resource drifted (one
+/// tag changed) and one sensitive output; for the parser tests and `make bench-plan`.
+pub fn generate_plan(n: usize) -> String {
+    use std::fmt::Write as _;
+    let values = |i: usize, version: &str| {
+        format!(
+            r#"{{"ami":"ami-0c55b159cbfafe1f0","arn":"arn:aws:ec2:eu-west-1:123456789012:instance/i-{i:016x}","id":"i-{i:016x}","instance_type":"t3.micro","monitoring":false,"private_ip":"10.0.{}.{}","subnet_id":"subnet-0123456789abcdef0","tags":{{"Name":"web-{i}","env":"prod","version":"{version}"}},"root_block_device":[{{"volume_size":20,"volume_type":"gp3","encrypted":true}}],"vpc_security_group_ids":["sg-0123456789abcdef0"]}}"#,
+            (i / 250) % 256,
+            i % 250
+        )
+    };
+    let mut prior = String::new();
+    let mut planned = String::new();
+    let mut changes = String::new();
+    for i in 0..n {
+        let sep = if i == 0 { "" } else { "," };
+        let drifted = i % 3 == 0;
+        let before = values(i, "v1");
+        let after = values(i, if drifted { "v2" } else { "v1" });
+        let head = format!(
+            r#""address":"aws_instance.web[{i}]","mode":"managed","type":"aws_instance","name":"web","index":{i},"provider_name":"registry.terraform.io/hashicorp/aws""#
+        );
+        let _ = write!(
+            prior,
+            r#"{sep}{{{head},"schema_version":1,"values":{before},"sensitive_values":{{"tags":{{}},"root_block_device":[{{}}],"vpc_security_group_ids":[false]}}}}"#
+        );
+        let _ = write!(
+            planned,
+            r#"{sep}{{{head},"schema_version":1,"values":{after},"sensitive_values":{{"tags":{{}},"root_block_device":[{{}}],"vpc_security_group_ids":[false]}}}}"#
+        );
+        let action = if drifted { "update" } else { "no-op" };
+        let _ = write!(
+            changes,
+            r#"{sep}{{{head},"change":{{"actions":["{action}"],"before":{before},"after":{after},"after_unknown":{{}},"before_sensitive":{{"tags":{{}}}},"after_sensitive":{{"tags":{{}}}}}}}}"#
+        );
+    }
+    format!(
+        r#"{{"format_version":"1.2","terraform_version":"1.9.8","planned_values":{{"outputs":{{"db_password":{{"sensitive":true,"value":"generated-secret"}}}},"root_module":{{"resources":[{planned}]}}}},"resource_changes":[{changes}],"output_changes":{{"db_password":{{"actions":["update"],"before":"old-secret","after":"generated-secret","after_unknown":false,"before_sensitive":true,"after_sensitive":true}}}},"prior_state":{{"format_version":"1.0","terraform_version":"1.9.8","values":{{"root_module":{{"resources":[{prior}]}}}}}},"configuration":{{"root_module":{{"resources":[{{"address":"aws_instance.web","mode":"managed","type":"aws_instance","name":"web","provider_config_key":"aws","expressions":{{"ami":{{"constant_value":"ami-0c55b159cbfafe1f0"}}}},"count_expression":{{"constant_value":{n}}}}}]}}}},"timestamp":"2024-11-05T12:00:00Z","errored":false}}"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(v: Value) -> ParsedPlan {
+        parse(v.to_string().as_bytes(), &Redact::default()).unwrap()
+    }
+
+    #[test]
+    fn actions_map_to_changes() {
+        let rc = |addr: &str, actions: Value| {
+            json!({"address": addr, "type": "t", "mode": "managed",
+                   "change": {"actions": actions, "before": {"a": 1}, "after": {"a": 2}}})
+        };
+        let p = run(json!({"format_version": "1.2", "resource_changes": [
+            rc("t.c", json!(["create"])), rc("t.u", json!(["update"])),
+            rc("t.d", json!(["delete"])), rc("t.r", json!(["delete", "create"])),
+            rc("t.r2", json!(["create", "delete"])), rc("t.n", json!(["no-op"])),
+            rc("t.rd", json!(["read"])),
+        ]}));
+        let got: Vec<_> = p
+            .items
+            .iter()
+            .map(|i| (i.address.as_str(), i.change, i.replace))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t.c", ChangeType::Added, false),
+                ("t.u", ChangeType::Changed, false),
+                ("t.d", ChangeType::Removed, false),
+                ("t.r", ChangeType::Changed, true),
+                ("t.r2", ChangeType::Changed, true),
+            ]
+        );
+        assert_eq!((p.added, p.changed, p.removed), (1, 3, 1));
+        assert_eq!(p.format_version.as_deref(), Some("1.2"));
+    }
+
+    #[test]
+    fn nested_attributes_only_changed_leaves() {
+        let p = run(
+            json!({"resource_changes": [{"address": "aws_instance.a", "type": "aws_instance",
+            "change": {"actions": ["update"],
+              "before": {"ami": "x", "tags": {"env": "dev", "team": "a"}, "ports": [80, 443], "same": {"k": 1}},
+              "after": {"ami": "x", "tags": {"env": "prod", "team": "a"}, "ports": [80], "same": {"k": 1}, "new": "n"},
+              "after_unknown": {"arn": true}}}]}),
+        );
+        let item = &p.items[0];
+        assert_eq!(item.domain, "aws_instance");
+        let attrs: Vec<_> = item
+            .attributes
+            .iter()
+            .map(|a| (a.path.as_str(), a.before.as_deref(), a.after.as_deref()))
+            .collect();
+        assert_eq!(
+            attrs,
+            vec![
+                ("new", None, Some("n")),
+                ("ports.1", Some("443"), None),
+                ("tags.env", Some("dev"), Some("prod")),
+                ("arn", None, Some(UNKNOWN)),
+            ]
+        );
+    }
+
+    #[test]
+    fn sensitive_values_are_redacted_and_collected() {
+        let p = run(
+            json!({"resource_changes": [{"address": "db.a", "type": "db",
+            "change": {"actions": ["update"],
+              "before": {"password": "old-pass", "nested": {"k": "v1"}, "list": ["a", "b"]},
+              "after": {"password": "new-pass", "nested": {"k": "v2"}, "list": ["a", "c"]},
+              "before_sensitive": {"password": true, "nested": true, "list": [false, true]},
+              "after_sensitive": {"password": true, "nested": true, "list": [false, true]}}}],
+            "output_changes": {"pw": {"actions": ["update"], "before": "aaaa1", "after": "bbbb2",
+              "before_sensitive": true, "after_sensitive": true}}}),
+        );
+        for item in &p.items {
+            for a in &item.attributes {
+                assert_eq!(a.before.as_deref(), Some(REDACTED), "{a:?}");
+                assert_eq!(a.after.as_deref(), Some(REDACTED), "{a:?}");
+            }
+        }
+        assert_eq!(p.items[0].attributes.len(), 3);
+        assert_eq!(p.items[1].address, "output.pw");
+        assert_eq!(p.items[1].attributes[0].path, "value");
+        let known: Vec<&str> = p.sensitive.iter().map(|s| s.expose()).collect();
+        assert!(
+            known.contains(&"new-pass") && known.contains(&"aaaa1"),
+            "{known:?}"
+        );
+    }
+
+    #[test]
+    fn drift_is_inverted_and_not_duplicated() {
+        let p = run(json!({
+        "resource_drift": [
+          {"address": "s.a", "type": "s", "mode": "managed", "change": {"actions": ["update"], "before": {"x": "code"}, "after": {"x": "live"}}},
+          {"address": "s.b", "type": "s", "mode": "managed", "change": {"actions": ["delete"], "before": {"x": "1"}, "after": null}}
+        ],
+        "resource_changes": [
+          {"address": "s.a", "type": "s", "mode": "managed", "change": {"actions": ["update"], "before": {"x": "live"}, "after": {"x": "code"}}}
+        ]}));
+        assert_eq!(p.items.len(), 2);
+        assert_eq!(p.items[0].source, None);
+        let b = &p.items[1];
+        assert_eq!((b.address.as_str(), b.change), ("s.b", ChangeType::Added));
+        assert_eq!(b.source.as_deref(), Some("resource_drift"));
+        assert_eq!(b.attributes[0].after.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn secret_patterns_in_values() {
+        let p = run(json!({"resource_changes": [{"address": "x.a", "type": "x",
+            "change": {"actions": ["create"], "before": null,
+              "after": {"conn": "postgres://u:pw123456@db/x", "key": "AKIAIOSFODNN7EXAMPLE"}}}]}));
+        let attrs = &p.items[0].attributes;
+        assert_eq!(
+            attrs[0].after.as_deref(),
+            Some("postgres://u:<redacted>@db/x")
+        );
+        assert_eq!(attrs[1].after.as_deref(), Some(REDACTED));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"resource_changes": 3}"#,
+            r#"{"resource_changes": [{"change": {}}]}"#,
+        ] {
+            assert!(parse(bad.as_bytes(), &Redact::default()).is_err(), "{bad}");
+        }
+        let p = parse(
+            br#"{"resource_changes": null, "output_changes": null}"#,
+            &Redact::default(),
+        )
+        .unwrap();
+        assert!(!p.drifted());
+    }
+
+    #[test]
+    fn attributes_are_bounded() {
+        let after: serde_json::Map<String, Value> = (0..200)
+            .map(|i| (format!("k{i:03}"), json!("v".repeat(2000))))
+            .collect();
+        let p = run(json!({"resource_changes": [{"address": "x.a", "type": "x",
+            "change": {"actions": ["create"], "after": after}}]}));
+        assert_eq!(p.items[0].attributes.len(), MAX_ATTRIBUTES);
+        assert!(p.items[0].attributes[0].after.as_ref().unwrap().len() <= MAX_VALUE_LEN + 3);
+    }
+}

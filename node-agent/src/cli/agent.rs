@@ -3,14 +3,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use super::{summary, ConfigArgs};
 use crate::config::{self, StandaloneSecrets};
 use crate::facts::inventory;
-use crate::host::HostPaths;
 use crate::server::{self, AppState, Metrics};
 
 /// Flags of `driftless agent`.
@@ -18,9 +17,12 @@ use crate::server::{self, AppState, Metrics};
 pub struct Args {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Host root: every host path is read below it (`/host` in a DaemonSet).
-    #[arg(long, default_value = "/", env = "DRIFTLESS_ROOT")]
-    root: PathBuf,
+    #[command(flatten)]
+    host: super::facts::HostArgs,
+    #[command(flatten)]
+    collectors: super::facts::CollectorFlags,
+    #[command(flatten)]
+    logs: super::logs::AgentArgs,
     /// Address of the HTTP endpoints.
     #[arg(long, default_value = "0.0.0.0:9779", env = "DRIFTLESS_LISTEN")]
     listen: SocketAddr,
@@ -29,7 +31,7 @@ pub struct Args {
 /// Loads the configuration (refusing to start on any problem) and serves until stopped.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (dir, secrets) = args.config.sources()?;
-    let host = HostPaths::under(&args.root);
+    let host = args.host.paths();
     let metrics = Metrics::new();
     let loaded = match config::load(&dir, &secrets) {
         Ok(config) => config,
@@ -49,11 +51,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     metrics.config_loaded(Ok(&loaded));
     let facts = inventory::gather(&host);
     if facts.os.pretty_name.is_empty() && facts.kernel.release.is_empty() {
-        tracing::warn!(root = %args.root.display(), "no host facts readable below the root; is the host mounted there?");
+        tracing::warn!(root = %args.host.root.display(), "no host facts readable below the root; is the host mounted there?");
     }
     tracing::info!(
         config = %dir.display(),
-        root = %args.root.display(),
+        root = %args.host.root.display(),
         host = %facts.hostname,
         os = %facts.os.pretty_name,
         kernel = %facts.kernel.release,
@@ -61,16 +63,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         resources = %summary(&loaded),
         "agent starting"
     );
-    let state = Arc::new(AppState {
-        metrics,
-        config: Mutex::new(loaded),
-    });
+    let state = Arc::new(AppState::new(metrics, loaded.clone()));
+    let facts = Arc::new(crate::facts::runtime::Facts::new(
+        host.clone(),
+        args.collectors.disable_defaults,
+        args.collectors.switches.clone(),
+        std::env::var("NODE_NAME").unwrap_or_else(|_| facts.hostname.clone()),
+    ));
+    facts
+        .apply(&state, &loaded, &secrets)
+        .context("setting up facts and metrics")?;
+    state.set_facts(facts);
+    super::logs::start_in_agent(&state, host.clone(), &args.logs, &loaded, &secrets);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(state, dir, secrets, args.listen))?;
+    let served = runtime.block_on(serve(state, dir, secrets, args.listen));
+    super::logs::stop_in_agent();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -86,6 +98,9 @@ async fn serve(
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "serving /healthz and /metrics");
     let mut hangup = signal(SignalKind::hangup())?;
+    if let Some(facts) = state.facts() {
+        tokio::spawn(facts.run(state.clone()));
+    }
     let reload_state = state.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
@@ -111,6 +126,12 @@ fn reload(state: &AppState, dir: &Path, secrets: &StandaloneSecrets) {
         Ok(config) => {
             state.metrics.config_loaded(Ok(&config));
             tracing::info!(resources = %summary(&config), "configuration reloaded");
+            if let Some(facts) = state.facts() {
+                if let Err(error) = facts.apply(state, &config, secrets) {
+                    tracing::error!(%error, "facts settings refused; keeping the previous ones");
+                }
+            }
+            super::logs::reload_in_agent(&config, secrets);
             if let Ok(mut current) = state.config.lock() {
                 *current = config;
             }

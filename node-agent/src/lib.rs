@@ -10,4 +10,5 @@ pub mod facts;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod s3;
 pub mod server;

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use driftless_crds::common::S3Target;
 use driftless_crds::secret::{expand, Lookup};
-use s3::creds::Credentials;
-use s3::{Bucket, Region};
+use s3::Bucket;
 use serde::Serialize;
 
 use super::inventory::Inventory;
 use crate::metrics::{self, Family, Kind, MetricsSource};
+use crate::s3::OpenError;
 
 /// Why a pusher could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -158,43 +158,18 @@ impl Pusher {
         node: &str,
         max_pending: usize,
     ) -> Result<Self, PushError> {
-        let field = |field: &'static str, text: &str| {
-            expand(text, lookup).map_err(|e| PushError::Config {
-                field,
-                reason: e.to_string(),
-            })
-        };
-        let region_name = target.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let region = match &target.endpoint {
-            Some(endpoint) => Region::Custom {
-                region: region_name,
-                endpoint: field("endpoint", endpoint)?.value,
-            },
-            None => region_name.parse().map_err(|e| PushError::Config {
-                field: "region",
-                reason: format!("{e}"),
-            })?,
-        };
-        let credentials = match (&target.access_key_id, &target.secret_access_key) {
-            (Some(id), Some(key)) => {
-                let id = field("accessKeyId", id)?;
-                let key = field("secretAccessKey", key)?;
-                Credentials::new(Some(&id.value), Some(&key.value), None, None, None)
-            }
-            _ => Credentials::default(),
-        }
-        .map_err(|e| PushError::Config {
-            field: "accessKeyId",
-            reason: e.to_string(),
+        let bucket = crate::s3::open(target, |field, text| {
+            expand(text, lookup)
+                .map(|e| e.value)
+                .map_err(|e| PushError::Config {
+                    field,
+                    reason: e.to_string(),
+                })
+        })
+        .map_err(|e| match e {
+            OpenError::Expand(e) => e,
+            OpenError::Invalid { field, reason } => PushError::Config { field, reason },
         })?;
-        let mut bucket =
-            Bucket::new(&target.bucket, region, credentials).map_err(|e| PushError::Config {
-                field: "bucket",
-                reason: e.to_string(),
-            })?;
-        if target.path_style {
-            bucket = bucket.with_path_style();
-        }
         Ok(Self {
             bucket,
             prefix: target.prefix.clone(),

@@ -4,11 +4,11 @@
 
 use driftless_crds::common::S3Target;
 use driftless_crds::secret::Lookup;
-use s3::creds::Credentials;
-use s3::{Bucket, Region};
+use s3::Bucket;
 
 use super::expand_field;
 use crate::audit::AuditError;
+use crate::s3::OpenError;
 
 /// A bucket and key prefix.
 #[derive(Debug)]
@@ -47,30 +47,13 @@ impl S3Sink {
     ) -> Result<Self, AuditError> {
         let bad =
             |what: &str, e: String| AuditError::Config(format!("audit sink {name}: {what}: {e}"));
-        let region_name = t.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let region = match &t.endpoint {
-            Some(endpoint) => Region::Custom {
-                region: region_name,
-                endpoint: expand_field(name, "endpoint", endpoint, lookup)?.value,
-            },
-            None => region_name
-                .parse()
-                .map_err(|e| bad("region", format!("{e}")))?,
-        };
-        let credentials = match (&t.access_key_id, &t.secret_access_key) {
-            (Some(id), Some(key)) => {
-                let id = expand_field(name, "accessKeyId", id, lookup)?;
-                let key = expand_field(name, "secretAccessKey", key, lookup)?;
-                Credentials::new(Some(&id.value), Some(&key.value), None, None, None)
-                    .map_err(|e| bad("credentials", e.to_string()))?
-            }
-            _ => Credentials::default().map_err(|e| bad("credentials", e.to_string()))?,
-        };
-        let mut bucket = Bucket::new(&t.bucket, region, credentials)
-            .map_err(|e| bad("bucket", e.to_string()))?;
-        if t.path_style {
-            bucket = bucket.with_path_style();
-        }
+        let bucket = crate::s3::open(t, |field, text| {
+            expand_field(name, field, text, lookup).map(|e| e.value)
+        })
+        .map_err(|e| match e {
+            OpenError::Expand(e) => e,
+            OpenError::Invalid { field, reason } => bad(field, reason),
+        })?;
         Ok(Self {
             name: name.to_owned(),
             bucket,

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::logs::Fields;
 
-const FACILITIES: &[&str] = &[
+/// Facility names by code (RFC 5424 table 1), shared with the syslog sink.
+pub(crate) const FACILITIES: &[&str] = &[
     "kern",
     "user",
     "mail",

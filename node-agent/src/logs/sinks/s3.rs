@@ -7,11 +7,11 @@ use std::io::Write as _;
 use driftless_crds::log_pipeline::S3Sink as S3SinkConfig;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use s3::creds::Credentials;
-use s3::{Bucket, Region};
+use s3::Bucket;
 
 use super::SinkContext;
 use crate::logs::{Event, LogError};
+use crate::s3::OpenError;
 
 /// Batch and bucket.
 #[derive(Debug)]
@@ -53,33 +53,14 @@ impl S3Sink {
     pub fn new(name: &str, config: &S3SinkConfig, ctx: &SinkContext<'_>) -> Result<Self, LogError> {
         let t = &config.target;
         let bad = |what: &str, e: String| LogError::Config(format!("sink {name}: {what}: {e}"));
-        let region_name = t.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let region = match &t.endpoint {
-            Some(endpoint) => Region::Custom {
-                region: region_name,
-                endpoint: ctx
-                    .expand(&format!("sink {name}: endpoint"), endpoint)?
-                    .expose()
-                    .to_owned(),
-            },
-            None => region_name
-                .parse()
-                .map_err(|e| bad("region", format!("{e}")))?,
-        };
-        let credentials = match (&t.access_key_id, &t.secret_access_key) {
-            (Some(id), Some(key)) => {
-                let id = ctx.expand(&format!("sink {name}: accessKeyId"), id)?;
-                let key = ctx.expand(&format!("sink {name}: secretAccessKey"), key)?;
-                Credentials::new(Some(id.expose()), Some(key.expose()), None, None, None)
-                    .map_err(|e| bad("credentials", e.to_string()))?
-            }
-            _ => Credentials::default().map_err(|e| bad("credentials", e.to_string()))?,
-        };
-        let mut bucket = Bucket::new(&t.bucket, region, credentials)
-            .map_err(|e| bad("bucket", e.to_string()))?;
-        if t.path_style {
-            bucket = bucket.with_path_style();
-        }
+        let bucket = crate::s3::open(t, |field, text| {
+            ctx.expand(&format!("sink {name}: {field}"), text)
+                .map(|v| v.expose().to_owned())
+        })
+        .map_err(|e| match e {
+            OpenError::Expand(e) => e,
+            OpenError::Invalid { field, reason } => bad(field, reason),
+        })?;
         Ok(Self {
             name: name.to_owned(),
             bucket,

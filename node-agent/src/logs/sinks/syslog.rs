@@ -9,34 +9,8 @@ use driftless_crds::log_pipeline::{SyslogFormat, SyslogProtocol, SyslogSink as S
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpStream, UdpSocket};
 
+use crate::logs::parsers::syslog::FACILITIES;
 use crate::logs::{Event, LogError};
-
-const FACILITIES: &[&str] = &[
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-];
 
 /// Largest UDP message; longer ones are cut.
 const MAX_DATAGRAM: usize = 65_000;

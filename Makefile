@@ -6,9 +6,12 @@ EXAMPLE_ENV    := config/examples/standalone.env
 
 .PHONY: run test crds manifests lint build
 
-## Validate the example configuration, then run the agent on it (Ctrl-C to stop).
+## Validate the example configuration, show what applying it to this host would change (a dry
+## run: nothing is written; rows fail where the host lacks what a task needs), then run the agent
+## on it (Ctrl-C to stop).
 run:
 	cargo run --release -q -p driftless-agent -- validate --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV)
+	-cargo run --release -q -p driftless-agent -- --log-format text apply --dry-run --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV)
 	cargo run --release -q -p driftless-agent -- --log-format text agent --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV) --listen 127.0.0.1:9779
 
 ## Install every tool the tests use, then run formatting, lints and every test.

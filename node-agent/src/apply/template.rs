@@ -44,6 +44,20 @@ fn describe(err: &minijinja::Error) -> String {
     message
 }
 
+/// Template delimiters never belong in an expression, and minijinja's expression lexer panics
+/// on a closing one (found by `fuzz/run.sh`), so they are refused before it sees them.
+fn no_delimiters(source: &str) -> Result<(), String> {
+    match ["{{", "}}", "{%", "%}", "{#", "#}"]
+        .iter()
+        .find(|d| source.contains(*d))
+    {
+        Some(d) => Err(format!(
+            "{d:?} cannot appear in an expression: write the condition without template delimiters, e.g. `facts.os.family == \"debian\"`"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Instructions one template render or `when` evaluation may execute.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
@@ -76,6 +90,7 @@ impl Templates {
 
     /// Checks an expression's syntax without evaluating it.
     pub fn check_expression(&self, source: &str) -> Result<(), String> {
+        no_delimiters(source)?;
         self.env
             .compile_expression(source)
             .map(|_| ())
@@ -113,6 +128,11 @@ impl Templates {
             field: "when".into(),
             message: describe(&e),
         };
+        no_delimiters(source).map_err(|message| TemplateError {
+            task: task.into(),
+            field: "when".into(),
+            message,
+        })?;
         let expr = self.env.compile_expression(source).map_err(error)?;
         let value = expr.eval(Self::context(facts, vars)).map_err(error)?;
         Ok(value.is_true())
@@ -123,6 +143,21 @@ impl Templates {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn delimiters_in_expressions_are_refused_not_a_panic() {
+        // The input the template fuzzer found (fuzz/artifacts/template/crash-3f303e61...).
+        let crash = "facts.os.ffiily ==  }} {% for a in vars.admins %}{{ a | uppe| }}{% endp";
+        let t = Templates::new();
+        assert!(t
+            .check_expression(crash)
+            .unwrap_err()
+            .contains("cannot appear in an expression"));
+        let err = t.when("w", crash, &json!({}), &json!({})).unwrap_err();
+        assert_eq!(err.field, "when");
+        assert!(t.check_expression("{{ facts.x }}").is_err());
+        assert!(t.check_expression("facts.x == 1").is_ok());
+    }
 
     #[test]
     fn runaway_loops_run_out_of_fuel() {

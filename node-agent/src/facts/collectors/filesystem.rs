@@ -65,30 +65,8 @@ pub struct Mount {
     pub options: String,
 }
 
-/// Decodes the octal escapes of `/proc/mounts` (`\040` is a space).
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = &bytes[i + 1..i + 4];
-            if digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Decodes the octal escapes of `/proc/mounts` (`\040` is a space): the same rule as fstab.
+pub use crate::apply::backends::mount::unescape;
 
 /// Parses a mount table.
 pub fn parse_mounts(text: &str) -> Vec<Mount> {

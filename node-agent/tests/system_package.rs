@@ -159,3 +159,63 @@ fn unknown_packages_and_hosts_without_a_manager_fail_clearly() {
     let err = apply(&task(Presence::Present, None), empty.path(), &none).unwrap_err();
     assert!(err.starts_with("no package manager found below"), "{err}");
 }
+
+/// Runs the real `driftless` binary against the temporary root and a config directory.
+fn driftless(root: &Path, config: &Path, args: &[&str]) -> (i32, String) {
+    let env = config.with_extension("env");
+    std::fs::write(&env, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--env-file")
+        .arg(&env)
+        .arg("--root")
+        .arg(root)
+        .env_remove("DRIFTLESS_CONFIG")
+        .env_remove("DRIFTLESS_ENV_FILE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn prefer_system_writes_the_installed_version_back() {
+    let (work, root) = setup();
+    let config = work.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let policy = "# Pinned packages.\napiVersion: driftless.dev/v1alpha1\nkind: ApplyPolicy\nmetadata:\n  name: pkgs\nspec:\n  tasks:\n    - name: dltest\n      package:\n        name: dltest\n        version: \"1.0\" # the tested one\n";
+    std::fs::write(config.join("pkgs.yaml"), policy).unwrap();
+
+    // The policy pins 1.0; someone installed 2.0 by hand.
+    converges(&task(Presence::Present, Some("2.0")), &root, &secrets(&[]));
+    assert_eq!(installed_file(&root).as_deref(), Some("2.0\n"));
+    let (code, out) = driftless(&root, &config, &["drift", "check", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("~ package:dltest  [pkgs/dltest]"), "{out}");
+
+    let (code, out) = driftless(&root, &config, &["drift", "resolve", "--prefer-system"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "wrote pkgs.yaml: pkgs/dltest package.version set to the live value\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(config.join("pkgs.yaml")).unwrap(),
+        policy.replace(
+            "version: \"1.0\" # the tested one",
+            "version: \"2.0\" # the tested one"
+        )
+    );
+    // The host was not touched, and is now in sync with the policy.
+    assert_eq!(installed_file(&root).as_deref(), Some("2.0\n"));
+    let (code, out) = driftless(&root, &config, &["drift", "check", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
+}

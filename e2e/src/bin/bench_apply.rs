@@ -127,11 +127,20 @@ bundle edit_line sysctl(s) {{ delete_lines: "net\.bench\.p$(s)\s*=(?!\s*$(s)$).*
     )
 }
 
-/// Wall seconds and peak RSS (MiB) of one run, from `/usr/bin/time -f "%e %M"`.
-fn timed(command: &mut Command) -> anyhow::Result<(f64, f64)> {
+/// One run's wall seconds, CPU seconds (user + system, which a busy machine disturbs less than
+/// wall time) and peak RSS (MiB), from `/usr/bin/time`.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+/// Times one run with `/usr/bin/time -f "TIME %e %U %S %M"`.
+fn timed(command: &mut Command) -> anyhow::Result<Run> {
     let program = format!("{command:?}");
     let mut time = Command::new("/usr/bin/time");
-    time.args(["-f", "TIME %e %M", "--"])
+    time.args(["-f", "TIME %e %U %S %M", "--"])
         .arg(command.get_program())
         .args(command.get_args());
     for (k, v) in command.get_envs() {
@@ -154,16 +163,26 @@ fn timed(command: &mut Command) -> anyhow::Result<(f64, f64)> {
         .rev()
         .find(|l| l.starts_with("TIME "))
         .context("no timing line from /usr/bin/time")?;
-    let mut fields = line.split_whitespace().skip(1);
-    let secs: f64 = fields.next().unwrap_or("0").parse()?;
-    let kib: f64 = fields.next().unwrap_or("0").parse()?;
-    Ok((secs, kib / 1024.0))
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("unexpected timing line {line:?}"))?;
+    let [wall, user, system, kib] = fields[..] else {
+        bail!("unexpected timing line {line:?}");
+    };
+    Ok(Run {
+        wall,
+        cpu: user + system,
+        rss: kib / 1024.0,
+    })
 }
 
 struct Figures {
     name: &'static str,
-    first: (f64, f64),
-    second: (f64, f64),
+    first: Run,
+    second: Run,
 }
 
 fn fresh_root(work: &Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -282,28 +301,37 @@ fn main() -> anyhow::Result<()> {
     check_same(&d_root, &c_root, &scale)?;
 
     println!(
-        "\n{:<18} {:>12} {:>12} {:>14} {:>14}",
-        "tool", "first (s)", "no-op (s)", "first RSS MiB", "no-op RSS MiB"
+        "\n{:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "tool", "first s", "first cpu", "no-op s", "no-op cpu", "first MiB", "no-op MiB"
     );
     for f in &figures {
         println!(
-            "{:<18} {:>12.2} {:>12.2} {:>14.1} {:>14.1}",
-            f.name, f.first.0, f.second.0, f.first.1, f.second.1
+            "{:<18} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>9.1} {:>9.1}",
+            f.name,
+            f.first.wall,
+            f.first.cpu,
+            f.second.wall,
+            f.second.cpu,
+            f.first.rss,
+            f.second.rss
         );
     }
     let d = &figures[0];
+    let ratio = |a: f64, b: f64| a / b.max(0.001);
     for peer in &figures[1..] {
         println!(
-            "{} / driftless: first run {:.1}x, no-op run {:.1}x, peak RSS {:.1}x",
+            "{} / driftless: first run {:.1}x (cpu {:.1}x), no-op run {:.1}x (cpu {:.1}x), peak RSS {:.1}x",
             peer.name,
-            peer.first.0 / d.first.0.max(0.001),
-            peer.second.0 / d.second.0.max(0.001),
-            peer.first.1.max(peer.second.1) / d.first.1.max(d.second.1).max(0.001)
+            ratio(peer.first.wall, d.first.wall),
+            ratio(peer.first.cpu, d.first.cpu),
+            ratio(peer.second.wall, d.second.wall),
+            ratio(peer.second.cpu, d.second.cpu),
+            ratio(peer.first.rss.max(peer.second.rss), d.first.rss.max(d.second.rss))
         );
     }
     println!(
         "goals: no-op >= 50x faster than ansible, no slower than cf-agent; peak RSS < 30 MB (driftless: {:.1} MiB)",
-        d.first.1.max(d.second.1)
+        d.first.rss.max(d.second.rss)
     );
     let _ = std::fs::remove_dir_all(&work);
     Ok(())

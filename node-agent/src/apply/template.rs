@@ -61,6 +61,33 @@ fn no_delimiters(source: &str) -> Result<(), String> {
 /// Instructions one template render or `when` evaluation may execute.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
+/// The most text one template may render (16 MiB): fuel counts instructions, not bytes, and
+/// one `"text" * n` instruction may build up to 100 MB, so a loop of them would otherwise
+/// run for minutes and fill memory before the fuel ran out.
+pub const TEMPLATE_MAX_OUTPUT: usize = 16 << 20;
+
+/// Collects rendered text and refuses to grow past [`TEMPLATE_MAX_OUTPUT`].
+#[derive(Default)]
+struct BoundedOutput {
+    text: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
+            self.exceeded = true;
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Templates {
     /// Strict undefined behaviour; no auto-escaping (these are config files, not HTML).
     pub fn new() -> Self {
@@ -112,7 +139,23 @@ impl Templates {
             message: describe(&e),
         };
         let template = self.env.template_from_str(source).map_err(error)?;
-        template.render(Self::context(facts, vars)).map_err(error)
+        let mut out = BoundedOutput::default();
+        match template.render_captured_to(Self::context(facts, vars), &mut out) {
+            Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError {
+                task: task.into(),
+                field: field.into(),
+                message: format!("rendered text is not UTF-8: {e}"),
+            }),
+            Err(_) if out.exceeded => Err(TemplateError {
+                task: task.into(),
+                field: field.into(),
+                message: format!(
+                    "the rendered text exceeds {} MiB; a file this large does not belong in a template",
+                    TEMPLATE_MAX_OUTPUT >> 20
+                ),
+            }),
+            Err(e) => Err(error(e)),
+        }
     }
 
     /// Evaluates a `when` condition to true or false.
@@ -157,6 +200,30 @@ mod tests {
         assert_eq!(err.field, "when");
         assert!(t.check_expression("{{ facts.x }}").is_err());
         assert!(t.check_expression("facts.x == 1").is_ok());
+    }
+
+    #[test]
+    fn string_repetition_in_a_loop_stops_at_the_output_limit() {
+        // The shape of the input the template fuzzer timed out on: a loop writing a string
+        // repeated millions of times. Without the output limit this renders gigabytes.
+        let t = Templates::new();
+        let started = std::time::Instant::now();
+        let err = t
+            .render(
+                "big",
+                "file.template",
+                "{% for i in range(100000) %}{{ \"ab\" * 2222222 }}{% endfor %}",
+                &json!({}),
+                &json!({}),
+            )
+            .unwrap_err();
+        assert!(err.message.contains("exceeds 16 MiB"), "{}", err.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Just under the limit still renders.
+        let out = t
+            .render("ok", "t", "{{ \"-\" * 1000 }}\n", &json!({}), &json!({}))
+            .unwrap();
+        assert_eq!(out.len(), 1001);
     }
 
     #[test]

@@ -51,10 +51,35 @@ pub struct Args {
     audit_spool: PathBuf,
 }
 
-/// Loads and checks the configuration; prints every problem and returns `None` when invalid.
-pub fn load(
-    host: &HostArgs,
-) -> anyhow::Result<Option<(PathBuf, Config, config::StandaloneSecrets)>> {
+/// A checked configuration and the host it applies to, ready for the engine.
+pub struct Loaded {
+    /// The configuration directory.
+    pub dir: PathBuf,
+    /// The configuration.
+    pub config: Config,
+    /// Secrets and environment variables.
+    pub secrets: config::StandaloneSecrets,
+    /// The host root.
+    pub root: Root,
+    /// The host's facts (`facts` in templates and `when`).
+    pub facts: serde_json::Value,
+}
+
+impl Loaded {
+    /// The engine's view of it.
+    pub fn env(&self) -> Environment<'_> {
+        Environment {
+            root: &self.root,
+            facts: &self.facts,
+            secrets: &self.secrets,
+            config_dir: &self.dir,
+        }
+    }
+}
+
+/// Loads and checks the configuration and gathers the host's facts; prints every problem and
+/// returns `None` when the configuration is invalid.
+pub fn load(host: &HostArgs) -> anyhow::Result<Option<Loaded>> {
     let (dir, secrets) = host.config.sources()?;
     let loaded = config::load(&dir, &secrets).and_then(|config| {
         let problems = apply::validate::check(&config);
@@ -79,31 +104,32 @@ pub fn load(
             return Ok(None);
         }
     };
-    Ok(Some((dir, config, secrets)))
+    let root = Root::new(&host.root);
+    let facts = serde_json::to_value(crate::facts::inventory::gather(&root.paths))?;
+    Ok(Some(Loaded {
+        dir,
+        config,
+        secrets,
+        root,
+        facts,
+    }))
 }
 
 /// Runs the apply and prints the report. Exits 1 when a task failed or the configuration is
 /// invalid.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let Some((dir, config, secrets)) = load(&args.host)? else {
+    let Some(loaded) = load(&args.host)? else {
         return Ok(ExitCode::FAILURE);
-    };
-    let root = Root::new(&args.host.root);
-    let facts = serde_json::to_value(crate::facts::inventory::gather(&root.paths))?;
-    let env = Environment {
-        root: &root,
-        facts: &facts,
-        secrets: &secrets,
-        config_dir: &dir,
     };
     let options = Options {
         dry_run: args.dry_run,
         only: args.only.clone(),
         skip: args.skip.clone(),
     };
-    let report = apply::apply(&config, &env, &options);
+    let report = apply::apply(&loaded.config, &loaded.env(), &options);
     // Audit delivery never changes the outcome: problems are logged, records stay spooled.
-    let audit_problems = crate::audit::deliver(&report, &config, &secrets, &args.audit_spool);
+    let audit_problems =
+        crate::audit::deliver(&report, &loaded.config, &loaded.secrets, &args.audit_spool);
     for problem in &audit_problems {
         eprintln!("audit: {problem}");
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::apply::{load, HostArgs, Output};
-use crate::apply::{self, Environment, Options, Root};
+use crate::apply::{self, Options};
 use crate::drift;
 
 /// Flags of `driftless drift`.
@@ -58,18 +58,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let Some((dir, config, secrets)) = load(&args.host)? else {
+    let Some(loaded) = load(&args.host)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let root = Root::new(&args.host.root);
-    let facts = serde_json::to_value(crate::facts::inventory::gather(&root.paths))?;
-    let env = Environment {
-        root: &root,
-        facts: &facts,
-        secrets: &secrets,
-        config_dir: &dir,
-    };
-    let result = drift::check(&config, &env);
+    let (config, env) = (&loaded.config, loaded.env());
+    let result = drift::check(config, &env);
     match args.output {
         Output::Text => print!("{}", result.to_text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
@@ -83,18 +76,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
-    let Some((dir, config, secrets)) = load(&args.host)? else {
+    let Some(loaded) = load(&args.host)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let root = Root::new(&args.host.root);
-    let facts = serde_json::to_value(crate::facts::inventory::gather(&root.paths))?;
-    let env = Environment {
-        root: &root,
-        facts: &facts,
-        secrets: &secrets,
-        config_dir: &dir,
-    };
-    let found = drift::check(&config, &env);
+    let (config, env) = (&loaded.config, loaded.env());
+    let found = drift::check(config, &env);
     if !found.errors.is_empty() {
         print!("{}", found.to_text());
         return Ok(ExitCode::FAILURE);
@@ -115,7 +101,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let report = apply::apply(
-            &config,
+            config,
             &env,
             &Options {
                 dry_run: false,
@@ -130,7 +116,13 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
-    let resolution = drift::resolve::prefer_system(&config, &dir, &secrets, &root, &found.items);
+    let resolution = drift::resolve::prefer_system(
+        config,
+        &loaded.dir,
+        &loaded.secrets,
+        &loaded.root,
+        &found.items,
+    );
     for w in &resolution.written {
         println!("wrote {w}");
     }

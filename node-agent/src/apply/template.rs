@@ -66,18 +66,44 @@ pub const TEMPLATE_FUEL: u64 = 5_000_000;
 /// run for minutes and fill memory before the fuel ran out.
 pub const TEMPLATE_MAX_OUTPUT: usize = 16 << 20;
 
-/// Collects rendered text and refuses to grow past [`TEMPLATE_MAX_OUTPUT`].
-#[derive(Default)]
+/// How long one render may take (checked whenever it writes text): each instruction may be
+/// a 100 MB string operation, so the fuel alone would allow hours.
+pub const TEMPLATE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a render was cut short.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Size,
+    Time,
+}
+
+/// Collects rendered text; refuses to grow past [`TEMPLATE_MAX_OUTPUT`] or to go on after
+/// [`TEMPLATE_DEADLINE`].
 struct BoundedOutput {
     text: Vec<u8>,
-    exceeded: bool,
+    deadline: std::time::Instant,
+    exceeded: Option<Limit>,
+}
+
+impl BoundedOutput {
+    fn new() -> Self {
+        Self {
+            text: Vec::new(),
+            deadline: std::time::Instant::now() + TEMPLATE_DEADLINE,
+            exceeded: None,
+        }
+    }
 }
 
 impl std::io::Write for BoundedOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.text.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
-            self.exceeded = true;
+            self.exceeded = Some(Limit::Size);
             return Err(std::io::Error::other("template output limit"));
+        }
+        if std::time::Instant::now() > self.deadline {
+            self.exceeded = Some(Limit::Time);
+            return Err(std::io::Error::other("template deadline"));
         }
         self.text.extend_from_slice(buf);
         Ok(buf.len())
@@ -139,20 +165,27 @@ impl Templates {
             message: describe(&e),
         };
         let template = self.env.template_from_str(source).map_err(error)?;
-        let mut out = BoundedOutput::default();
+        let mut out = BoundedOutput::new();
         match template.render_captured_to(Self::context(facts, vars), &mut out) {
             Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError {
                 task: task.into(),
                 field: field.into(),
                 message: format!("rendered text is not UTF-8: {e}"),
             }),
-            Err(_) if out.exceeded => Err(TemplateError {
+            Err(_) if out.exceeded.is_some() => Err(TemplateError {
                 task: task.into(),
                 field: field.into(),
-                message: format!(
-                    "the rendered text exceeds {} MiB; a file this large does not belong in a template",
-                    TEMPLATE_MAX_OUTPUT >> 20
-                ),
+                message: if out.exceeded == Some(Limit::Size) {
+                    format!(
+                        "the rendered text exceeds {} MiB; a file this large does not belong in a template",
+                        TEMPLATE_MAX_OUTPUT >> 20
+                    )
+                } else {
+                    format!(
+                        "rendering took longer than {} s; look for loops over huge ranges or strings",
+                        TEMPLATE_DEADLINE.as_secs()
+                    )
+                },
             }),
             Err(e) => Err(error(e)),
         }
@@ -224,6 +257,29 @@ mod tests {
             .render("ok", "t", "{{ \"-\" * 1000 }}\n", &json!({}), &json!({}))
             .unwrap();
         assert_eq!(out.len(), 1001);
+    }
+
+    #[test]
+    fn slow_renders_stop_at_the_deadline() {
+        // Each iteration builds a 100 MB string (one instruction, so barely any fuel) and
+        // writes its length: without the deadline this runs for many minutes.
+        let t = Templates::new();
+        let started = std::time::Instant::now();
+        let err = t
+            .render(
+                "slow",
+                "file.template",
+                "{% for i in range(100000) %}{% set x = 'ab' * 49999999 %}{{ x|length }}{% endfor %}",
+                &json!({}),
+                &json!({}),
+            )
+            .unwrap_err();
+        assert!(
+            err.message.contains("took longer than 10 s"),
+            "{}",
+            err.message
+        );
+        assert!(started.elapsed() < TEMPLATE_DEADLINE + std::time::Duration::from_secs(5));
     }
 
     #[test]

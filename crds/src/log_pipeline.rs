@@ -345,9 +345,22 @@ pub struct SyslogSink {
     /// APP-NAME / TAG; the event's `app` field wins when present.
     #[serde(default = "default_app_name")]
     pub app_name: String,
-    /// PEM file of CA certificates to trust (`tls` only); the system roots when unset.
+    /// PEM file of CA certificates to trust (`tls` only); the system roots when unset. May be
+    /// the PEM text itself, e.g. `${secret:NAME}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// PEM file of the client certificate chain for mutual TLS (`tls` only; needs `keyFile`).
+    /// May be the PEM text itself, e.g. `${secret:NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// PEM file of the client private key (`tls` only; needs `certFile`). May be the PEM text
+    /// itself, usually `${secret:NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Name the server certificate must be valid for (`tls` only); the host of `address` when
+    /// unset. The certificate is always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 fn default_facility() -> String {

@@ -2,6 +2,7 @@
 //! and bytes. When it is full the pipeline stops reading (backpressure) until sinks acknowledge.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 /// Offsets a chunk advances: `(source index, file id, offset)`.
 pub type Offsets = Vec<(usize, u64, u64)>;
@@ -15,8 +16,15 @@ pub struct Chunk {
     pub events: usize,
     /// Bytes in the chunk.
     pub bytes: usize,
-    /// File offsets that become safe once the chunk is acknowledged.
+    /// File offsets that become safe once the chunk is acknowledged (or stored on disk).
     pub offsets: Offsets,
+    /// The chunk's file in the on-disk buffer, when it has one.
+    pub disk: Option<PathBuf>,
+    /// Whether the chunk survives a restart without its source (stored on disk, or empty), so
+    /// its offsets may be checkpointed before sinks acknowledge it.
+    pub durable: bool,
+    /// Whether its offsets were already handed out for the checkpoint.
+    pub committed: bool,
 }
 
 /// Chunks in flight and the limits.
@@ -66,6 +74,18 @@ impl InFlight {
 
     /// Adds a chunk and returns its sequence number.
     pub fn push(&mut self, events: usize, bytes: usize, offsets: Offsets) -> u64 {
+        self.push_chunk(events, bytes, offsets, None, false)
+    }
+
+    /// Adds a chunk that may be stored on disk (`disk`) or otherwise `durable`.
+    pub fn push_chunk(
+        &mut self,
+        events: usize,
+        bytes: usize,
+        offsets: Offsets,
+        disk: Option<PathBuf>,
+        durable: bool,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.events += events;
@@ -75,8 +95,37 @@ impl InFlight {
             events,
             bytes,
             offsets,
+            disk,
+            durable,
+            committed: false,
         });
         seq
+    }
+
+    /// The sequence number the next chunk gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Numbers the next chunks after `seq` (chunks of an earlier run are stored up to it).
+    pub fn start_after(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
+    /// The offsets of the oldest durable chunks not committed yet, in order, up to the first
+    /// chunk that is not durable (offsets must be checkpointed in order).
+    pub fn commit_durable(&mut self) -> Offsets {
+        let mut out = Vec::new();
+        for chunk in &mut self.chunks {
+            if !chunk.committed {
+                if !chunk.durable {
+                    break;
+                }
+                chunk.committed = true;
+                out.append(&mut chunk.offsets);
+            }
+        }
+        out
     }
 
     /// The last sequence number handed out (0 before the first).
@@ -118,5 +167,25 @@ mod tests {
         assert!(b.ack(s1).is_empty());
         assert_eq!(b.ack(s2).len(), 1);
         assert_eq!(b.fill(), (0, 0));
+    }
+
+    #[test]
+    fn durable_chunks_commit_in_order() {
+        let mut b = InFlight::new(100, 10_000);
+        b.start_after(41);
+        let s1 = b.push_chunk(1, 10, vec![(0, 1, 10)], Some("a".into()), true);
+        assert_eq!(s1, 42);
+        b.push_chunk(1, 10, vec![(0, 1, 20)], None, false);
+        b.push_chunk(1, 10, vec![(0, 1, 30)], Some("c".into()), true);
+        assert_eq!(b.commit_durable(), vec![(0, 1, 10)]);
+        assert!(
+            b.commit_durable().is_empty(),
+            "stops at the chunk in memory only"
+        );
+        let done = b.ack(s1 + 1);
+        assert!(done[0].committed && done[0].offsets.is_empty());
+        assert!(!done[1].committed);
+        assert_eq!(done[1].offsets, vec![(0, 1, 20)]);
+        assert_eq!(b.commit_durable(), vec![(0, 1, 30)]);
     }
 }

@@ -9,11 +9,14 @@
 //!
 //! Guarantees: at-least-once delivery across crashes and restarts (a crash re-sends at most the
 //! batches in flight); memory is bounded by the pipeline's `buffer` (a full buffer pauses
-//! reading). Caveats: lines written to a file that is deleted, or rotated out of the globs and
-//! deleted, while the agent is not running are lost; UDP syslog has no acknowledgement.
+//! reading). With `buffer.diskPath`, lines read but not yet delivered are kept in [`disk`] and
+//! survive a restart even when their source file is gone. Caveats: lines written to a file that
+//! is deleted, or rotated out of the globs and deleted, before the agent read them are lost; UDP
+//! syslog has no acknowledgement.
 
 pub mod buffer;
 pub mod checkpoint;
+pub mod disk;
 pub mod metrics;
 pub mod parsers;
 pub mod pipeline;

@@ -6,23 +6,28 @@
 //! that are due (retrying with backoff), and once every sink acknowledged a chunk, commit its
 //! offsets and write the checkpoint.
 //!
-//! Guarantees: a checkpoint never covers an event some sink has not acknowledged; a crash
-//! re-sends at most what was in flight (one batch per sink). While a sink is failing, reading
+//! With an on-disk buffer (`buffer.diskPath`) each chunk is stored on disk before its offsets
+//! are checkpointed, removed once every sink acknowledged it, and chunks left by an earlier run
+//! are sent again before anything new is read.
+//!
+//! Guarantees: a checkpoint never covers an event some sink has not acknowledged or that is not
+//! in the on-disk buffer; a crash re-sends at most what was in flight (one batch per sink). While a sink is failing, reading
 //! stops (the buffer cannot drain), so memory stays bounded. Reload stops the old pipeline after
 //! a last attempt to deliver, writes its checkpoint, and starts the new one from it: acknowledged
 //! data is never sent again, unacknowledged data is read again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftless_crds::log_pipeline::LogPipelineSpec;
+use driftless_crds::log_pipeline::{LogPipelineSpec, SinkKind};
 use driftless_crds::secret::Lookup;
 
 use super::buffer::InFlight;
 use super::checkpoint::{self, Checkpoint};
+use super::disk::{DiskBuffer, Stored};
 use super::metrics::{LogMetrics, PipelineMetrics};
 use super::retry::Backoff;
 use super::sinks::{node_name, SinkContext, SinkState};
@@ -50,6 +55,9 @@ pub struct Pipeline {
     checkpoint_path: PathBuf,
     metrics: Arc<PipelineMetrics>,
     backoff: Backoff,
+    disk: Option<DiskBuffer>,
+    /// Chunks of an earlier run still in the on-disk buffer, sent before anything new is read.
+    replay: VecDeque<Stored>,
 }
 
 impl Pipeline {
@@ -107,18 +115,54 @@ impl Pipeline {
         metrics
             .buffer_max_bytes
             .store(spec.buffer.max_bytes, Ordering::Relaxed);
+        let mut inflight = InFlight::new(
+            spec.buffer.max_events as usize,
+            spec.buffer.max_bytes as usize,
+        );
+        let mut replay = VecDeque::new();
+        let disk = match &spec.buffer.disk_path {
+            Some(dir) if !dir.is_empty() => {
+                let disk = DiskBuffer::open(Path::new(dir), name)
+                    .map_err(|e| LogError::Config(format!("pipeline {name}: {e}")))?;
+                let (stored, problems) = disk.load().map_err(|e| {
+                    LogError::Config(format!("pipeline {name}: buffer.diskPath: {e}"))
+                })?;
+                for problem in problems {
+                    metrics.error("buffer");
+                    tracing::error!(pipeline = name, problem = %problem, "disk buffer");
+                }
+                if let Some(last) = stored.iter().map(|s| s.seq).max() {
+                    inflight.start_after(last);
+                }
+                if !stored.is_empty() {
+                    tracing::info!(pipeline = name, chunks = stored.len(), events = stored.iter().map(|s| s.events.len()).sum::<usize>(), dir = %disk.dir().display(), "re-sending chunks from the disk buffer");
+                }
+                replay.extend(stored);
+                Some(disk)
+            }
+            _ => None,
+        };
+        let transforms = Transforms::new(&spec.transforms)?;
+        // Nothing reads event fields: skip parsing (raw lines go straight to raw file sinks).
+        let raw_only = transforms.is_empty()
+            && spec
+                .sinks
+                .iter()
+                .all(|s| matches!(&s.kind, SinkKind::File(f) if f.raw));
+        for source in &mut sources {
+            source.raw_only = raw_only;
+        }
         Ok(Self {
             name: name.to_owned(),
             sources,
-            transforms: Transforms::new(&spec.transforms)?,
+            transforms,
             sinks,
-            inflight: InFlight::new(
-                spec.buffer.max_events as usize,
-                spec.buffer.max_bytes as usize,
-            ),
+            inflight,
             checkpoint_path,
             metrics,
             backoff: Backoff::default(),
+            disk,
+            replay,
         })
     }
 
@@ -155,8 +199,17 @@ impl Pipeline {
             let stopping = stop.load(Ordering::Relaxed);
             let now = Instant::now();
             let mut progressed = false;
-            if !stopping && !self.inflight.is_full() {
+            if !stopping && !self.replay.is_empty() {
+                progressed = self.replay_chunk(now);
+            } else if !stopping && !self.inflight.is_full() {
                 progressed = self.read_chunk(now);
+                if self.disk.is_some() {
+                    let offsets = self.inflight.commit_durable();
+                    if !offsets.is_empty() {
+                        self.commit(offsets);
+                        self.save_checkpoint();
+                    }
+                }
             }
             let full = self.inflight.is_full();
             for i in 0..self.sinks.len() {
@@ -174,16 +227,17 @@ impl Pipeline {
                 .unwrap_or_else(|| self.inflight.last_seq());
             let done = self.inflight.ack(acked);
             if !done.is_empty() {
-                for chunk in done {
-                    for (si, id, offset) in chunk.offsets {
-                        if let Some(source) = self.sources.get_mut(si) {
-                            source.commit(id, offset);
+                let mut offsets = Vec::new();
+                for mut chunk in done {
+                    if let (Some(disk), Some(path)) = (&self.disk, &chunk.disk) {
+                        if let Err(e) = disk.remove(path) {
+                            self.metrics.error("buffer");
+                            tracing::error!(pipeline = %self.name, error = %e, "cannot remove a delivered chunk from the disk buffer; it will be sent again after a restart");
                         }
                     }
+                    offsets.append(&mut chunk.offsets);
                 }
-                for s in &mut self.sources {
-                    s.prune();
-                }
+                self.commit(offsets);
                 self.save_checkpoint();
             }
             let (events, bytes) = self.inflight.fill();
@@ -210,6 +264,59 @@ impl Pipeline {
                 tokio::time::sleep(next.max(Duration::from_millis(1))).await;
             }
         }
+    }
+
+    /// Advances the sources' committed offsets.
+    fn commit(&mut self, offsets: super::buffer::Offsets) {
+        for (si, id, offset) in offsets {
+            if let Some(source) = self.sources.get_mut(si) {
+                source.commit(id, offset);
+            }
+        }
+        for s in &mut self.sources {
+            s.prune();
+        }
+    }
+
+    /// Hands the oldest chunk of an earlier run to the sinks when it fits; whether it did.
+    fn replay_chunk(&mut self, now: Instant) -> bool {
+        let Some(next) = self.replay.front() else {
+            return false;
+        };
+        let events = next.events.len();
+        let bytes: usize = next.events.iter().map(|e| e.size()).sum();
+        let (room_events, room_bytes) = self.inflight.room();
+        let inflight_empty = self.inflight.fill() == (0, 0);
+        if !inflight_empty && (room_events < events || room_bytes < bytes) {
+            return false;
+        }
+        for sink in &self.sinks {
+            let (e, b) = sink.room();
+            if sink.events > 0 && (e < events || b < bytes) {
+                return false;
+            }
+        }
+        let Some(mut stored) = self.replay.pop_front() else {
+            return false;
+        };
+        if !self.sources.first().is_some_and(|s| s.raw_only) {
+            // Stored by a configuration that kept only raw lines: give them the basic fields.
+            for event in stored.events.iter_mut().filter(|e| e.fields.is_empty()) {
+                event
+                    .fields
+                    .insert("message".into(), event.raw.clone().into());
+                event
+                    .fields
+                    .insert("source".into(), event.source.to_string().into());
+            }
+        }
+        let seq = self
+            .inflight
+            .push_chunk(events, bytes, Vec::new(), Some(stored.path), true);
+        for sink in &mut self.sinks {
+            sink.add(seq, &stored.events, now);
+        }
+        true
     }
 
     /// Reads one chunk from every source; whether anything was read.
@@ -255,7 +362,25 @@ impl Pipeline {
         }
         events.retain_mut(|e| self.transforms.apply(e));
         let bytes = events.iter().map(|e| e.size()).sum();
-        let seq = self.inflight.push(events.len(), bytes, offsets);
+        let seq = match &self.disk {
+            None => self.inflight.push(events.len(), bytes, offsets),
+            Some(_) if events.is_empty() => self.inflight.push_chunk(0, 0, offsets, None, true),
+            Some(disk) => {
+                // Stored before its offsets are checkpointed; if that fails the chunk stays in
+                // memory only and its offsets wait for the sinks, as without a disk buffer.
+                match disk.write(self.inflight.next_seq(), &events) {
+                    Ok(path) => {
+                        self.inflight
+                            .push_chunk(events.len(), bytes, offsets, Some(path), true)
+                    }
+                    Err(e) => {
+                        self.metrics.error("buffer");
+                        tracing::error!(pipeline = %self.name, error = %e, "cannot write to the disk buffer; keeping the chunk in memory");
+                        self.inflight.push(events.len(), bytes, offsets)
+                    }
+                }
+            }
+        };
         for sink in &mut self.sinks {
             sink.add(seq, &events, now);
         }

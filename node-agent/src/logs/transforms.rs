@@ -33,6 +33,11 @@ fn compile(pattern: &str, at: usize) -> Result<Regex, LogError> {
 }
 
 impl Transforms {
+    /// Whether there is no step.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     /// Compiles the steps; a bad regular expression is an error naming the step.
     pub fn new(transforms: &[Transform]) -> Result<Self, LogError> {
         let mut steps = Vec::new();

@@ -445,3 +445,157 @@ pub fn count_numbers<'a>(lines: impl Iterator<Item = &'a str>, counts: &mut Vec<
 pub fn numbered(n: usize) -> String {
     format!("seq={n:08} the quick brown fox jumps over the lazy dog; padding to about one hundred bytes")
 }
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test PKI made with the `openssl` CLI: a CA, a server certificate for `127.0.0.1` and
+/// `localhost`, a client certificate, and an unrelated CA.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn make(dir: &Path) -> Self {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |f: &str| dir.join(f);
+        for ca in ["ca", "other-ca"] {
+            run(Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .arg("-keyout")
+                .arg(p(&format!("{ca}.key")))
+                .arg("-out")
+                .arg(p(&format!("{ca}.pem")))
+                .args(["-subj", &format!("/CN=driftless test {ca}")])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]));
+        }
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+            (
+                "client",
+                "subjectAltName=DNS:client.test\nextendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+            ),
+        ] {
+            run(Command::new("openssl")
+                .args(["req", "-newkey", "rsa:2048", "-nodes"])
+                .arg("-keyout")
+                .arg(p(&format!("{name}.key")))
+                .arg("-out")
+                .arg(p(&format!("{name}.csr")))
+                .args(["-subj", &format!("/CN={name}")]));
+            std::fs::write(p(&format!("{name}.ext")), ext).unwrap();
+            run(Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+                .arg("-in")
+                .arg(p(&format!("{name}.csr")))
+                .arg("-CA")
+                .arg(p("ca.pem"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-extfile")
+                .arg(p(&format!("{name}.ext")))
+                .arg("-out")
+                .arg(p(&format!("{name}.pem"))));
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+/// A private rsyslogd receiving TLS (RFC 5425, GnuTLS driver) on 127.0.0.1 and requiring a
+/// client certificate signed by the PKI's CA; writes `%programname%|%msg%` per line to `out`.
+pub struct RsyslogTls {
+    pub child: Child,
+    pub port: u16,
+    pub out: PathBuf,
+}
+
+impl RsyslogTls {
+    pub fn start(dir: &Path, pki: &Pki) -> Self {
+        let bin = rsyslogd();
+        let dir = dir.join("rsyslog-tls");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let port = free_port();
+        let out = dir.join("out.log");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{work}"
+       defaultNetstreamDriver="gtls"
+       defaultNetstreamDriverCAFile="{ca}"
+       defaultNetstreamDriverCertFile="{cert}"
+       defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+input(type="imtcp" address="127.0.0.1" port="{port}")
+template(name="t" type="string" string="%programname%|%msg:::drop-last-lf%\n")
+*.* action(type="omfile" file="{out}" template="t")
+"#,
+                work = work.display(),
+                ca = pki.path("ca.pem"),
+                cert = pki.path("server.pem"),
+                key = pki.path("server.key"),
+                out = out.display()
+            ),
+        )
+        .unwrap();
+        let stderr = dir.join("stderr");
+        let child = Command::new(bin)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let ok = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            ok,
+            "rsyslogd (TLS) did not start (is rsyslog-gnutls installed? run .ci/tools/logs.sh): {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        Self { child, port, out }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.with_file_name("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for RsyslogTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

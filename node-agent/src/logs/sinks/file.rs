@@ -48,7 +48,12 @@ impl FileSink {
     }
 
     pub(super) fn add(&mut self, event: &Event) {
-        let buf = self.pending.entry(event.source.clone()).or_default();
+        if !self.pending.contains_key(&event.source) {
+            self.pending.insert(event.source.clone(), Vec::new());
+        }
+        let Some(buf) = self.pending.get_mut(&event.source) else {
+            return;
+        };
         if self.raw {
             buf.extend_from_slice(event.raw.as_bytes());
             buf.push(b'\n');

@@ -119,7 +119,7 @@ impl SinkState {
                 c.batch.clone(),
             ),
             SinkKind::Syslog(c) => (
-                Transport::Syslog(syslog::SyslogSink::new(&sink.name, c)?),
+                Transport::Syslog(syslog::SyslogSink::new(&sink.name, c, ctx)?),
                 Batch {
                     max_age: driftless_crds::common::Duration::parse("200ms")
                         .unwrap_or(default_batch.max_age.clone()),

@@ -298,6 +298,9 @@ pub struct FileSource {
     last_scan: Option<Instant>,
     /// How often the globs are re-scanned.
     pub scan_interval: Duration,
+    /// Events carry only the raw line and no fields: nothing downstream reads fields (no
+    /// transforms, only `raw` file sinks), so lines are not parsed.
+    pub raw_only: bool,
     rotate: usize,
 }
 
@@ -399,6 +402,7 @@ impl FileSource {
             scanned: false,
             last_scan: None,
             scan_interval: Duration::from_millis(250),
+            raw_only: false,
             rotate: 0,
         })
     }
@@ -794,7 +798,7 @@ impl FileSource {
             let carry_start = t.read_offset - t.carry.len() as u64;
             let mut pos = 0;
             while events_left > 0 && bytes_left > 0 {
-                let Some(nl) = t.carry[pos..].iter().position(|b| *b == b'\n') else {
+                let Some(nl) = memchr::memchr(b'\n', &t.carry[pos..]) else {
                     break;
                 };
                 let mut end = pos + nl;
@@ -867,6 +871,19 @@ impl FileSource {
         out: &mut Vec<Event>,
     ) {
         let t = &self.files[i];
+        if self.raw_only {
+            for record in records.drain(..) {
+                let event = Event {
+                    source: self.name.clone(),
+                    raw: record.text,
+                    fields: crate::logs::Fields::new(),
+                };
+                budget.events = budget.events.saturating_sub(1);
+                budget.bytes = budget.bytes.saturating_sub(event.size());
+                out.push(event);
+            }
+            return;
+        }
         for record in records.drain(..) {
             let mut fields = crate::logs::Fields::new();
             self.parser.parse(&record.text, &mut fields);

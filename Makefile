@@ -36,7 +36,8 @@ build:
 
 ## Benchmark /metrics against prometheus-node-exporter (needs .ci/tools/facts.sh).
 bench-facts:
-	cargo build --release -p driftless-agent -p driftless-e2e --bin driftless --bin bench_facts
+	cargo build --release -p driftless-agent --bin driftless
+	cargo build --release -p driftless-e2e --bin bench_facts
 	target/release/bench_facts
 
 ## Benchmark plan-JSON parsing of 10,000 resources (scan runner) against jq.
@@ -47,13 +48,15 @@ bench-plan:
 ## Benchmark the log pipeline against rsyslog (imfile → omfile / omfwd); BENCH_MB sets the input size.
 bench-logs:
 	.ci/tools/logs.sh
-	cargo build --release -p driftless-agent -p driftless-e2e --bin driftless --bin bench_logs
+	cargo build --release -p driftless-agent --bin driftless
+	cargo build --release -p driftless-e2e --bin bench_logs
 	target/release/bench_logs
 
 ## Benchmark `driftless apply` against ansible-playbook and cf-agent (peers: .ci/tools/apply.sh bench).
 bench-apply:
 	.ci/tools/apply.sh bench
-	cargo build --release -p driftless-agent -p driftless-e2e --bin driftless --bin bench_apply
+	cargo build --release -p driftless-agent --bin driftless
+	cargo build --release -p driftless-e2e --bin bench_apply
 	target/release/bench_apply
 
 ## DriftScan: scheduler decision time; with KUBECONFIG, trigger-to-first-Job latency and operator RSS with 10,000 DriftReports.

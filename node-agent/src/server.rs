@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoints: `/healthz` and `/metrics`.
+//! The agent's HTTP endpoints: `/healthz`, `/metrics` and `/report` (the node's DriftReport as
+//! JSON: breached FactsPolicy thresholds and the history of breaches and clearings).
 //!
 //! `/metrics` serves the Prometheus text format 0.0.4 (what node_exporter serves): the node
 //! collectors' families, the agent's own `driftless_*` metrics, and every registered
@@ -153,7 +154,11 @@ pub struct AppState {
     sources: RwLock<Vec<Arc<dyn MetricsSource>>>,
     flight: tokio::sync::Mutex<Option<Arc<Exposition>>>,
     completed: AtomicU64,
+    collector: Mutex<Option<std::sync::mpsc::Sender<CollectJob>>>,
 }
+
+/// A collection for the collector thread: the state to collect and where the text goes.
+type CollectJob = (Arc<AppState>, tokio::sync::oneshot::Sender<String>);
 
 /// One collected exposition, shared by the scrapes that waited for it.
 pub struct Exposition {
@@ -173,6 +178,7 @@ impl AppState {
             sources: RwLock::new(Vec::new()),
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
+            collector: Mutex::new(None),
         }
     }
 
@@ -228,13 +234,7 @@ impl AppState {
                 return done.clone();
             }
         }
-        let state = self.clone();
-        let text = tokio::task::spawn_blocking(move || state.collect_now())
-            .await
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "metrics collection panicked");
-                String::new()
-            });
+        let text = self.collect_on_thread().await;
         let exposition = Arc::new(Exposition {
             text,
             gzip: std::sync::OnceLock::new(),
@@ -242,6 +242,49 @@ impl AppState {
         *slot = Some(exposition.clone());
         self.completed.fetch_add(1, Ordering::AcqRel);
         exposition
+    }
+}
+
+impl AppState {
+    /// Runs [`Self::collect_now`] on the one long-lived collector thread (started on first use):
+    /// collections are serialised by the single-flight lock anyway, and one thread keeps one
+    /// stack and one allocator arena instead of whatever the blocking pool grows to.
+    async fn collect_on_thread(self: &Arc<Self>) -> String {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = match self.collector.lock() {
+            Ok(mut slot) => {
+                if slot.is_none() {
+                    let (jobs, queue) = std::sync::mpsc::channel::<CollectJob>();
+                    let started =
+                        std::thread::Builder::new()
+                            .name("collector".into())
+                            .spawn(move || {
+                                for (state, reply) in queue {
+                                    let _ = reply.send(state.collect_now());
+                                }
+                            });
+                    if let Err(error) = started {
+                        tracing::error!(%error, "cannot start the collector thread");
+                    } else {
+                        *slot = Some(jobs);
+                    }
+                }
+                slot.as_ref()
+                    .map(|jobs| jobs.send((self.clone(), tx)).is_ok())
+                    .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
+        if !sent {
+            let state = self.clone();
+            return tokio::task::spawn_blocking(move || state.collect_now())
+                .await
+                .unwrap_or_default();
+        }
+        rx.await.unwrap_or_else(|_| {
+            tracing::error!("metrics collection failed");
+            String::new()
+        })
     }
 }
 
@@ -263,6 +306,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(serve_metrics))
+        .route("/report", get(serve_report))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }
@@ -285,6 +329,27 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
             });
             (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
         })
+}
+
+async fn serve_report(State(state): State<Arc<AppState>>) -> Response {
+    let Some(facts) = state.facts() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no node report: facts are not running\n",
+        )
+            .into_response();
+    };
+    match serde_json::to_string_pretty(&facts.report()) {
+        Ok(mut json) => {
+            json.push('\n');
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the report: {error}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn serve_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -35,8 +35,7 @@ const COLLECTORS: &[&str] = &[
 
 /// node_exporter families we do not produce, and why.
 const NOT_CLAIMED: &[&str] = &[
-    // From rtnetlink statistics, which /proc/net/dev does not have.
-    "node_network_receive_nohandler_total",
+    // node_exporter's own build, not the host's.
     "node_exporter_build_info",
 ];
 
@@ -293,6 +292,10 @@ fn families_types_labels_and_values_match_node_exporter() {
             || series.starts_with("node_time_clocksource_")
             || series.starts_with("node_disk_info{")
             || series.starts_with("node_network_receive_bytes_total{")
+            || series.starts_with("node_network_receive_nohandler_total{")
+            || series.starts_with("node_cpu_scaling_frequency_hertz{")
+            || series.starts_with("node_cpu_frequency_max_hertz{")
+            || series.starts_with("node_disk_filesystem_info{")
         {
             assert!(
                 ours.values.contains_key(series),
@@ -301,6 +304,106 @@ fn families_types_labels_and_values_match_node_exporter() {
         }
     }
     assert!(filesystems > 0, "no filesystems compared");
+}
+
+/// The synthetic edge tree (`tests/fixtures/facts/edge`): cpufreq files for two CPUs and a udev
+/// database for three disks, data this host may not have. node_exporter reads the same tree
+/// (`--path.procfs`, `--path.sysfs`, `--path.udev.data`); every series of the compared families
+/// must be there on both sides with the same value.
+#[test]
+fn synthetic_tree_cpufreq_and_udev_match_node_exporter() {
+    let edge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts/edge");
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let port = free_port();
+    let child = Command::new(NODE_EXPORTER)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--path.procfs={}", edge.join("proc").display()))
+        .arg(format!("--path.sysfs={}", edge.join("sys").display()))
+        .arg(format!(
+            "--path.udev.data={}",
+            edge.join("run/udev/data").display()
+        ))
+        .args([
+            "--collector.disable-defaults",
+            "--web.disable-exporter-metrics",
+            "--collector.cpufreq",
+            "--collector.diskstats",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ne = Killed(child);
+    wait_for(port);
+    let theirs_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    assert!(
+        theirs_text.contains("node_scrape_collector_success{collector=\"cpufreq\"} 1"),
+        "node_exporter could not read the fixture's cpufreq files:\n{theirs_text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "facts",
+            "--format",
+            "prometheus",
+            "--collector.disable-defaults",
+            "--collector.cpu",
+            "--collector.diskstats",
+            "--root",
+        ])
+        .arg(&edge)
+        .env_remove("DRIFTLESS_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ours = parse(&String::from_utf8(out.stdout).unwrap());
+    let theirs = parse(&theirs_text);
+    let compared_families = [
+        "node_cpu_frequency_hertz",
+        "node_cpu_frequency_max_hertz",
+        "node_cpu_frequency_min_hertz",
+        "node_cpu_scaling_frequency_hertz",
+        "node_cpu_scaling_frequency_max_hertz",
+        "node_cpu_scaling_frequency_min_hertz",
+        "node_disk_info",
+        "node_disk_filesystem_info",
+        "node_disk_device_mapper_info",
+        "node_disk_ata_rotation_rate_rpm",
+        "node_disk_ata_write_cache",
+        "node_disk_ata_write_cache_enabled",
+        "node_disk_reads_completed_total",
+        "node_disk_read_bytes_total",
+        "node_disk_io_time_weighted_seconds_total",
+    ];
+    for family in compared_families {
+        assert_eq!(
+            ours.types.get(family),
+            theirs.types.get(family),
+            "{family}: type differs or family missing"
+        );
+        assert!(theirs.types.contains_key(family), "{family}: not in theirs");
+        assert_eq!(
+            ours.labels.get(family),
+            theirs.labels.get(family),
+            "{family}: label names differ"
+        );
+        let series = |e: &Exposition| -> BTreeMap<String, f64> {
+            e.values
+                .iter()
+                .filter(|(s, _)| s.split('{').next() == Some(family))
+                .map(|(s, v)| (s.clone(), *v))
+                .collect()
+        };
+        assert_eq!(series(&ours), series(&theirs), "{family}: series differ");
+    }
+    // Not in node_exporter 1.5 (added in later releases): the governors.
+    assert_eq!(
+        ours.values
+            .get("node_cpu_scaling_governor{cpu=\"0\",governor=\"powersave\"}"),
+        Some(&1.0)
+    );
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     metrics.config_loaded(Ok(&loaded));
-    let facts = inventory::gather(&host);
+    let facts = inventory::identity(&host);
     if facts.os.pretty_name.is_empty() && facts.kernel.release.is_empty() {
         tracing::warn!(root = %args.host.root.display(), "no host facts readable below the root; is the host mounted there?");
     }
@@ -75,8 +75,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .context("setting up facts and metrics")?;
     state.set_facts(facts);
     super::logs::start_in_agent(&state, host.clone(), &args.logs, &loaded, &secrets);
+    // One worker serves HTTP and timers; collections, file reads and uploads run on the
+    // blocking pool or on their own threads. Fewer threads also means fewer malloc arenas.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -96,7 +98,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, "serving /healthz and /metrics");
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz, /metrics and /report");
     let mut hangup = signal(SignalKind::hangup())?;
     if let Some(facts) = state.facts() {
         tokio::spawn(facts.run(state.clone()));

@@ -1,6 +1,7 @@
-//! `driftless facts`: the host's inventory as JSON, or the node metrics once in the Prometheus
-//! text format (`--format prometheus`). Also defines the host-path and collector flags shared
-//! with `driftless agent`.
+//! `driftless facts`: the host's inventory as JSON, the node metrics once in the Prometheus
+//! text format (`--format prometheus`), or the node's report after one evaluation of the
+//! FactsPolicy thresholds (`--format report`). Also defines the host-path and collector flags
+//! shared with `driftless agent`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,7 +14,10 @@ use super::ConfigArgs;
 use crate::config;
 use crate::facts::collectors::{self, Scraper, Settings, REGISTRY};
 use crate::facts::inventory;
+use crate::facts::report::NodeReport;
+use crate::facts::thresholds::Evaluator;
 use crate::host::HostPaths;
+use driftless_crds::facts_policy::FactsPolicySpec;
 
 /// Where the host is: one root, or node_exporter's `--path.*` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -142,6 +146,10 @@ pub enum Format {
     Json,
     /// One scrape of the node collectors in the Prometheus text format.
     Prometheus,
+    /// The node's DriftReport (JSON) after evaluating the `--config` FactsPolicy's thresholds on
+    /// one scrape; a threshold counts as breached when its condition holds now, whatever its
+    /// `for`.
+    Report,
 }
 
 /// Flags of `driftless facts`.
@@ -179,43 +187,99 @@ pub fn scraper(
     Ok(Scraper::new(&settings, &enabled)?)
 }
 
-/// Prints the inventory as JSON, or one scrape in the text format.
+/// The first FactsPolicy of `--config` (name and spec), if given.
+fn policy(args: &Args) -> anyhow::Result<Option<(String, FactsPolicySpec)>> {
+    let Some(dir) = &args.config else {
+        return Ok(None);
+    };
+    let sources = ConfigArgs {
+        config: Some(dir.clone()),
+        env_file: args.env_file.clone(),
+    };
+    let (dir, secrets) = sources.sources()?;
+    let loaded = config::load(&dir, &secrets).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}: invalid configuration: {}",
+            dir.display(),
+            errors
+                .0
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(crate::facts::runtime::facts_policy(&loaded))
+}
+
+/// The node's report after one evaluation of the policy's thresholds on `families`.
+fn one_evaluation(
+    paths: &HostPaths,
+    policy: Option<&(String, FactsPolicySpec)>,
+    families: &[crate::metrics::Family],
+) -> anyhow::Result<driftless_crds::drift_report::DriftReport> {
+    let now = chrono::Utc::now();
+    let mut evaluator = match policy {
+        Some((name, spec)) => {
+            // One look cannot tell how long a condition has held: `for` does not apply.
+            let zero: driftless_crds::common::Duration =
+                serde_json::from_value(serde_json::Value::String("0s".into()))?;
+            let thresholds: Vec<_> = spec
+                .thresholds
+                .iter()
+                .cloned()
+                .map(|mut t| {
+                    t.for_ = zero.clone();
+                    t
+                })
+                .collect();
+            Evaluator::new(name, &thresholds)?
+        }
+        None => Evaluator::default(),
+    };
+    evaluator.evaluate(families, now.timestamp_millis() as f64 / 1000.0);
+    let node = std::env::var("NODE_NAME").unwrap_or_else(|_| inventory::identity(paths).hostname);
+    let mut report = NodeReport::new(&node);
+    report.record(now, &evaluator.breaches());
+    Ok(report.object())
+}
+
+/// Writes to standard output; a reader that went away (`driftless facts | head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints the inventory as JSON, one scrape in the text format, or the node's report.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let paths = args.host.paths();
     match args.format {
         Format::Json => {
             let facts = inventory::gather(&paths);
-            println!("{}", serde_json::to_string_pretty(&facts)?);
+            emit(&format!("{}\n", serde_json::to_string_pretty(&facts)?))?;
         }
-        Format::Prometheus => {
-            let policy = match &args.config {
-                Some(dir) => {
-                    let sources = ConfigArgs {
-                        config: Some(dir.clone()),
-                        env_file: args.env_file.clone(),
-                    };
-                    let (dir, secrets) = sources.sources()?;
-                    let loaded = config::load(&dir, &secrets).map_err(|errors| {
-                        anyhow::anyhow!(
-                            "{}: invalid configuration: {}",
-                            dir.display(),
-                            errors
-                                .0
-                                .iter()
-                                .map(|e| e.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )
-                    })?;
-                    crate::facts::runtime::facts_policy(&loaded).map(|(_, spec)| spec)
-                }
-                None => None,
-            };
-            let scraper = scraper(paths, policy.as_ref(), &args.collectors)
+        Format::Prometheus | Format::Report => {
+            let policy = policy(args)?;
+            let spec = policy.as_ref().map(|(_, spec)| spec);
+            let scraper = scraper(paths.clone(), spec, &args.collectors)
                 .context("setting up the collectors")?;
-            let mut out = String::with_capacity(64 * 1024);
-            scraper.scrape_into(&mut out);
-            print!("{out}");
+            if matches!(args.format, Format::Report) {
+                let report = one_evaluation(&paths, policy.as_ref(), &scraper.scrape())?;
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            } else {
+                let mut out = String::with_capacity(64 * 1024);
+                scraper.scrape_into(&mut out);
+                emit(&out)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -134,14 +134,15 @@ pub struct Memory {
     pub swap_total_bytes: Option<u64>,
 }
 
-/// Reads the inventory. Missing files leave their facts empty: a fact that cannot be read is
-/// absent, not an error.
-pub fn gather(paths: &HostPaths) -> Inventory {
-    let read = |path: std::path::PathBuf| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    };
+fn read_trimmed(path: std::path::PathBuf) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Only the host name, OS and kernel: a few small files, for what the agent logs when it starts.
+pub fn identity(paths: &HostPaths) -> Inventory {
+    let read = read_trimmed;
     let release = parse_os_release(&read(paths.host("/etc/os-release")));
     let field = |key: &str| release.get(key).cloned().unwrap_or_default();
     let id = field("ID");
@@ -154,8 +155,6 @@ pub fn gather(paths: &HostPaths) -> Inventory {
     if hostname.is_empty() {
         hostname = read(paths.proc("sys/kernel/hostname"));
     }
-    let meminfo = parse_meminfo(&read(paths.proc("meminfo")));
-    let cpuinfo = read(paths.proc("cpuinfo"));
     Inventory {
         hostname,
         os: Os {
@@ -170,6 +169,26 @@ pub fn gather(paths: &HostPaths) -> Inventory {
             release: read(paths.proc("sys/kernel/osrelease")),
             version: read(paths.proc("sys/kernel/version")),
         },
+        ..Inventory::default()
+    }
+}
+
+/// Reads the inventory. Missing files leave their facts empty: a fact that cannot be read is
+/// absent, not an error.
+pub fn gather(paths: &HostPaths) -> Inventory {
+    let read = read_trimmed;
+    let Inventory {
+        hostname,
+        os,
+        kernel,
+        ..
+    } = identity(paths);
+    let meminfo = parse_meminfo(&read(paths.proc("meminfo")));
+    let cpuinfo = read(paths.proc("cpuinfo"));
+    Inventory {
+        hostname,
+        os,
+        kernel,
         cpu: Cpu {
             count: cpuinfo
                 .lines()

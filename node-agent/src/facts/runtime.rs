@@ -13,6 +13,7 @@ use driftless_crds::secret::Lookup;
 
 use super::collectors::{self, Scraper, Settings};
 use super::inventory;
+use super::report::NodeReport;
 use super::s3push::Pusher;
 use super::thresholds::{Evaluator, Shared, Transition};
 use crate::config::Config;
@@ -33,6 +34,7 @@ pub struct Facts {
     pusher: RwLock<Option<Arc<Pusher>>>,
     policy: RwLock<Option<(String, FactsPolicySpec)>>,
     breached: Mutex<Vec<Transition>>,
+    report: Mutex<NodeReport>,
 }
 
 /// The first FactsPolicy of a configuration: its name and spec.
@@ -62,11 +64,12 @@ impl Facts {
             paths,
             disable_defaults,
             switches,
-            node,
             thresholds: Shared::default(),
             pusher: RwLock::new(None),
             policy: RwLock::new(None),
             breached: Mutex::new(Vec::new()),
+            report: Mutex::new(NodeReport::new(&node)),
+            node,
         }
     }
 
@@ -108,6 +111,13 @@ impl Facts {
         let serve = spec.is_none_or(|s| s.export.prometheus);
         tracing::info!(collectors = ?scraper.names(), thresholds = evaluator.states().len(), s3 = pusher.is_some(), "facts configured");
         state.set_scraper(serve.then(|| Arc::new(scraper)));
+        if evaluator.states().is_empty() {
+            // Nothing is evaluated without thresholds: the report says so at once (and a
+            // reload that removed the thresholds clears their breaches).
+            if let Ok(mut report) = self.report.lock() {
+                report.record(chrono::Utc::now(), &[]);
+            }
+        }
         if let Ok(mut current) = self.thresholds.0.lock() {
             *current = evaluator;
         }
@@ -123,6 +133,14 @@ impl Facts {
     /// Transitions seen so far (most recent last, at most 100), for the node's report.
     pub fn transitions(&self) -> Vec<Transition> {
         self.breached.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The node's report: breached thresholds, and the history of breaches and clearings.
+    pub fn report(&self) -> driftless_crds::drift_report::DriftReport {
+        match self.report.lock() {
+            Ok(report) => report.object(),
+            Err(poisoned) => poisoned.into_inner().object(),
+        }
     }
 
     /// Evaluates thresholds every policy interval and pushes snapshots every push interval,
@@ -178,19 +196,30 @@ impl Facts {
                 }
             }
         };
-        let Ok((families, facts)) =
-            tokio::task::spawn_blocking(move || (scraper.scrape(), inventory::gather(&paths)))
-                .await
+        // The inventory (packages and all) is only needed for a snapshot that is due.
+        let pusher = self.pusher.read().ok().and_then(|p| p.clone());
+        let push_due = pusher.is_some() && last_push.is_none_or(|at| at.elapsed() >= push_interval);
+        let Ok((families, facts)) = tokio::task::spawn_blocking(move || {
+            (
+                scraper.scrape(),
+                push_due.then(|| inventory::gather(&paths)),
+            )
+        })
+        .await
         else {
             return;
         };
         let now = chrono::Utc::now();
-        let transitions = match self.thresholds.0.lock() {
-            Ok(mut evaluator) => {
-                evaluator.evaluate(&families, now.timestamp_millis() as f64 / 1000.0)
-            }
-            Err(_) => Vec::new(),
+        let (transitions, breaches) = match self.thresholds.0.lock() {
+            Ok(mut evaluator) => (
+                evaluator.evaluate(&families, now.timestamp_millis() as f64 / 1000.0),
+                evaluator.breaches(),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
         };
+        if let Ok(mut report) = self.report.lock() {
+            report.record(now, &breaches);
+        }
         for t in &transitions {
             match t {
                 Transition::Breached {
@@ -215,13 +244,10 @@ impl Facts {
             let excess = log.len().saturating_sub(100);
             log.drain(..excess);
         }
-        let pusher = self.pusher.read().ok().and_then(|p| p.clone());
-        if let Some(pusher) = pusher {
-            if last_push.is_none_or(|at| at.elapsed() >= push_interval) {
-                *last_push = Some(Instant::now());
-                pusher.enqueue(now, &facts, &families);
-                pusher.flush().await;
-            }
+        if let (Some(pusher), Some(facts)) = (pusher, facts) {
+            *last_push = Some(Instant::now());
+            pusher.enqueue(now, &facts, &families);
+            pusher.flush().await;
         }
     }
 }

@@ -151,30 +151,49 @@ pub enum Transition {
     },
 }
 
+/// A threshold that is breached now, for the node's report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Breach {
+    /// FactsPolicy name.
+    pub policy: String,
+    /// The threshold as written.
+    pub threshold: Threshold,
+    /// The latest value that made the condition hold.
+    pub value: f64,
+    /// When the condition started to hold (Unix seconds).
+    pub since: f64,
+}
+
 /// Thresholds and their states.
 #[derive(Debug, Default)]
 pub struct Evaluator {
     rules: Vec<(Rule, State)>,
+    /// The latest value that made each rule's condition hold (same order as `rules`).
+    values: Vec<Option<f64>>,
 }
 
 impl Evaluator {
     /// Compiles a policy's thresholds.
     pub fn new(policy: &str, thresholds: &[Threshold]) -> Result<Self, ThresholdError> {
+        let rules: Vec<(Rule, State)> = thresholds
+            .iter()
+            .map(|t| Rule::compile(policy, t).map(|r| (r, State::Inactive)))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            rules: thresholds
-                .iter()
-                .map(|t| Rule::compile(policy, t).map(|r| (r, State::Inactive)))
-                .collect::<Result<_, _>>()?,
+            values: vec![None; rules.len()],
+            rules,
         })
     }
 
     /// Evaluates every threshold at `now` (Unix seconds) and returns the transitions.
     pub fn evaluate(&mut self, families: &[Family], now: f64) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        for (rule, state) in &mut self.rules {
+        self.values.resize(self.rules.len(), None);
+        for ((rule, state), last) in self.rules.iter_mut().zip(self.values.iter_mut()) {
             let t = &rule.threshold;
             let severity = severity_label(t.severity);
             let hold = rule.holds(families);
+            *last = hold;
             let next = match (hold, *state) {
                 (None, _) => State::Inactive,
                 (Some(_), State::Inactive) => State::Pending { since: now },
@@ -224,7 +243,24 @@ impl Evaluator {
             .collect()
     }
 
-    /// The breached thresholds (for the node's report): name → severity.
+    /// The breached thresholds with the value that breached them, in policy order.
+    pub fn breaches(&self) -> Vec<Breach> {
+        self.rules
+            .iter()
+            .zip(&self.values)
+            .filter_map(|((rule, state), value)| match state {
+                State::Firing { since } => Some(Breach {
+                    policy: rule.policy.clone(),
+                    threshold: rule.threshold.clone(),
+                    value: value.unwrap_or(f64::NAN),
+                    since: *since,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The breached thresholds: name → severity.
     pub fn breached(&self) -> BTreeMap<String, &'static str> {
         self.rules
             .iter()

@@ -1,5 +1,5 @@
-//! `cpu`: seconds each CPU spent in each mode (`/proc/stat`), and the frequency where cpufreq
-//! exposes it (`/sys/devices/system/cpu/cpuN/cpufreq`).
+//! `cpu`: seconds each CPU spent in each mode (`/proc/stat`), and node_exporter's `cpufreq`
+//! families (frequencies, limits, governors) where `/sys/devices/system/cpu/cpuN/cpufreq` exists.
 
 use super::{read, CollectError, Collector, Settings, USER_HZ};
 use crate::host::HostPaths;
@@ -77,35 +77,90 @@ impl Collector for Cpu {
         }
         out.push(seconds);
         out.push(guest);
-        let mut current = Family::new(
-            "node_cpu_frequency_hertz",
-            "Current CPU thread frequency in hertz.",
+        out.extend(self.frequencies(&cpus));
+        Ok(())
+    }
+}
+
+/// node_exporter's `cpufreq` families: `(file in cpufreq/, name, help)`, values in kHz.
+const FREQUENCIES: [(&str, &str, &str); 6] = [
+    (
+        "cpuinfo_cur_freq",
+        "node_cpu_frequency_hertz",
+        "Current cpu thread frequency in hertz.",
+    ),
+    (
+        "cpuinfo_max_freq",
+        "node_cpu_frequency_max_hertz",
+        "Maximum cpu thread frequency in hertz.",
+    ),
+    (
+        "cpuinfo_min_freq",
+        "node_cpu_frequency_min_hertz",
+        "Minimum cpu thread frequency in hertz.",
+    ),
+    (
+        "scaling_cur_freq",
+        "node_cpu_scaling_frequency_hertz",
+        "Current scaled CPU thread frequency in hertz.",
+    ),
+    (
+        "scaling_max_freq",
+        "node_cpu_scaling_frequency_max_hertz",
+        "Maximum scaled CPU thread frequency in hertz.",
+    ),
+    (
+        "scaling_min_freq",
+        "node_cpu_scaling_frequency_min_hertz",
+        "Minimum scaled CPU thread frequency in hertz.",
+    ),
+];
+
+impl Cpu {
+    /// Frequencies and governors of the CPUs that have a `cpufreq` directory; a file that is
+    /// missing or unreadable leaves its series out.
+    fn frequencies(&self, cpus: &[String]) -> Vec<Family> {
+        let mut families: Vec<Family> = FREQUENCIES
+            .iter()
+            .map(|(_, name, help)| Family::new(*name, *help, Kind::Gauge))
+            .collect();
+        let mut governor = Family::new(
+            "node_cpu_scaling_governor",
+            "Current enabled CPU frequency governor.",
             Kind::Gauge,
         );
-        let mut scaling = Family::new(
-            "node_cpu_scaling_frequency_hertz",
-            "Current scaled CPU thread frequency in hertz.",
-            Kind::Gauge,
-        );
-        for cpu in &cpus {
-            let dir = self
-                .paths
-                .sys
-                .join(format!("devices/system/cpu/cpu{cpu}/cpufreq"));
-            let khz = |file: &str| {
+        let cpufreq = self.paths.sys.join("devices/system/cpu");
+        for cpu in cpus {
+            let dir = cpufreq.join(format!("cpu{cpu}/cpufreq"));
+            if !dir.is_dir() {
+                continue;
+            }
+            let text = |file: &str| {
                 std::fs::read_to_string(dir.join(file))
                     .ok()
-                    .and_then(|t| t.trim().parse::<f64>().ok())
+                    .map(|t| t.trim().to_owned())
             };
-            if let Some(v) = khz("cpuinfo_cur_freq") {
-                current.push(vec![("cpu", cpu.clone())], v * 1000.0);
+            for (family, (file, _, _)) in families.iter_mut().zip(FREQUENCIES) {
+                if let Some(khz) = text(file).and_then(|t| t.parse::<f64>().ok()) {
+                    family.push(vec![("cpu", cpu.clone())], khz * 1000.0);
+                }
             }
-            if let Some(v) = khz("scaling_cur_freq") {
-                scaling.push(vec![("cpu", cpu.clone())], v * 1000.0);
+            let current = text("scaling_governor").unwrap_or_default();
+            if !current.is_empty() {
+                let available = text("scaling_available_governors").unwrap_or_default();
+                let mut names: Vec<&str> = available.split_whitespace().collect();
+                if !names.contains(&current.as_str()) {
+                    names.push(&current);
+                }
+                for name in names {
+                    governor.push(
+                        vec![("cpu", cpu.clone()), ("governor", name.to_owned())],
+                        f64::from(u8::from(name == current)),
+                    );
+                }
             }
         }
-        out.push(current);
-        out.push(scaling);
-        Ok(())
+        families.push(governor);
+        families
     }
 }

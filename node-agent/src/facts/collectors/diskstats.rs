@@ -1,4 +1,7 @@
-//! `diskstats`: block device I/O counters from `/proc/diskstats` and `node_disk_info`.
+//! `diskstats`: block device I/O counters from `/proc/diskstats`, and what udev knows about each
+//! device (`ROOT/run/udev/data/b<major>:<minor>`, as node_exporter 1.5 reads it):
+//! `node_disk_info`, `node_disk_filesystem_info`, `node_disk_device_mapper_info` and the
+//! `node_disk_ata_*` gauges. Without a udev database the info labels are empty, as there.
 
 use super::{read, CollectError, Collector, Settings};
 use crate::host::HostPaths;
@@ -10,6 +13,7 @@ pub const DEFAULT_DEVICE_EXCLUDE: &str = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d
 /// The collector.
 pub struct Diskstats {
     paths: HostPaths,
+    udev: std::path::PathBuf,
     include: Option<regex::Regex>,
     exclude: Option<regex::Regex>,
 }
@@ -23,6 +27,7 @@ pub fn new(settings: &Settings) -> Result<Box<dyn Collector>, CollectError> {
         .unwrap_or(DEFAULT_DEVICE_EXCLUDE);
     Ok(Box::new(Diskstats {
         paths: settings.paths.clone(),
+        udev: settings.paths.host("/run/udev/data"),
         include: super::regex("diskstats", o.devices_include.as_deref())?,
         exclude: super::regex("diskstats", Some(exclude))?,
     }))
@@ -159,11 +164,7 @@ impl Collector for Diskstats {
             .iter()
             .map(|(_, name, help, kind, _)| Family::new(*name, *help, *kind))
             .collect();
-        let mut info = Family::new(
-            "node_disk_info",
-            "Info of /sys/block/<block_device>.",
-            Kind::Gauge,
-        );
+        let mut extra = UdevFamilies::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 14 {
@@ -185,29 +186,177 @@ impl Collector for Diskstats {
                     family.push(vec![("device", device.to_owned())], v);
                 }
             }
-            let attr = |name: &str| {
-                std::fs::read_to_string(
-                    self.paths.sys.join(format!("block/{device}/device/{name}")),
-                )
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-            };
-            info.push(
+            let udev = Udev::read(&self.udev.join(format!("b{}:{}", f[0], f[1])));
+            udev.push_families(device, f[0], f[1], &mut extra);
+        }
+        out.extend(families);
+        out.extend(extra.into_families());
+        Ok(())
+    }
+}
+
+/// The `E:KEY=VALUE` device properties of one udev database entry.
+#[derive(Debug, Default)]
+struct Udev(Vec<(String, String)>);
+
+impl Udev {
+    /// Reads an entry; a missing or unreadable one has no properties.
+    fn read(path: &std::path::Path) -> Self {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Self::default();
+        };
+        Self::parse(&text)
+    }
+
+    fn parse(text: &str) -> Self {
+        Self(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("E:"))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    fn push_families(&self, device: &str, major: &str, minor: &str, out: &mut UdevFamilies) {
+        let own = |key: &str| self.get(key).to_owned();
+        out.info.push(
+            vec![
+                ("device", device.to_owned()),
+                ("major", major.to_owned()),
+                ("minor", minor.to_owned()),
+                ("model", own("ID_MODEL")),
+                ("path", own("ID_PATH")),
+                ("revision", own("ID_REVISION")),
+                ("serial", own("ID_SERIAL_SHORT")),
+                ("wwn", own("ID_WWN")),
+            ],
+            1.0,
+        );
+        if !self.get("ID_FS_TYPE").is_empty() {
+            out.filesystem.push(
                 vec![
                     ("device", device.to_owned()),
-                    ("major", f[0].to_owned()),
-                    ("minor", f[1].to_owned()),
-                    ("model", attr("model")),
-                    ("path", String::new()),
-                    ("revision", attr("rev")),
-                    ("serial", attr("serial")),
-                    ("wwn", attr("wwid")),
+                    ("type", own("ID_FS_TYPE")),
+                    ("usage", own("ID_FS_USAGE")),
+                    ("uuid", own("ID_FS_UUID")),
+                    ("version", own("ID_FS_VERSION")),
                 ],
                 1.0,
             );
         }
-        out.extend(families);
-        out.push(info);
-        Ok(())
+        if !self.get("DM_NAME").is_empty() {
+            out.device_mapper.push(
+                vec![
+                    ("device", device.to_owned()),
+                    ("lv_layer", own("DM_LV_LAYER")),
+                    ("lv_name", own("DM_LV_NAME")),
+                    ("name", own("DM_NAME")),
+                    ("uuid", own("DM_UUID")),
+                    ("vg_name", own("DM_VG_NAME")),
+                ],
+                1.0,
+            );
+        }
+        if !self.get("ID_ATA").is_empty() {
+            for (family, (key, _, _)) in out.ata.iter_mut().zip(ATA) {
+                if let Some(v) = self
+                    .0
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| v.parse::<f64>().ok())
+                {
+                    family.push(vec![("device", device.to_owned())], v);
+                }
+            }
+        }
+    }
+}
+
+/// The udev ATA properties node_exporter exports: `(property, name, help)`.
+const ATA: [(&str, &str, &str); 3] = [
+    (
+        "ID_ATA_ROTATION_RATE_RPM",
+        "node_disk_ata_rotation_rate_rpm",
+        "ATA disk rotation rate in RPMs (0 for SSDs).",
+    ),
+    (
+        "ID_ATA_WRITE_CACHE",
+        "node_disk_ata_write_cache",
+        "ATA disk has a write cache.",
+    ),
+    (
+        "ID_ATA_WRITE_CACHE_ENABLED",
+        "node_disk_ata_write_cache_enabled",
+        "ATA disk has its write cache enabled.",
+    ),
+];
+
+/// The families built from udev properties.
+struct UdevFamilies {
+    info: Family,
+    filesystem: Family,
+    device_mapper: Family,
+    ata: Vec<Family>,
+}
+
+impl UdevFamilies {
+    fn new() -> Self {
+        Self {
+            info: Family::new(
+                "node_disk_info",
+                "Info of /sys/block/<block_device>.",
+                Kind::Gauge,
+            ),
+            filesystem: Family::new(
+                "node_disk_filesystem_info",
+                "Info about disk filesystem.",
+                Kind::Gauge,
+            ),
+            device_mapper: Family::new(
+                "node_disk_device_mapper_info",
+                "Info about disk device mapper.",
+                Kind::Gauge,
+            ),
+            ata: ATA
+                .iter()
+                .map(|(_, name, help)| Family::new(*name, *help, Kind::Gauge))
+                .collect(),
+        }
+    }
+
+    fn into_families(self) -> Vec<Family> {
+        let mut out = self.ata;
+        out.push(self.device_mapper);
+        out.push(self.filesystem);
+        out.push(self.info);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udev_properties_are_the_e_lines() {
+        let udev = Udev::parse(
+            "S:disk/by-id/x\nE:ID_MODEL=QEMU HARDDISK\nE:ID_PATH=pci-0000:00:05.0\nE:EMPTY=\nG:systemd\nE:ID_MODEL=later wins\n",
+        );
+        assert_eq!(udev.get("ID_MODEL"), "later wins");
+        assert_eq!(udev.get("ID_PATH"), "pci-0000:00:05.0");
+        assert_eq!(udev.get("EMPTY"), "");
+        assert_eq!(udev.get("S"), "");
+        assert_eq!(udev.get("missing"), "");
     }
 }

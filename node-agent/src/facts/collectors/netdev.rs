@@ -1,4 +1,6 @@
-//! `netdev`: network interface counters from `/proc/net/dev`.
+//! `netdev`: network interface counters from `/proc/net/dev`, plus `rx_nohandler` from
+//! `/sys/class/net/DEV/statistics` (node_exporter reads that counter over rtnetlink; sysfs holds
+//! the same kernel counter and is readable from a DaemonSet through the host's `/sys`).
 
 use super::{read, CollectError, Collector, Settings};
 use crate::host::HostPaths;
@@ -60,6 +62,11 @@ impl Collector for Netdev {
                 )
             })
             .collect();
+        let mut nohandler = Family::new(
+            "node_network_receive_nohandler_total",
+            "Network device statistic receive_nohandler.",
+            Kind::Counter,
+        );
         for line in text.lines().skip(2) {
             let Some((device, rest)) = line.split_once(':') else {
                 continue;
@@ -75,7 +82,20 @@ impl Collector for Netdev {
                     family.push(vec![("device", device.to_owned())], v);
                 }
             }
+            let path = self
+                .paths
+                .sys
+                .join("class/net")
+                .join(device)
+                .join("statistics/rx_nohandler");
+            if let Some(v) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+            {
+                nohandler.push(vec![("device", device.to_owned())], v);
+            }
         }
+        families.push(nohandler);
         families.sort_by(|a, b| a.name.cmp(&b.name));
         out.extend(families);
         Ok(())

@@ -58,6 +58,91 @@ fn no_delimiters(source: &str) -> Result<(), String> {
     }
 }
 
+/// Repetition (`seq * n`, `"text" * n`) in a `when` condition: minijinja repeats sequences
+/// lazily and without bound, so `[1] * 10**15 == [1] * 10**15` would compare for hours inside a
+/// single instruction (found by `fuzz/run.sh`). A condition has no use for repetition, so `*`
+/// is only accepted between operands that can be numbers: number literals, variables and
+/// lookups, arithmetic, and the numeric filters.
+fn no_repetition(source: &str) -> Result<(), String> {
+    use minijinja::machinery::ast::{BinOpKind, CallArg, Expr};
+    fn numeric(e: &Expr<'_>) -> bool {
+        match e {
+            Expr::Const(c) => c.value.is_number(),
+            Expr::Var(_) | Expr::GetAttr(_) | Expr::GetItem(_) => true,
+            Expr::UnaryOp(u) => numeric(&u.expr),
+            Expr::BinOp(b) => {
+                !matches!(b.op, BinOpKind::Concat) && numeric(&b.left) && numeric(&b.right)
+            }
+            Expr::Filter(f) => matches!(
+                f.name,
+                "int" | "float" | "length" | "count" | "abs" | "round"
+            ),
+            _ => false,
+        }
+    }
+    fn walk(e: &Expr<'_>) -> Result<(), String> {
+        let args = |args: &[CallArg<'_>]| {
+            args.iter().try_for_each(|a| match a {
+                CallArg::Pos(e)
+                | CallArg::Kwarg(_, e)
+                | CallArg::PosSplat(e)
+                | CallArg::KwargSplat(e) => walk(e),
+            })
+        };
+        match e {
+            Expr::Var(_) | Expr::Const(_) => Ok(()),
+            Expr::Slice(s) => {
+                walk(&s.expr)?;
+                [&s.start, &s.stop, &s.step]
+                    .into_iter()
+                    .flatten()
+                    .try_for_each(walk)
+            }
+            Expr::UnaryOp(u) => walk(&u.expr),
+            Expr::BinOp(b) => {
+                if matches!(b.op, BinOpKind::Mul) && !(numeric(&b.left) && numeric(&b.right)) {
+                    return Err("`*` repeats sequences and strings here; a condition may only multiply numbers".into());
+                }
+                walk(&b.left)?;
+                walk(&b.right)
+            }
+            Expr::Compare(c) => {
+                walk(&c.expr)?;
+                c.ops.iter().try_for_each(|op| walk(&op.expr))
+            }
+            Expr::IfExpr(i) => {
+                walk(&i.test_expr)?;
+                walk(&i.true_expr)?;
+                i.false_expr.iter().try_for_each(walk)
+            }
+            Expr::Filter(f) => {
+                f.expr.iter().try_for_each(walk)?;
+                args(&f.args)
+            }
+            Expr::Test(t) => {
+                walk(&t.expr)?;
+                args(&t.args)
+            }
+            Expr::GetAttr(g) => walk(&g.expr),
+            Expr::GetItem(g) => {
+                walk(&g.expr)?;
+                walk(&g.subscript_expr)
+            }
+            Expr::Call(c) => {
+                walk(&c.expr)?;
+                args(&c.args)
+            }
+            Expr::List(l) => l.items.iter().try_for_each(walk),
+            Expr::Map(m) => m.keys.iter().chain(&m.values).try_for_each(walk),
+        }
+    }
+    match minijinja::machinery::parse_expr(source) {
+        Ok(expr) => walk(&expr),
+        // Syntax errors are reported by compile_expression with minijinja's own wording.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Instructions one template render or `when` evaluation may execute.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
@@ -144,6 +229,7 @@ impl Templates {
     /// Checks an expression's syntax without evaluating it.
     pub fn check_expression(&self, source: &str) -> Result<(), String> {
         no_delimiters(source)?;
+        no_repetition(source)?;
         self.env
             .compile_expression(source)
             .map(|_| ())
@@ -204,11 +290,13 @@ impl Templates {
             field: "when".into(),
             message: describe(&e),
         };
-        no_delimiters(source).map_err(|message| TemplateError {
-            task: task.into(),
-            field: "when".into(),
-            message,
-        })?;
+        no_delimiters(source)
+            .and_then(|()| no_repetition(source))
+            .map_err(|message| TemplateError {
+                task: task.into(),
+                field: "when".into(),
+                message,
+            })?;
         let expr = self.env.compile_expression(source).map_err(error)?;
         let value = expr.eval(Self::context(facts, vars)).map_err(error)?;
         Ok(value.is_true())
@@ -257,6 +345,46 @@ mod tests {
             .render("ok", "t", "{{ \"-\" * 1000 }}\n", &json!({}), &json!({}))
             .unwrap();
         assert_eq!(out.len(), 1001);
+    }
+
+    #[test]
+    fn conditions_may_multiply_numbers_but_not_repeat_sequences() {
+        // The input the template fuzzer timed out on (fuzz/artifacts/template/timeout-ef20e533...):
+        // `40020862*()` repeats an empty tuple 40 million times, lazily, and `<` walks it.
+        let timeout = "---44444~4+444~04444~044444~40020862*()<6*()<2-f6-f-0-5-00000 -f";
+        let t = Templates::new();
+        let started = std::time::Instant::now();
+        for bad in [
+            timeout,
+            "[1] * 1000000000000000 == [1] * 1000000000000000",
+            "'ab' * 3 == vars.x",
+            "(vars.list | list) * 5",
+            "range(3) * 9",
+            "facts.os.family in ['debian'] * 2",
+        ] {
+            let err = t.check_expression(bad).unwrap_err();
+            assert!(err.contains("may only multiply numbers"), "{bad}: {err}");
+            let err = t.when("w", bad, &json!({}), &json!({})).unwrap_err();
+            assert!(
+                err.message.contains("may only multiply numbers"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let facts = json!({"memory": {"total_bytes": 8_000_000_000_u64}, "cpu": {"count": 4}});
+        for good in [
+            "facts.memory.total_bytes * 0.5 > 2000000000",
+            "facts.cpu.count * 2 == 8",
+            "(facts.cpu.count + 1) * -2 < 0",
+            "(vars.n | int) * 3 == 0 or true",
+            "[1, 2] | length * 2 == 4",
+        ] {
+            t.check_expression(good).unwrap();
+            assert!(
+                t.when("w", good, &facts, &json!({"n": "0"})).unwrap(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

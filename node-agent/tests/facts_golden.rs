@@ -7,6 +7,10 @@
 //! Regenerate the golden files with `DRIFTLESS_BLESS=1 cargo test -p driftless-agent --test facts_golden`.
 #![allow(clippy::unwrap_used)]
 
+mod process_support;
+
+use process_support::promtool_check;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,44 +61,6 @@ fn scrape(root: &Path, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `promtool check metrics`: the exposition must parse, and the only lint findings allowed are
-/// node_exporter's own camelCase `node_memory_*` names, which dashboards depend on.
-pub fn promtool_check(exposition: &str) {
-    use std::io::Write as _;
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => panic!("promtool not found ({e}); run .ci/tools/facts.sh"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let problems: Vec<&str> = text
-        .lines()
-        .filter(|l| !(l.starts_with("node_memory_") && l.contains("camelCase")))
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(3)) && problems.is_empty(),
-        "promtool check metrics failed ({:?}): {problems:#?}",
-        out.status
-    );
 }
 
 fn golden(tree: &str, extra: &[&str]) {

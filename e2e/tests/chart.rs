@@ -277,8 +277,8 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
             .collect();
         assert_eq!(
             roles.len(),
-            4,
-            "operator and agent each have a ClusterRole and a Role"
+            5,
+            "operator and agent each have a ClusterRole and a Role; the scan runner a ClusterRole"
         );
         for role in roles {
             for rule in role["rules"].as_array().expect("rules") {
@@ -402,6 +402,65 @@ fn operator_rbac_is_exactly_what_it_needs() {
         .expect("a RoleBinding for the leader-election Role");
     assert_eq!(lease_binding["metadata"]["namespace"], NAMESPACE);
     assert_eq!(lease_binding["subjects"][0]["name"], name);
+}
+
+#[test]
+fn scan_runner_rbac_is_bound_per_namespace() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let name = "driftless-scan-runner";
+    let cluster_role = object(&docs, "ClusterRole", name);
+    expect_grants(
+        cluster_role,
+        vec![
+            triples("driftless.dev", &["driftscans"], &["get"]),
+            triples(
+                "driftless.dev",
+                &["driftreports"],
+                &["get", "create", "patch", "update"],
+            ),
+            triples(
+                "driftless.dev",
+                &["driftreports/status"],
+                &["get", "patch", "update"],
+            ),
+            triples("", &["secrets"], &["get"]),
+        ],
+    );
+    let binding = object(&docs, "RoleBinding", name);
+    assert_eq!(binding["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], name);
+    let subjects = binding["subjects"].as_array().expect("subjects");
+    assert_eq!(subjects.len(), 1, "{binding}");
+    assert_eq!(subjects[0]["kind"], "ServiceAccount");
+    assert_eq!(subjects[0]["name"], name);
+    assert_eq!(subjects[0]["namespace"], NAMESPACE);
+    let account = object(&docs, "ServiceAccount", name);
+    assert_eq!(account["metadata"]["namespace"], NAMESPACE);
+    for b in all_of_kind(&docs, "ClusterRoleBinding") {
+        assert_ne!(
+            b["roleRef"]["name"],
+            name,
+            "ClusterRoleBinding/{} binds the scan runner cluster-wide",
+            name_of(b)
+        );
+    }
+
+    let deployment = object(&docs, "Deployment", "driftless-operator");
+    let c = container(deployment);
+    assert_eq!(arg_after(c, "--scan-service-account"), Some(name));
+    assert_eq!(
+        arg_after(c, "--repo-cache-dir"),
+        Some("/var/cache/driftless/repos")
+    );
+    let (mount, volume) = mount_at(deployment, "/var/cache/driftless/repos");
+    assert_eq!(mount["name"], "repo-cache");
+    assert!(!is_read_only(mount), "the repository cache is written");
+    assert!(
+        volume["emptyDir"].is_object(),
+        "repo-cache is an emptyDir: {volume}"
+    );
 }
 
 #[test]

@@ -3,6 +3,11 @@
 //! kubelet and the scan runner (it writes each Job's DriftReports and marks the Job succeeded
 //! through the status subresource), restarts the operator mid-run, and checks that the run
 //! finishes once, with the right Jobs and counts.
+//!
+//! `drift_scan_over_git_repo_with_real_runner` goes further on the runner side: a DriftScan over
+//! a local `file://` git repository of two Terraform stacks, triggered by annotation; each Job's
+//! command is run with the real `driftless-operator scan-runner` and the real Terraform 1.0.3
+//! (`.ci/tools/terraform.sh`) on PATH, writing the DriftReports to the API server.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -10,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use driftless_crds::drift_report::{report_name, DriftReport};
+use driftless_crds::drift_report::{report_name, ChangeType, DriftReport, DriftStatus};
 use driftless_crds::drift_scan::DriftScan;
 use driftless_e2e::{client_or_skip, in_scope, install_crds, poll, repo_root, Scope};
 use hmac::{Hmac, Mac};
@@ -155,18 +160,7 @@ async fn play(scope: &Scope, job: &Job, run: &str, status: &str) -> anyhow::Resu
             .await?;
     }
     let jobs: Api<Job> = Api::namespaced(scope.client.clone(), &scope.namespace);
-    let patch = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}],
-    }});
-    jobs.patch_status(
-        &job.metadata.name.clone().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .context("marking the Job succeeded")?;
-    Ok(())
+    mark_succeeded(&jobs, job).await
 }
 
 async fn last_run(
@@ -189,6 +183,22 @@ async fn drift_scan_runs_once_through_restart_and_webhook() {
     };
     install_crds(&client).await.unwrap();
     let bin = operator_binary();
+    // The operator resolves the commit and the stacks' images from the repository itself.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    for stack in ["live/a", "live/b", "live/c"] {
+        std::fs::create_dir_all(repo.join(stack)).unwrap();
+        std::fs::write(
+            repo.join(stack).join("main.tf"),
+            "output \"x\" { value = 1 }\n",
+        )
+        .unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "stacks"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.display());
     in_scope(&client, "scan", move |scope| async move {
         let ns = scope.namespace.clone();
         let secrets: Api<Secret> = Api::namespaced(scope.client.clone(), &ns);
@@ -200,7 +210,7 @@ async fn drift_scan_runs_once_through_restart_and_webhook() {
             "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftScan",
             "metadata": {"name": "infra"},
             "spec": {
-                "source": {"git": {"url": "file:///nonexistent", "stacks": ["live/a", "live/b", "live/c"]}},
+                "source": {"git": {"url": url, "stacks": ["live/a", "live/b", "live/c"]}},
                 "maxParallel": 2,
                 "webhook": {"secretRef": {"name": "hook"}},
                 "jobTemplate": {"image": "hashicorp/terraform:{{ version }}", "defaultVersion": "1.0.3",
@@ -248,7 +258,7 @@ async fn drift_scan_runs_once_through_restart_and_webhook() {
         let stack = stacks_of(&pair[0]);
         ensure!(stack.len() == 1);
         let expected = format!(
-            "/driftless/bin/driftless-operator scan-runner --namespace {ns} --scan infra --run-id {run} --stack {}",
+            "/driftless/bin/driftless-operator scan-runner --namespace {ns} --scan infra --run-id {run} --stack {} --commit {head}",
             stack[0]
         );
         ensure!(main.command.as_ref().unwrap().join(" ") == expected, "{:?}", main.command);
@@ -339,6 +349,261 @@ async fn drift_scan_runs_once_through_restart_and_webhook() {
         if done.id != run {
             bail!("the run changed id");
         }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// The Terraform 1.0.3 binary installed by `.ci/tools/terraform.sh`.
+fn terraform() -> PathBuf {
+    let root = std::env::var("DRIFTLESS_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/driftless/tools")
+        });
+    let bin = root.join("terraform/bin/terraform");
+    assert!(
+        bin.exists(),
+        "Terraform 1.0.3 is missing at {}: run .ci/tools/terraform.sh",
+        bin.display()
+    );
+    bin
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    run_ok(
+        Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir),
+    )
+}
+
+fn net_state(vpc: &str, serial: u32) -> String {
+    json!({
+        "version": 4, "terraform_version": "1.0.3", "serial": serial,
+        "lineage": "7d1b5b1e-0000-4000-8000-00000000e2e0",
+        "outputs": {"vpc_id": {"value": vpc, "type": "string"}},
+        "resources": []
+    })
+    .to_string()
+}
+
+/// A git repository with stacks `live/app` (an output read from another state, which the test
+/// then changes: drift) and `live/db` (constant outputs: in sync), both applied.
+fn two_stacks(root: &std::path::Path) -> PathBuf {
+    let repo = root.join("repo");
+    let states = root.join("states");
+    std::fs::create_dir_all(repo.join("live/app")).unwrap();
+    std::fs::create_dir_all(repo.join("live/db")).unwrap();
+    std::fs::create_dir_all(&states).unwrap();
+    std::fs::write(states.join("net.tfstate"), net_state("vpc-1", 1)).unwrap();
+    let s = states.display();
+    std::fs::write(
+        repo.join("live/app/main.tf"),
+        format!(
+            "terraform {{\n  backend \"local\" {{ path = \"{s}/app.tfstate\" }}\n}}\n\
+             data \"terraform_remote_state\" \"net\" {{\n  backend = \"local\"\n  config  = {{ path = \"{s}/net.tfstate\" }}\n}}\n\
+             output \"vpc\" {{ value = data.terraform_remote_state.net.outputs.vpc_id }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("live/db/main.tf"),
+        format!(
+            "terraform {{\n  backend \"local\" {{ path = \"{s}/db.tfstate\" }}\n}}\noutput \"name\" {{ value = \"db-1\" }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".gitignore"),
+        ".terraform/\n.terraform.lock.hcl\n",
+    )
+    .unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "two stacks"]);
+    for stack in ["live/app", "live/db"] {
+        for args in [
+            &["init", "-input=false"][..],
+            &["apply", "-input=false", "-auto-approve"][..],
+        ] {
+            run_ok(
+                Command::new(terraform())
+                    .args(args)
+                    .current_dir(repo.join(stack))
+                    .env("TF_IN_AUTOMATION", "1"),
+            );
+        }
+    }
+    // Someone changes the network after the apply: live/app drifts.
+    std::fs::write(states.join("net.tfstate"), net_state("vpc-2", 2)).unwrap();
+    repo
+}
+
+/// Runs a Job's main container command with the real runner binary and Terraform on PATH (what
+/// the Job's pod would do in a terraform image), against the API server of `KUBECONFIG`.
+fn run_job_command(bin: &std::path::Path, job: &Job) -> std::process::Output {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let command = pod.containers[0].command.clone().unwrap();
+    assert_eq!(
+        command[0], "/driftless/bin/driftless-operator",
+        "{command:?}"
+    );
+    let tf_dir = terraform().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        tf_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(bin)
+        .args(&command[1..])
+        .env("PATH", path)
+        .env("TF_IN_AUTOMATION", "1")
+        .env("DRIFTLESS_LOG", "info")
+        .output()
+        .unwrap();
+    eprintln!(
+        "scan-runner {:?}: {}\n{}",
+        &command[1..],
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+async fn mark_succeeded(jobs: &Api<Job>, job: &Job) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let patch = json!({"status": {
+        "startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}],
+    }});
+    jobs.patch_status(
+        &job.metadata.name.clone().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .context("marking the Job succeeded")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn drift_scan_over_git_repo_with_real_runner() {
+    let Some(client) = client_or_skip("drift_scan_over_git_repo_with_real_runner").await else {
+        return;
+    };
+    install_crds(&client).await.unwrap();
+    let bin = operator_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_stacks(dir.path());
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    in_scope(&client, "scan-runner", move |scope| async move {
+        let ns = scope.namespace.clone();
+        let scans: Api<DriftScan> = Api::namespaced(scope.client.clone(), &ns);
+        let scan: DriftScan = serde_json::from_value(json!({
+            "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftScan",
+            "metadata": {"name": "infra"},
+            "spec": {
+                "source": {"git": {"url": format!("file://{}", repo.display()), "discover": ["live/*"]}},
+                "jobTemplate": {"image": "hashicorp/terraform:{{ version }}", "defaultVersion": "1.0.3"}
+            }
+        }))?;
+        scans.create(&PostParams::default(), &scan).await?;
+        let port = free_port();
+        let operator = start_operator(&bin, &scope, port).await?;
+        let jobs: Api<Job> = Api::namespaced(scope.client.clone(), &ns);
+
+        let patch = json!({"metadata": {"annotations": {"driftless.dev/trigger": "1"}}});
+        scans.patch("infra", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let first = poll("the first scan Job", || {
+            let jobs = jobs.clone();
+            async move {
+                let list = jobs.list(&ListParams::default().labels("driftless.dev/scan=infra")).await?;
+                Ok(list.items.into_iter().next())
+            }
+        })
+        .await?;
+        let run = first.metadata.labels.as_ref().unwrap()["driftless.dev/run"].clone();
+
+        // Play the kubelet: run every Job of the run with the real runner until both stacks
+        // have been planned.
+        let mut done: Vec<String> = Vec::new();
+        let mut planned: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while planned.len() < 2 {
+            ensure!(Instant::now() < deadline, "only {planned:?} planned");
+            for job in run_jobs(&jobs, &run).await? {
+                let name = job.metadata.name.clone().unwrap();
+                if done.contains(&name) {
+                    continue;
+                }
+                let out = run_job_command(&bin, &job);
+                ensure!(out.status.success(), "the runner failed for Job {name}");
+                mark_succeeded(&jobs, &job).await?;
+                planned.extend(stacks_of(&job));
+                done.push(name);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        planned.sort();
+        ensure!(planned == ["live/app", "live/db"], "{planned:?}");
+
+        let finished = poll("the run to finish", || {
+            let scans = scans.clone();
+            async move { Ok(last_run(&scans).await?.filter(|r| r.finished_at.is_some())) }
+        })
+        .await?;
+        ensure!(
+            (finished.total, finished.completed, finished.drifted, finished.errored) == (2, 2, 1, 0),
+            "{finished:?}"
+        );
+
+        let reports: Api<DriftReport> = Api::namespaced(scope.client.clone(), &ns);
+        let list = reports.list(&ListParams::default().labels("driftless.dev/scan=infra")).await?;
+        ensure!(list.items.len() == 2, "{} DriftReports", list.items.len());
+        let app = reports.get("infra-live-app").await?;
+        let st = app.status.clone().context("infra-live-app has no status")?;
+        let s = st.summary.clone().context("no summary")?;
+        ensure!(
+            (s.status, s.added, s.changed, s.removed) == (DriftStatus::Drifted, 0, 1, 0),
+            "{s:?}"
+        );
+        ensure!(s.commit.as_deref() == Some(head.as_str()) && s.run.as_deref() == Some(run.as_str()), "{s:?}");
+        ensure!(st.items.len() == 1, "{:?}", st.items);
+        let item = &st.items[0];
+        ensure!(item.address == "output.vpc" && item.change == ChangeType::Changed, "{item:?}");
+        ensure!(
+            item.attributes[0].before.as_deref() == Some("vpc-1")
+                && item.attributes[0].after.as_deref() == Some("vpc-2"),
+            "{item:?}"
+        );
+        ensure!(app.spec.target.stack.as_deref() == Some("live/app"));
+        let db = reports.get("infra-live-db").await?;
+        let s = db.status.and_then(|s| s.summary).context("infra-live-db has no summary")?;
+        ensure!(
+            (s.status, s.added, s.changed, s.removed) == (DriftStatus::InSync, 0, 0, 0),
+            "{s:?}"
+        );
+        // What `kubectl get driftreports` and `kubectl get driftscans` show.
+        for kind in ["driftreports", "driftscans"] {
+            if let Ok(out) = Command::new("kubectl").args(["get", kind, "-n", &ns]).output() {
+                eprintln!("kubectl get {kind} -n {ns}:\n{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        drop(operator);
         Ok(())
     })
     .await

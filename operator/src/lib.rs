@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod preflight;
+pub mod repo;
 pub mod runner;
 pub mod scan;
 

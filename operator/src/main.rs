@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::http::{router, HttpState};
 use driftless_operator::preflight;
-use driftless_operator::scan::controller::{ScanController, Settings};
+use driftless_operator::scan::controller::{JobDefaults, ScanController, Settings};
 use driftless_operator::scan::metrics::ScanMetrics;
 use driftless_operator::scan::webhook;
 
@@ -63,6 +63,18 @@ struct ScanArgs {
     /// This replica's identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "")]
     identity: String,
+    /// Where to keep the fetched DriftScan repositories (bare clones, one per URL). Default:
+    /// `driftless-repos` in the temporary directory.
+    #[arg(long, env = "DRIFTLESS_REPO_CACHE_DIR", value_name = "DIR")]
+    repo_cache_dir: Option<std::path::PathBuf>,
+    /// ServiceAccount of scan Jobs whose `spec.jobTemplate.serviceAccountName` is unset (the
+    /// chart creates `driftless-scan-runner` in its scan namespaces). Empty: the namespace's
+    /// default ServiceAccount.
+    #[arg(long, env = "DRIFTLESS_SCAN_SERVICE_ACCOUNT", default_value = "")]
+    scan_service_account: String,
+    /// Longest a fetch of a DriftScan's repository may take, in seconds.
+    #[arg(long, env = "DRIFTLESS_GIT_TIMEOUT_SECONDS", default_value_t = 60)]
+    git_timeout_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -97,7 +109,10 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            match runtime.block_on(run(listen, namespace, scan)) {
+            let result = runtime.block_on(run(listen, namespace, scan));
+            // A git fetch stuck on a silent server must not hold the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&err),
             }
@@ -137,10 +152,17 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
         client.clone(),
         Settings {
             namespace: namespace.clone(),
-            runner_image: scan.runner_image,
+            job_defaults: JobDefaults {
+                runner_image: scan.runner_image,
+                service_account: Some(scan.scan_service_account).filter(|s| !s.is_empty()),
+            },
             max_concurrent_jobs: scan.max_concurrent_jobs,
             identity,
             leader_election: !scan.no_leader_election,
+            repo_cache_dir: scan
+                .repo_cache_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("driftless-repos")),
+            git_timeout: std::time::Duration::from_secs(scan.git_timeout_seconds.max(1)),
         },
         metrics,
     );

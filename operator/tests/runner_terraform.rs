@@ -383,19 +383,21 @@ impl Drop for Kill {
     }
 }
 
+/// The `git-daemon` program itself: `git daemon` runs it as a child that killing `git` would
+/// leave behind.
+fn git_daemon() -> std::path::PathBuf {
+    let out = Command::new("git").arg("--exec-path").output().unwrap();
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("git-daemon")
+}
+
 #[test]
 fn git_daemon_clone() {
     let f = Fixture::new();
     let base = f.root.clone();
     let port = free_port();
     let _daemon = Kill(
-        Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-            ])
+        Command::new(git_daemon())
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(&base)
@@ -866,4 +868,332 @@ fn s3_artifacts() {
     assert!(!body.contains("hunter2-sensitive"));
     let text = get("drift/infra/infra-live-app/r1/plan.txt");
     assert!(text.contains("vpc-9"), "{text}");
+}
+
+/// A real OpenSSH server (`.ci/tools/terraform.sh` installs Debian's openssh-server) on
+/// 127.0.0.1 with a throwaway host key, letting in the current user with a key made here;
+/// `git-upload-pack` runs over it like on any git host.
+struct Sshd {
+    _child: Kill,
+    port: u16,
+    user: String,
+    host_key_pub: String,
+    client_key: String,
+    log: PathBuf,
+}
+
+fn keygen(path: &Path, kind: &str) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", "driftless-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+}
+
+/// Starts sshd, or says why it cannot run here.
+fn start_sshd(dir: &Path) -> Result<Sshd, String> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        return Err("/usr/sbin/sshd is missing: run .ci/tools/terraform.sh".into());
+    }
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let root = user == "root";
+    if root && !Path::new("/run/sshd").is_dir() {
+        // Privilege separation directory of Debian's sshd (normally made by its service unit).
+        std::fs::create_dir_all("/run/sshd").map_err(|e| format!("creating /run/sshd: {e}"))?;
+    }
+    let ssh = dir.join("ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let host_key_pub = keygen(&ssh.join("host_ed25519"), "ed25519");
+    let client_pub = keygen(&ssh.join("client_ed25519"), "ed25519");
+    let client_key = std::fs::read_to_string(ssh.join("client_ed25519")).unwrap();
+    write(&ssh.join("authorized_keys"), &client_pub);
+    let port = free_port();
+    let config = ssh.join("sshd_config");
+    write(
+        &config,
+        &format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPubkeyAuthentication yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             PermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel VERBOSE\n",
+            d = ssh.display()
+        ),
+    );
+    let check = Command::new(sshd)
+        .args(["-t", "-f"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    if !check.status.success() {
+        return Err(format!(
+            "sshd -t refused the test configuration: {}",
+            String::from_utf8_lossy(&check.stderr)
+        ));
+    }
+    let log = ssh.join("sshd.log");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .map_err(|e| format!("starting sshd: {e}"))?;
+    let child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "sshd did not listen: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Sshd {
+        _child: child,
+        port,
+        user,
+        host_key_pub,
+        client_key,
+        log,
+    })
+}
+
+#[test]
+fn ssh_clone_checks_known_hosts() {
+    let f = Fixture::new();
+    let sshd = match start_sshd(&f.root) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIPPED ssh_clone_checks_known_hosts: {why}");
+            return;
+        }
+    };
+    let port = sshd.port;
+    let url = format!("ssh://{}@127.0.0.1:{port}{}", sshd.user, f.repo.display());
+    let scan = f.scan_file(&url, "");
+    let text = std::fs::read_to_string(&scan).unwrap().replace(
+        "      discover: [\"live/*\"]\n",
+        "      discover: [\"live/*\"]\n      credentials:\n        ssh:\n          name: git-ssh\n",
+    );
+    std::fs::write(&scan, text).unwrap();
+    let secrets = f.root.join("secrets");
+    write(&secrets.join("git-ssh/ssh-privatekey"), &sshd.client_key);
+    let sd = secrets.display().to_string();
+    let args = ["--secrets-dir", sd.as_str(), "--stack", "live/db"];
+    // `KIND BASE64` of the server's real host key.
+    let mut parts = sshd.host_key_pub.split_whitespace();
+    let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
+    let fp = String::from_utf8(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(f.root.join("ssh/host_ed25519.pub"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fp = fp.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(fp.starts_with("SHA256:"), "{fp}");
+    let known = |text: &str| write(&secrets.join("git-ssh/known_hosts"), text);
+    let db_status = |f: &Fixture| {
+        f.report("infra-live-db")
+            .status
+            .unwrap()
+            .summary
+            .unwrap()
+            .status
+    };
+
+    // 1. Unknown host: known_hosts lists another host only → refused before authenticating.
+    known(&format!("github.com {kind} {blob}\n"));
+    let out = f.runner(&scan, "r0", &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("host key of [127.0.0.1]:{port}"))
+            && stderr.contains("is not in the known_hosts")
+            && stderr.contains(&fp),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("OPENSSH PRIVATE KEY"), "{stderr}");
+    assert!(!f.out_dir().join("infra-live-db.yaml").exists());
+
+    // 2. The right host with a different key (a man in the middle, or a rotated key) → refused.
+    let other = keygen(&f.root.join("ssh/other_ed25519"), "ed25519");
+    let other_blob = other.split_whitespace().nth(1).unwrap();
+    known(&format!("[127.0.0.1]:{port} {kind} {other_blob}\n"));
+    let out = f.runner(&scan, "r1", &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not in the known_hosts") && stderr.contains(&fp),
+        "{stderr}"
+    );
+    assert!(!f.out_dir().join("infra-live-db.yaml").exists());
+
+    // 3. A plain `[host]:port` entry with the real key → cloned and planned.
+    known(&format!(
+        "# test server\n[127.0.0.1]:{port} {kind} {other_blob}\n[127.0.0.1]:{port} {kind} {blob}\n"
+    ));
+    let out = f.runner(&scan, "r2", &args);
+    assert!(
+        out.status.success(),
+        "sshd log:\n{}",
+        std::fs::read_to_string(&sshd.log).unwrap_or_default()
+    );
+    assert_eq!(db_status(&f), DriftStatus::InSync);
+    let head = git(&f.repo, &["rev-parse", "HEAD"]);
+    let db = f.report("infra-live-db").status.unwrap();
+    assert_eq!(db.summary.unwrap().commit.as_deref(), Some(head.as_str()));
+
+    // 4. The same entry hashed by `ssh-keygen -H` (what `HashKnownHosts yes` writes).
+    let hashed = f.root.join("ssh/known_hosts_hashed");
+    write(&hashed, &format!("[127.0.0.1]:{port} {kind} {blob}\n"));
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hashed_text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(
+        hashed_text.starts_with("|1|") && !hashed_text.contains("127.0.0.1"),
+        "{hashed_text}"
+    );
+    known(&hashed_text);
+    let out = f.runner(&scan, "r3", &args);
+    assert!(out.status.success());
+    let db = f.report("infra-live-db").status.unwrap();
+    assert_eq!(db.summary.as_ref().unwrap().run.as_deref(), Some("r3"));
+    assert_eq!(db.history.len(), 1);
+    // A hashed entry for another port does not match.
+    let wrong = f.root.join("ssh/known_hosts_wrong_port");
+    write(&wrong, &format!("[127.0.0.1]:{} {kind} {blob}\n", port ^ 1));
+    Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    known(&std::fs::read_to_string(&wrong).unwrap());
+    let out = f.runner(&scan, "r4", &args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the known_hosts"));
+
+    // 5. A key the server does not authorise: refused by sshd, a clear auth error.
+    known(&hashed_text);
+    let stranger = f.root.join("ssh/stranger_ed25519");
+    keygen(&stranger, "ed25519");
+    write(
+        &secrets.join("git-ssh/ssh-privatekey"),
+        &std::fs::read_to_string(&stranger).unwrap(),
+    );
+    let out = f.runner(&scan, "r5", &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("OPENSSH PRIVATE KEY") && stderr.contains("error: "),
+        "{stderr}"
+    );
+}
+
+/// Terraform 1.0.3 writes the values of sensitive variables in the clear in the plan JSON
+/// (`variables`, `configuration`), and a removed sensitive output only in `prior_state`: none of
+/// them may reach the stored artifact.
+#[test]
+fn sensitive_values_never_reach_the_artifact() {
+    let f = Fixture::new();
+    let s = f.states.display().to_string();
+    let stack = format!(
+        r#"terraform {{
+  backend "local" {{ path = "{s}/vars.tfstate" }}
+}}
+variable "api_token" {{
+  type      = string
+  sensitive = true
+  default   = "tok-variable-secret-1234"
+}}
+variable "pin" {{
+  type      = string
+  sensitive = true
+  default   = "7q!"
+}}
+output "token_len" {{ value = nonsensitive(length(var.api_token)) }}
+output "pin_len" {{ value = nonsensitive(length(var.pin)) }}
+output "old_secret" {{
+  value     = "prior-state-only-secret"
+  sensitive = true
+}}
+"#
+    );
+    f.commit("live/vars/main.tf", &stack);
+    f.apply("live/vars");
+    // The sensitive output leaves the code: it is now only in the state.
+    f.commit(
+        "live/vars/main.tf",
+        &stack.replace(
+            "output \"old_secret\" {\n  value     = \"prior-state-only-secret\"\n  sensitive = true\n}\n",
+            "",
+        ),
+    );
+    let artifacts = f.root.join("artifacts");
+    let scan = f.scan_file(
+        &format!("file://{}", f.repo.display()),
+        "  artifacts:\n    volumeClaim: plans\n",
+    );
+    let a = artifacts.display().to_string();
+    let out = f.runner(
+        &scan,
+        "r1",
+        &["--artifacts-dir", &a, "--stack", "live/vars"],
+    );
+    assert!(out.status.success());
+    let st = f.report("infra-live-vars").status.unwrap();
+    let s = st.summary.as_ref().unwrap();
+    assert_eq!(
+        (s.status, s.removed),
+        (DriftStatus::Drifted, 1),
+        "{:?}",
+        st.items
+    );
+    let item = &st.items[0];
+    assert_eq!(
+        (item.address.as_str(), item.change),
+        ("output.old_secret", ChangeType::Removed)
+    );
+    assert_eq!(item.attributes[0].before.as_deref(), Some("<redacted>"));
+    let json =
+        std::fs::read_to_string(artifacts.join("infra/infra-live-vars/r1/plan.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["terraform_version"], "1.0.3");
+    // What Terraform wrote there, redacted.
+    assert_eq!(doc["variables"]["api_token"]["value"], "<redacted>");
+    assert_eq!(doc["variables"]["pin"]["value"], "<redacted>");
+    assert_eq!(
+        doc["configuration"]["root_module"]["variables"]["api_token"]["default"],
+        "<redacted>"
+    );
+    assert_eq!(doc["planned_values"]["outputs"]["token_len"]["value"], 24);
+    for secret in ["tok-variable-secret-1234", "7q!", "prior-state-only-secret"] {
+        assert!(!json.contains(secret), "{secret} in the artifact: {json}");
+    }
+    let text =
+        std::fs::read_to_string(artifacts.join("infra/infra-live-vars/r1/plan.txt")).unwrap();
+    for secret in ["tok-variable-secret-1234", "prior-state-only-secret"] {
+        assert!(!text.contains(secret), "{secret} in the text plan: {text}");
+    }
+    let report = std::fs::read_to_string(f.out_dir().join("infra-live-vars.yaml")).unwrap();
+    assert!(!report.contains("tok-variable") && !report.contains("prior-state-only"));
 }

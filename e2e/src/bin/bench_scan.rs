@@ -29,6 +29,41 @@ fn spec(stacks: usize) -> anyhow::Result<DriftScanSpec> {
     }))?)
 }
 
+/// A local git repository with stacks `a` and `b`: the operator reads the run's commit from it
+/// before it creates Jobs.
+fn stacks_repo() -> anyhow::Result<std::path::PathBuf> {
+    let repo = std::env::temp_dir().join(format!("bench-scan-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&repo)?;
+    for stack in ["a", "b"] {
+        std::fs::create_dir_all(repo.join(stack))?;
+        std::fs::write(
+            repo.join(stack).join("main.tf"),
+            "output \"x\" { value = 1 }\n",
+        )?;
+    }
+    for args in [
+        &["init", "-q"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "stacks",
+        ],
+    ] {
+        let status = Command::new("git").args(args).current_dir(&repo).status()?;
+        if !status.success() {
+            bail!("git {args:?} failed in {}", repo.display());
+        }
+    }
+    Ok(repo)
+}
+
 fn time_decide(label: &str, scans: Vec<ScanState>, capacity: u32) -> anyhow::Result<()> {
     let mut observed = Observed {
         scans,
@@ -194,9 +229,11 @@ async fn cluster_in(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let repo = stacks_repo()?;
+        let url = format!("file://{}", repo.display());
         let scans: Api<DriftScan> = Api::namespaced(client.clone(), ns);
         let scan: DriftScan = serde_json::from_value(json!({"apiVersion": "driftless.dev/v1alpha1", "kind": "DriftScan",
-            "metadata": {"name": "infra"}, "spec": {"source": {"git": {"url": "file:///repo", "stacks": ["a", "b"]}}}}))?;
+            "metadata": {"name": "infra"}, "spec": {"source": {"git": {"url": url, "stacks": ["a", "b"]}}}}))?;
         scans.create(&PostParams::default(), &scan).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let jobs: Api<Job> = Api::namespaced(client.clone(), ns);

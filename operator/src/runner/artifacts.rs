@@ -2,12 +2,45 @@
 //!
 //! Objects are `<prefix>/<scan>/<stack-slug>/<run>/plan.json` and `plan.txt`; the report links
 //! them as `s3://bucket/key` or `pvc://claim/<scan>/<stack-slug>/<run>/plan.json`.
+//!
+//! Before anything is stored, [`redacted_plan`] replaces every sensitive value the parser
+//! collected (changes, drift, `prior_state`, sensitive variables; raw and JSON-escaped), the
+//! credentials the runner read, and the secret patterns of [`super::redact`].
 
 use std::path::PathBuf;
 
 use driftless_crds::common::S3Target;
 use driftless_crds::drift_report::{report_name, Artifact};
 use driftless_crds::secret::SecretString;
+
+use super::plan::ParsedPlan;
+use super::redact::Redact;
+
+/// The plan JSON and text as stored: `base` (credentials and patterns) plus every sensitive
+/// value of `plan` replaced by `<redacted>` (short ones only where they are a whole JSON string
+/// value).
+pub fn redacted_plan(
+    base: &Redact,
+    plan: &ParsedPlan,
+    json: &[u8],
+    text: &[u8],
+) -> (String, String) {
+    let redact = base.with(plan.sensitive.iter().cloned());
+    let mut json = redact.text(&String::from_utf8_lossy(json));
+    if !plan.sensitive_tokens.is_empty() {
+        let alternatives: Vec<String> = plan
+            .sensitive_tokens
+            .iter()
+            .map(|t| regex::escape(t.expose()))
+            .collect();
+        let pattern = format!(r#""(?:{})"(?P<end>\s*[,}}\]])"#, alternatives.join("|"));
+        match regex::Regex::new(&pattern) {
+            Ok(re) => json = re.replace_all(&json, "\"<redacted>\"${end}").into_owned(),
+            Err(_) => json = String::from("{\"redacted\": \"the plan could not be redacted\"}"),
+        }
+    }
+    (json, redact.text(&String::from_utf8_lossy(text)))
+}
 
 /// Why an artifact could not be stored.
 #[derive(Debug, thiserror::Error)]

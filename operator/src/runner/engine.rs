@@ -334,62 +334,18 @@ pub fn version_for_constraint(constraint: &str, default: &str) -> Option<String>
     exact.or(pessimistic).or(lower)
 }
 
-fn read_pin(dir: &Path, file: &str) -> Option<String> {
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if let Ok(text) = std::fs::read_to_string(d.join(file)) {
-            let v = text.lines().next().unwrap_or("").trim().to_owned();
-            if !v.is_empty() && v != "min-required" && v != "latest-allowed" {
-                return Some(v.trim_start_matches('v').to_owned());
-            }
-        }
-        if d.join(".git").exists() {
-            break;
-        }
-        cur = d.parent();
-    }
-    None
-}
-
-fn required_version(stack: &Path) -> Option<String> {
-    static REQUIRED: OnceLock<Option<Regex>> = OnceLock::new();
-    let re = REQUIRED
-        .get_or_init(|| Regex::new(r#"required_version\s*=\s*"([^"]+)""#).ok())
-        .as_ref()?;
-    let files = tf_files(stack).ok()?;
-    files.iter().find_map(|(_, text)| {
-        let text = comment_free(text);
-        re.captures(&text)
-            .and_then(|c| c.get(1))
-            .map(|m| m.as_str().to_owned())
-    })
-}
-
-/// The tool version a stack asks for: `.terragrunt-version` (Terragrunt stacks, i.e. with a
-/// `terragrunt.hcl`), `.terraform-version` / `.opentofu-version` (in the stack or a parent up
-/// to the repository root), `required_version` in the stack's `.tf` files, else `default`.
-pub fn version_for(stack: &Path, default: &str) -> String {
-    if stack.join("terragrunt.hcl").exists() {
-        if let Some(v) = read_pin(stack, ".terragrunt-version") {
-            return v;
-        }
-    }
-    for file in [".terraform-version", ".opentofu-version"] {
-        if let Some(v) = read_pin(stack, file) {
-            return v;
-        }
-    }
-    if let Some(c) = required_version(stack) {
-        if let Some(v) = version_for_constraint(&c, default) {
-            return v;
-        }
-    }
-    default.to_owned()
+/// The tool version the stack `stack` (relative to `repo_root`) asks for — the operator's
+/// decision ([`crate::repo::stack_version`]) over the files of the work tree:
+/// `.terragrunt-version` (Terragrunt stacks, i.e. with a `terragrunt.hcl`),
+/// `.terraform-version` / `.opentofu-version` (in the stack or a parent up to the repository
+/// root), `required_version` in the stack's `.tf` files, else `default`.
+pub fn version_for(repo_root: &Path, stack: &str, default: &str) -> String {
+    crate::repo::stack_version(&crate::repo::Snapshot::from_dir(repo_root), stack, default)
 }
 
 /// Renders the job template's image (`hashicorp/terraform:{{ version }}`) for a stack.
-pub fn image_for(stack_dir: &Path, template: &str, default: &str) -> String {
-    render_image(template, &version_for(stack_dir, default))
+pub fn image_for(repo_root: &Path, stack: &str, template: &str, default: &str) -> String {
+    render_image(template, &version_for(repo_root, stack, default))
 }
 
 /// Replaces `{{ version }}` (any spacing) in `template`.
@@ -461,6 +417,64 @@ mod tests {
         }
     }
 
+    /// OpenTofu and Terragrunt binaries cannot be installed on the test machines, so their
+    /// command lines are checked here: the same read-only subcommands and flags, under their
+    /// own program names.
+    #[test]
+    fn tofu_and_terragrunt_command_lines() {
+        let opts = PlanOptions {
+            refresh_only: true,
+            var_files: vec!["env/prod.tfvars".into()],
+            ..PlanOptions::default()
+        };
+        for (engine, name) in [
+            (Engine::Terraform, "terraform"),
+            (Engine::Tofu, "tofu"),
+            (Engine::Terragrunt, "terragrunt"),
+        ] {
+            assert_eq!(program(engine), name);
+            let lines: Vec<(String, Vec<String>)> = plan_commands(&opts, ".driftless.tfplan")
+                .iter()
+                .map(|cmd| {
+                    let c = checked_command(Path::new(program(engine)), cmd).unwrap();
+                    (
+                        c.get_program().to_string_lossy().into_owned(),
+                        c.get_args()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect(),
+                    )
+                })
+                .collect();
+            let expected: Vec<(String, Vec<String>)> = [
+                &["init", "-input=false"][..],
+                &[
+                    "plan",
+                    "-input=false",
+                    "-detailed-exitcode",
+                    "-out=.driftless.tfplan",
+                    "-lock=false",
+                    "-refresh-only",
+                    "-var-file=env/prod.tfvars",
+                ][..],
+                &["show", "-json", ".driftless.tfplan"][..],
+                &["show", "-no-color", ".driftless.tfplan"][..],
+            ]
+            .iter()
+            .map(|a| (name.to_owned(), args(a)))
+            .collect();
+            assert_eq!(lines, expected, "{name}");
+        }
+        let tg = Path::new("terragrunt");
+        for bad in [
+            &["run-all", "plan"][..],
+            &["apply"][..],
+            &["plan", "--terragrunt-source-update"][..],
+            &["plan", "-auto-approve"][..],
+        ] {
+            assert!(checked_command(tg, &args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn plan_flags() {
         let cmds = plan_commands(&PlanOptions::default(), "x.plan");
@@ -522,18 +536,30 @@ mod tests {
         let stack = root.join("live/a");
         std::fs::create_dir_all(&stack).unwrap();
         let t = "hashicorp/terraform:{{ version }}";
-        assert_eq!(image_for(&stack, t, "1.9.8"), "hashicorp/terraform:1.9.8");
+        assert_eq!(
+            image_for(root, "live/a", t, "1.9.8"),
+            "hashicorp/terraform:1.9.8"
+        );
         std::fs::write(
             stack.join("versions.tf"),
             "terraform {\n  # required_version = \"9\"\n  required_version = \"~> 1.5.0\"\n}\n",
         )
         .unwrap();
-        assert_eq!(image_for(&stack, t, "1.9.8"), "hashicorp/terraform:1.5");
+        assert_eq!(
+            image_for(root, "live/a", t, "1.9.8"),
+            "hashicorp/terraform:1.5"
+        );
         std::fs::write(root.join(".terraform-version"), "1.7.5\n").unwrap();
-        assert_eq!(image_for(&stack, t, "1.9.8"), "hashicorp/terraform:1.7.5");
+        assert_eq!(
+            image_for(root, "live/a", t, "1.9.8"),
+            "hashicorp/terraform:1.7.5"
+        );
         std::fs::write(stack.join("terragrunt.hcl"), "").unwrap();
         std::fs::write(stack.join(".terragrunt-version"), "0.55.1").unwrap();
-        assert_eq!(image_for(&stack, "tg:{{version}}", "x"), "tg:0.55.1");
+        assert_eq!(
+            image_for(root, "live/a", "tg:{{version}}", "x"),
+            "tg:0.55.1"
+        );
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! Credentials (from the Secret named in `spec.source.git.credentials`):
 //! - `https`: keys `token` and optional `username` (default `git`), sent as HTTP basic auth;
 //! - `ssh`: keys `ssh-privatekey` (PEM/OpenSSH) and `known_hosts`; the server's host key must
-//!   be listed in `known_hosts` (plain host patterns, `[host]:port`, `*`/`?` wildcards; hashed
-//!   `|1|` entries are not supported) or the clone fails;
+//!   be listed in `known_hosts` (plain host patterns, `[host]:port`, `*`/`?` wildcards, `!`
+//!   negations, and hashed `|1|salt|hmac` entries as written by `ssh-keygen -H`) or the clone
+//!   fails with an error naming the host and the key's SHA256 fingerprint;
 //! - `githubApp`: key `private-key`; an RS256 JWT for the App is exchanged for an installation
 //!   token at `POST {apiUrl}/app/installations/{id}/access_tokens`, then used as `https` with
 //!   user `x-access-token`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use driftless_crds::secret::SecretString;
@@ -109,13 +112,51 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
+/// Whether a hashed `known_hosts` host field (`|1|base64(salt)|base64(HMAC-SHA1(salt, name))`,
+/// as written by `ssh-keygen -H` or `HashKnownHosts yes`) is `name`. Malformed fields match
+/// nothing.
+pub fn hashed_host_matches(field: &str, name: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some(rest) = field.strip_prefix("|1|") else {
+        return false;
+    };
+    let Some((salt, hash)) = rest.split_once('|') else {
+        return false;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// The name `known_hosts` lists a server under: `host`, or `[host]:port` for a port other
+/// than 22.
+pub fn known_hosts_name(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if p != 22 => format!("[{host}]:{p}"),
+        _ => host.to_owned(),
+    }
+}
+
+/// `SHA256:...` fingerprint of a raw host key blob, as `ssh-keygen -l` prints it.
+pub fn fingerprint(key: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
 /// Whether `known_hosts` accepts host key `key` (the raw key blob) for `host`/`port`.
 /// Pure: the decision used by the SSH certificate check.
 pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) -> bool {
-    let name = match port {
-        Some(p) if p != 22 => format!("[{host}]:{p}"),
-        _ => host.to_owned(),
-    };
+    let name = known_hosts_name(host, port);
     for line in known_hosts.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with("@revoked") {
@@ -128,7 +169,10 @@ pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) 
             continue;
         };
         let mut matched = false;
-        for pattern in hosts.split(',') {
+        if hosts.starts_with("|1|") {
+            matched = hashed_host_matches(hosts, &name);
+        }
+        for pattern in hosts.split(',').filter(|p| !p.starts_with('|')) {
             if let Some(neg) = pattern.strip_prefix('!') {
                 if glob_match(neg, &name) {
                     matched = false;
@@ -150,8 +194,25 @@ pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) 
     false
 }
 
+/// How long a clone may take before it is abandoned (the Job's own deadline is one hour).
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Where a refused host key leaves its message: libgit2 replaces the message of a refused
+/// host key with a generic one ("invalid or unknown remote ssh hostkey"); [`explain`] puts
+/// the precise one back.
+pub type Refusal = Rc<RefCell<Option<String>>>;
+
+/// `err`, or the host-key refusal left in `refusal` by [`fetch_options`]'s certificate check.
+pub fn explain(refusal: &Refusal, err: git2::Error) -> git2::Error {
+    match refusal.borrow_mut().take() {
+        Some(message) => git2::Error::from_str(&message),
+        None => err,
+    }
+}
+
 /// Clones `url` into `dest` and checks out `commit` (when given) or `git_ref` (`HEAD`, a
-/// branch, a tag or a commit). Returns the commit checked out.
+/// branch, a tag or a commit). Returns the commit checked out. Gives up after
+/// [`CLONE_TIMEOUT`].
 pub fn clone(
     url: &str,
     git_ref: &str,
@@ -159,9 +220,21 @@ pub fn clone(
     creds: &Credentials,
     dest: &Path,
 ) -> Result<String, GitError> {
+    let deadline = Instant::now() + CLONE_TIMEOUT;
+    let refusal = Refusal::default();
+    let explain = |err: git2::Error| {
+        if Instant::now() >= deadline {
+            GitError::Git(git2::Error::from_str(&format!(
+                "the clone did not finish within {}s",
+                CLONE_TIMEOUT.as_secs()
+            )))
+        } else {
+            GitError::Git(explain(&refusal, err))
+        }
+    };
     let mut builder = RepoBuilder::new();
-    builder.fetch_options(fetch_options(url, creds));
-    let repo = builder.clone(url, dest)?;
+    builder.fetch_options(fetch_options(url, creds, &refusal, deadline));
+    let repo = builder.clone(url, dest).map_err(explain)?;
     let oid = match commit {
         Some(sha) => {
             let oid =
@@ -169,7 +242,13 @@ pub fn clone(
             if repo.find_commit(oid).is_err() {
                 // Not reachable from a branch: fetch it directly (servers allowing it).
                 let mut remote = repo.find_remote("origin")?;
-                remote.fetch(&[sha], Some(&mut fetch_options(url, creds)), None)?;
+                remote
+                    .fetch(
+                        &[sha],
+                        Some(&mut fetch_options(url, creds, &refusal, deadline)),
+                        None,
+                    )
+                    .map_err(explain)?;
             }
             repo.find_commit(oid)
                 .map_err(|_| GitError::NotFound(format!("commit {sha}")))?
@@ -200,7 +279,15 @@ fn resolve(repo: &Repository, git_ref: &str) -> Result<Oid, GitError> {
     Err(GitError::NotFound(format!("ref {git_ref}")))
 }
 
-fn fetch_options<'a>(url: &str, creds: &'a Credentials) -> FetchOptions<'a> {
+/// Fetch options carrying `creds` (HTTPS user and token; SSH key, the server's host key checked
+/// against `known_hosts`, a refusal's message left in `refusal`) and aborting the transfer at
+/// `deadline`. Used by the scan runner's clone and the operator's repository cache alike.
+pub fn fetch_options<'a>(
+    url: &str,
+    creds: &'a Credentials,
+    refusal: &Refusal,
+    deadline: Instant,
+) -> FetchOptions<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let attempts = Cell::new(0u32);
     callbacks.credentials(move |_url, username, allowed| {
@@ -232,6 +319,7 @@ fn fetch_options<'a>(url: &str, creds: &'a Credentials) -> FetchOptions<'a> {
     });
     if let Credentials::Ssh { known_hosts, .. } = creds {
         let target = ssh_host(url);
+        let refusal = Rc::clone(refusal);
         callbacks.certificate_check(move |cert, _host| {
             let Some(hostkey) = cert.as_hostkey() else {
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -244,12 +332,23 @@ fn fetch_options<'a>(url: &str, creds: &'a Credentials) -> FetchOptions<'a> {
             if known_host(known_hosts, host, *port, key) {
                 Ok(CertificateCheckStatus::CertificateOk)
             } else {
-                Err(git2::Error::from_str(&format!(
-                    "host key of {host} is not in known_hosts"
-                )))
+                let kind = hostkey
+                    .hostkey_type()
+                    .map(|t| t.name())
+                    .unwrap_or("unknown type");
+                let message = format!(
+                    "host key of {} ({kind} {}) is not in the known_hosts of the DriftScan's \
+                     credentials; refusing to connect",
+                    known_hosts_name(host, *port),
+                    fingerprint(key)
+                );
+                *refusal.borrow_mut() = Some(message.clone());
+                Err(git2::Error::from_str(&message))
             }
         });
     }
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.sideband_progress(move |_| Instant::now() < deadline);
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     options
@@ -368,5 +467,49 @@ mod tests {
         let neg = format!("*,!evil.com ssh-ed25519 {b64}\n");
         assert!(!known_host(&neg, "evil.com", None, key));
         assert!(known_host(&neg, "good.com", None, key));
+    }
+
+    /// github.com's ed25519 host key, as `ssh-keyscan` prints it.
+    const GITHUB_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    #[test]
+    fn hashed_entries() {
+        // Written by `ssh-keygen -H` (OpenSSH 9.2p1) from the lines `github.com KEY` and
+        // `[127.0.0.1]:2222 KEY`.
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(GITHUB_KEY)
+            .unwrap();
+        let gh = "|1|YkvMdSNaxshzHqKHBt7uzOBo900=|p5h4rVohBODcse1G1Ft50LZ5b5s=";
+        let local = "|1|VltdwviCjmVx4hFRu4s3Px9aqlc=|xL2fM/+PIHigiQO2lpH3FlnxgrE=";
+        assert!(hashed_host_matches(gh, "github.com"));
+        assert!(!hashed_host_matches(gh, "gitlab.com"));
+        assert!(hashed_host_matches(local, "[127.0.0.1]:2222"));
+        assert!(!hashed_host_matches(local, "127.0.0.1"));
+        assert!(!hashed_host_matches("|1|bad|", "github.com"));
+        assert!(!hashed_host_matches("|2|x|y", "github.com"));
+        assert!(!hashed_host_matches(
+            "|1|YkvMdSNaxshzHqKHBt7uzOBo900=",
+            "github.com"
+        ));
+        let kh = format!("{gh} ssh-ed25519 {GITHUB_KEY}\n{local} ssh-ed25519 {GITHUB_KEY}\n");
+        assert!(known_host(&kh, "github.com", None, &key));
+        assert!(known_host(&kh, "github.com", Some(22), &key));
+        assert!(known_host(&kh, "127.0.0.1", Some(2222), &key));
+        assert!(!known_host(&kh, "127.0.0.1", Some(2223), &key));
+        assert!(!known_host(&kh, "127.0.0.1", None, &key));
+        assert!(!known_host(&kh, "github.com", None, b"other"));
+        assert!(!known_host(&kh, "example.com", None, &key));
+    }
+
+    #[test]
+    fn fingerprints() {
+        // What `ssh-keygen -lf` prints for github.com's ed25519 key.
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(GITHUB_KEY)
+            .unwrap();
+        assert_eq!(
+            fingerprint(&key),
+            "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU"
+        );
     }
 }

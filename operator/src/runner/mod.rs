@@ -16,7 +16,6 @@ pub mod plan;
 pub mod redact;
 pub mod report;
 
-use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
@@ -236,14 +235,7 @@ impl Io {
                 "Secret {secret} not found"
             )));
         };
-        let value = s
-            .data
-            .and_then(|d| {
-                d.get(key)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-            .or_else(|| s.string_data.and_then(|d| d.get(key).cloned()));
-        Ok(value.map(SecretString::new))
+        Ok(crate::repo::key_value(s, key))
     }
 
     async fn required(&mut self, secret: &str, key: &str) -> Result<SecretString, RunnerError> {
@@ -309,65 +301,22 @@ pub fn valid_stack(stack: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
-/// Stacks of a repository: `explicit` ∪ directories matching `globs` that hold `*.tf` files
-/// (or a `terragrunt.hcl` for Terragrunt), sorted.
-pub fn discover(root: &Path, explicit: &[String], globs: &[String], engine: Engine) -> Vec<String> {
-    let mut stacks: BTreeSet<String> = explicit
-        .iter()
-        .map(|s| s.trim_end_matches('/').to_owned())
-        .collect();
-    let mut builder = globset::GlobSetBuilder::new();
-    let mut any = false;
-    for g in globs {
-        match globset::GlobBuilder::new(g.trim_end_matches('/'))
-            .literal_separator(true)
-            .build()
-        {
-            Ok(glob) => {
-                builder.add(glob);
-                any = true;
-            }
-            Err(err) => tracing::warn!(glob = %g, error = %err, "ignoring invalid discover glob"),
-        }
-    }
-    if any {
-        if let Ok(set) = builder.build() {
-            let mut dirs = vec![(root.to_path_buf(), String::new())];
-            while let Some((dir, rel)) = dirs.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                let mut is_stack = false;
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let Ok(kind) = entry.file_type() else {
-                        continue;
-                    };
-                    if kind.is_dir() {
-                        if name.starts_with('.') {
-                            continue;
-                        }
-                        let child = if rel.is_empty() {
-                            name
-                        } else {
-                            format!("{rel}/{name}")
-                        };
-                        dirs.push((entry.path(), child));
-                    } else if match engine {
-                        Engine::Terragrunt => name == "terragrunt.hcl",
-                        _ => name.ends_with(".tf") || name.ends_with(".tf.json"),
-                    } {
-                        is_stack = true;
-                    }
-                }
-                let rel_name = if rel.is_empty() { "." } else { rel.as_str() };
-                if is_stack && set.is_match(rel_name) {
-                    stacks.insert(rel_name.to_owned());
-                }
-            }
-        }
-    }
-    stacks.into_iter().collect()
+/// Stacks of a work tree: `explicit` ∪ directories matching `globs` that hold `*.tf` files
+/// (or a `terragrunt.hcl` for Terragrunt), sorted — the operator's decision
+/// ([`crate::repo::discover`]) over the files on disk. An invalid glob is an error naming
+/// `spec.source.git.discover[i]`.
+pub fn discover(
+    root: &Path,
+    explicit: &[String],
+    globs: &[String],
+    engine: Engine,
+) -> Result<Vec<String>, String> {
+    crate::repo::discover(
+        &crate::repo::Snapshot::from_dir(root),
+        explicit,
+        globs,
+        engine,
+    )
 }
 
 async fn load_scan(io: &mut Io) -> Result<DriftScan, RunnerError> {
@@ -504,7 +453,8 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
     };
     tracing::info!(scan = %io.scan_name, %commit, "cloned");
 
-    let all = discover(&root, &source.stacks, &source.discover, scan.spec.engine);
+    let all = discover(&root, &source.stacks, &source.discover, scan.spec.engine)
+        .map_err(|e| RunnerError::Usage(format!("DriftScan {}: {e}", io.scan_name)))?;
     if args.discover {
         println!("{}", serde_json::json!({"commit": commit, "stacks": all}));
         return Ok(true);
@@ -586,22 +536,32 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
             all_ok = false;
             tracing::warn!(scan = %io.scan_name, %stack, error = %err, "stack failed");
         }
-        let name = report_name(&io.scan_name, stack);
-        let result = async {
-            let previous = io.previous(&name).await?;
-            let status = report::build_status(previous.as_ref(), &outcome, &meta, artifact);
-            if let Some(s) = &status.summary {
-                tracing::info!(scan = %io.scan_name, %stack, status = ?s.status, added = s.added, changed = s.changed, removed = s.removed, "stack planned");
-            }
-            io.write(stack, status).await
-        }
-        .await;
+        let result = report_stack(&mut io, stack, &outcome, &meta, artifact).await;
         if let Err(err) = result {
             all_ok = false;
             tracing::error!(%stack, error = %base_redact.text(&err.to_string()), "writing the DriftReport failed");
         }
     }
     Ok(all_ok)
+}
+
+/// Reads the stack's previous report, builds the new status and writes it (object by
+/// server-side apply, then the status subresource).
+async fn report_stack(
+    io: &mut Io,
+    stack: &str,
+    outcome: &Outcome,
+    meta: &RunMeta,
+    artifact: Option<Artifact>,
+) -> Result<DriftReportStatus, RunnerError> {
+    let name = report_name(&io.scan_name, stack);
+    let previous = io.previous(&name).await?;
+    let status = report::build_status(previous.as_ref(), outcome, meta, artifact);
+    if let Some(s) = &status.summary {
+        tracing::info!(scan = %io.scan_name, %stack, status = ?s.status, added = s.added, changed = s.changed, removed = s.removed, "stack planned");
+    }
+    io.write(stack, status.clone()).await?;
+    Ok(status)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -682,15 +642,14 @@ async fn plan_stack(
     };
     let artifact = match store {
         Some(store) => {
-            let redact = base_redact.with(parsed.sensitive.iter().cloned());
-            let json = redact.text(&String::from_utf8_lossy(&json));
-            let text = redact.text(&String::from_utf8_lossy(&text));
+            let (json, text) = artifacts::redacted_plan(base_redact, &parsed, &json, &text);
             match store
                 .put(scan_name, stack, run_id, json.as_bytes(), text.as_bytes())
                 .await
             {
                 Ok(a) => Some(a),
                 Err(err) => {
+                    let redact = base_redact.with(parsed.sensitive.iter().cloned());
                     tracing::warn!(%stack, error = %redact.text(&err.to_string()), "storing the plan failed");
                     None
                 }
@@ -710,6 +669,229 @@ async fn plan_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{Args as _, FromArgMatches as _};
+    use driftless_crds::drift_report::{DriftItem, DriftStatus, MAX_HISTORY};
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    fn io(client: kube::Client) -> Io {
+        let command = Args::augment_args(clap::Command::new("scan-runner"));
+        let args = Args::from_arg_matches(&command.get_matches_from(["scan-runner"])).unwrap();
+        Io {
+            namespace: "ns".into(),
+            scan_name: "infra".into(),
+            args,
+            client: Some(client),
+        }
+    }
+
+    fn respond(status: u16, body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    async fn body_json(request: Request<Body>) -> serde_json::Value {
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn drifted() -> Outcome {
+        let item = DriftItem {
+            address: "output.vpc".into(),
+            domain: "output".into(),
+            source: None,
+            change: driftless_crds::drift_report::ChangeType::Changed,
+            replace: false,
+            attributes: vec![],
+        };
+        Outcome::Planned {
+            plan: plan::ParsedPlan {
+                items: vec![item],
+                changed: 1,
+                ..Default::default()
+            },
+            exit_code: 2,
+        }
+    }
+
+    fn meta(run: &str) -> RunMeta {
+        RunMeta {
+            run: run.into(),
+            commit: Some("c0ffee".into()),
+            trigger: Some("Manual".into()),
+            checked_at: Time(chrono::Utc::now()),
+        }
+    }
+
+    const REPORT: &str = "/apis/driftless.dev/v1alpha1/namespaces/ns/driftreports/infra-live-app";
+
+    /// The API server side of one `report_stack`: GET answered with `existing` (404 when
+    /// None), then the object apply, then the status apply; returns the status sent.
+    async fn serve_report(
+        handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        existing: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().to_string(), REPORT);
+        send.send_response(match existing {
+            Some(obj) => respond(200, obj),
+            None => respond(
+                404,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        });
+
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(
+            request.uri().to_string(),
+            format!("{REPORT}?&force=true&fieldManager=driftless-scan-runner")
+        );
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        let object = body_json(request).await;
+        assert_eq!(object["apiVersion"], "driftless.dev/v1alpha1");
+        assert_eq!(object["kind"], "DriftReport");
+        assert_eq!(object["metadata"]["name"], "infra-live-app");
+        assert_eq!(object["metadata"]["labels"]["driftless.dev/scan"], "infra");
+        assert_eq!(object["spec"]["target"]["kind"], "Stack");
+        assert_eq!(object["spec"]["target"]["stack"], "live/app");
+        assert!(
+            object.get("status").is_none_or(|s| s.is_null()),
+            "the object apply carries no status: {object}"
+        );
+        send.send_response(respond(200, object.clone()));
+
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::PATCH);
+        assert_eq!(
+            request.uri().to_string(),
+            format!("{REPORT}/status?&force=true&fieldManager=driftless-scan-runner")
+        );
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        let patch = body_json(request).await;
+        assert_eq!(patch["apiVersion"], "driftless.dev/v1alpha1");
+        assert_eq!(patch["kind"], "DriftReport");
+        assert_eq!(patch["metadata"]["name"], "infra-live-app");
+        let status = patch["status"].clone();
+        let mut stored = object;
+        stored["status"] = status.clone();
+        send.send_response(respond(200, stored));
+        status
+    }
+
+    #[tokio::test]
+    async fn reports_are_written_by_server_side_apply_with_history() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut io = io(kube::Client::new(service, "default"));
+        let server = tokio::spawn(async move {
+            // First run: no report yet (create by apply), status Drifted with counts.
+            let first = serve_report(&mut handle, None).await;
+            assert_eq!(first["summary"]["status"], "Drifted");
+            assert_eq!(first["summary"]["changed"], 1);
+            assert_eq!(first["summary"]["run"], "r1");
+            assert_eq!(first["summary"]["commit"], "c0ffee");
+            assert_eq!(first["items"][0]["address"], "output.vpc");
+            assert!(first["history"].as_array().is_none_or(|h| h.is_empty()));
+
+            // Second run: the existing report's summary moves to the history.
+            let existing = serde_json::json!({
+                "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftReport",
+                "metadata": {"name": "infra-live-app", "namespace": "ns"},
+                "spec": {"target": {"kind": "Stack", "name": "infra/live/app"}},
+                "status": first,
+            });
+            let second = serve_report(&mut handle, Some(existing)).await;
+            assert_eq!(second["summary"]["status"], "InSync");
+            assert_eq!(second["summary"]["run"], "r2");
+            assert_eq!(second["history"][0]["run"], "r1");
+            assert_eq!(second["history"][0]["status"], "Drifted");
+            assert_eq!(second["items"].as_array().map_or(0, Vec::len), 0);
+
+            // A report with a full history: still bounded.
+            let full: Vec<serde_json::Value> = (0..MAX_HISTORY)
+                .map(|i| {
+                    serde_json::json!({"status": "InSync", "added": 0, "changed": 0,
+                    "removed": 0, "checkedAt": "2026-01-01T00:00:00Z", "run": format!("old-{i}")})
+                })
+                .collect();
+            let mut status = second.clone();
+            status["history"] = serde_json::Value::Array(full);
+            let existing = serde_json::json!({
+                "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftReport",
+                "metadata": {"name": "infra-live-app", "namespace": "ns"},
+                "spec": {"target": {"kind": "Stack", "name": "infra/live/app"}},
+                "status": status,
+            });
+            let third = serve_report(&mut handle, Some(existing)).await;
+            let history = third["history"].as_array().unwrap();
+            assert_eq!(history.len(), MAX_HISTORY);
+            assert_eq!(history[0]["run"], "r2");
+            assert_eq!(
+                history[MAX_HISTORY - 1]["run"],
+                format!("old-{}", MAX_HISTORY - 2)
+            );
+            assert_eq!(third["error"], "init failed");
+            assert_eq!(third["summary"]["status"], "Error");
+        });
+        let s = report_stack(&mut io, "live/app", &drifted(), &meta("r1"), None)
+            .await
+            .unwrap();
+        assert_eq!(s.summary.unwrap().status, DriftStatus::Drifted);
+        let in_sync = Outcome::Planned {
+            plan: plan::ParsedPlan::default(),
+            exit_code: 0,
+        };
+        report_stack(&mut io, "live/app", &in_sync, &meta("r2"), None)
+            .await
+            .unwrap();
+        report_stack(
+            &mut io,
+            "live/app",
+            &Outcome::Failed("init failed".into()),
+            &meta("r3"),
+            None,
+        )
+        .await
+        .unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn api_errors_are_reported_not_panics() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut io = io(kube::Client::new(service, "default"));
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(respond(
+                404,
+                serde_json::json!({"kind": "Status",
+                "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": "not found"}),
+            ));
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(respond(
+                403,
+                serde_json::json!({"kind": "Status",
+                "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                "message": "driftreports is forbidden: User cannot patch resource"}),
+            ));
+        });
+        let err = report_stack(&mut io, "live/app", &drifted(), &meta("r1"), None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("forbidden"), "{err}");
+        server.await.unwrap();
+    }
 
     #[test]
     fn stack_paths() {
@@ -741,11 +923,21 @@ mod tests {
             &["extra".into()],
             &["live/*".into()],
             Engine::Terraform,
-        );
+        )
+        .unwrap();
         assert_eq!(got, vec!["extra", "live/a", "live/b"]);
-        let got = discover(root, &[], &["live/**".into()], Engine::Terraform);
+        let got = discover(root, &[], &["live/**".into()], Engine::Terraform).unwrap();
         assert_eq!(got, vec!["live/a", "live/b", "live/b/deep"]);
-        let got = discover(root, &[], &["**".into()], Engine::Terragrunt);
+        let got = discover(root, &[], &["**".into()], Engine::Terragrunt).unwrap();
         assert_eq!(got, vec!["tg/x"]);
+        let err = discover(
+            root,
+            &[],
+            &["live/*".into(), "live/[".into()],
+            Engine::Terraform,
+        )
+        .unwrap_err();
+        assert!(err.contains("spec.source.git.discover[1]"), "{err}");
+        assert!(err.contains("live/["), "{err}");
     }
 }

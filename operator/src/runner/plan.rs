@@ -11,9 +11,18 @@
 //!   `<redacted>`, values unknown until apply are `(known after apply)`, and every rendered
 //!   value goes through the secret patterns of [`crate::runner::redact`].
 //!
-//! The document is streamed: each change is converted as soon as it is read, so the parser never
-//! holds the whole plan as a JSON tree (`prior_state`, `planned_values` and `configuration` are
-//! skipped without being materialised).
+//! Sensitive values are also *collected* ([`ParsedPlan::sensitive`]) so that the caller can
+//! redact them from the full plan JSON and text before storing them: values under
+//! `before_sensitive`/`after_sensitive` of every change (drift or not, data sources too), values
+//! under `sensitive_values` of every resource in `prior_state` (root and child modules), outputs
+//! marked `sensitive` in `prior_state`, and the values and defaults of variables declared
+//! `sensitive = true` (`variables` and `configuration`). A value Terraform itself does not mark
+//! (for example an output of `terraform_remote_state`, which Terraform 1.0 shows in the clear)
+//! is only caught by the secret patterns.
+//!
+//! The document is streamed: each change and each `prior_state` resource is converted as soon
+//! as it is read, so the parser never holds the whole plan as a JSON tree (`planned_values` is
+//! skipped without being materialised; only the `variables` blocks of `configuration` are kept).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,6 +41,10 @@ pub const MAX_ATTRIBUTES: usize = 50;
 pub const MAX_VALUE_LEN: usize = 1024;
 /// What a value unknown until apply is shown as.
 pub const UNKNOWN: &str = "(known after apply)";
+/// Shortest sensitive value redacted wherever it occurs in the stored plan; shorter ones
+/// (`"1"`, `"id"`) would also hit unrelated text, so they are redacted only as whole JSON
+/// string values ([`ParsedPlan::sensitive_tokens`]).
+pub const MIN_SECRET_LEN: usize = 4;
 
 /// Why a plan could not be parsed.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +66,13 @@ pub struct ParsedPlan {
     pub terraform_version: Option<String>,
     /// `format_version` of the plan.
     pub format_version: Option<String>,
-    /// Sensitive string values seen in the plan (at least 4 characters), so the caller can
-    /// redact them from the full plan before storing it.
+    /// Sensitive string values seen in the plan (at least [`MIN_SECRET_LEN`] characters), each
+    /// also in its JSON-escaped form when that differs, so the caller can redact them from the
+    /// full plan JSON and text before storing them.
     pub sensitive: Vec<SecretString>,
+    /// Shorter sensitive strings, JSON-escaped: redacted only where they are a whole JSON string
+    /// value (`"ab"` followed by `,` `}` or `]`), never inside other text or as object keys.
+    pub sensitive_tokens: Vec<SecretString>,
 }
 
 impl ParsedPlan {
@@ -74,9 +91,12 @@ pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
         seen: HashSet::new(),
         drift: Vec::new(),
         sensitive: HashSet::new(),
+        variables: BTreeMap::new(),
+        sensitive_variables: Vec::new(),
     };
     PlanSeed(&mut state).deserialize(&mut de)?;
     de.end()?;
+    state.collect_variables();
     let State {
         mut plan,
         drift,
@@ -103,9 +123,31 @@ pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
             ChangeType::Removed => plan.removed += 1,
         }
     }
-    let mut sensitive: Vec<String> = sensitive.into_iter().collect();
-    sensitive.sort();
-    plan.sensitive = sensitive.into_iter().map(SecretString::new).collect();
+    // JSON-escaped forms (quotes, backslashes, newlines, control characters) so the values are
+    // also found in the plan JSON text.
+    let escape = |s: &str| -> Option<String> {
+        let quoted = serde_json::to_string(s).ok()?;
+        Some(quoted[1..quoted.len() - 1].to_owned())
+    };
+    let mut long = Vec::new();
+    let mut short = Vec::new();
+    for value in sensitive {
+        let escaped = escape(&value);
+        if value.len() >= MIN_SECRET_LEN {
+            if let Some(e) = escaped.filter(|e| *e != value) {
+                long.push(e);
+            }
+            long.push(value);
+        } else if let Some(e) = escaped {
+            short.push(e);
+        }
+    }
+    long.sort();
+    long.dedup();
+    short.sort();
+    short.dedup();
+    plan.sensitive = long.into_iter().map(SecretString::new).collect();
+    plan.sensitive_tokens = short.into_iter().map(SecretString::new).collect();
     Ok(plan)
 }
 
@@ -115,6 +157,65 @@ struct State<'r> {
     seen: HashSet<String>,
     drift: Vec<DriftItem>,
     sensitive: HashSet<String>,
+    /// `variables`: root variable values (sensitive or not; small).
+    variables: BTreeMap<String, Value>,
+    /// Names of root variables declared sensitive, and sensitive defaults seen in
+    /// `configuration`.
+    sensitive_variables: Vec<String>,
+}
+
+/// One entry of `variables`.
+#[derive(Deserialize)]
+struct RawVariable {
+    #[serde(default)]
+    value: Value,
+}
+
+/// `configuration`, only what says which variables are sensitive.
+#[derive(Deserialize, Default)]
+struct RawConfigModule {
+    #[serde(default)]
+    variables: Option<BTreeMap<String, RawConfigVariable>>,
+    #[serde(default)]
+    module_calls: Option<BTreeMap<String, RawModuleCall>>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    root_module: Option<RawConfigModule>,
+}
+
+#[derive(Deserialize)]
+struct RawModuleCall {
+    #[serde(default)]
+    module: Option<RawConfigModule>,
+}
+
+#[derive(Deserialize)]
+struct RawConfigVariable {
+    #[serde(default)]
+    default: Value,
+    #[serde(default)]
+    sensitive: bool,
+}
+
+/// A resource of `prior_state` (other fields skipped).
+#[derive(Deserialize)]
+struct RawStateResource {
+    #[serde(default)]
+    values: Value,
+    #[serde(default)]
+    sensitive_values: Value,
+}
+
+/// An output of `prior_state`.
+#[derive(Deserialize)]
+struct RawStateOutput {
+    #[serde(default)]
+    sensitive: bool,
+    #[serde(default)]
+    value: Value,
 }
 
 /// One entry of `resource_changes` / `resource_drift`.
@@ -170,6 +271,7 @@ enum Section {
 impl State<'_> {
     fn resource(&mut self, raw: RawResource, section: Section) {
         if raw.mode.as_deref() == Some("data") && section == Section::Drift {
+            self.collect_sensitive(&raw.change);
             return;
         }
         let Some((mut change, replace)) = classify(&raw.change.actions) else {
@@ -252,15 +354,48 @@ impl State<'_> {
             (&c.before, &c.before_sensitive),
             (&c.after, &c.after_sensitive),
         ] {
-            if has_true(sensitive) {
-                let mut sink = BTreeMap::new();
-                flatten(
-                    value,
-                    String::new(),
-                    sensitive,
-                    &mut sink,
-                    &mut self.sensitive,
-                );
+            self.collect_marked(value, sensitive);
+        }
+    }
+
+    /// Remembers the string leaves of `value` marked `true` in the mirror `sensitive`.
+    fn collect_marked(&mut self, value: &Value, sensitive: &Value) {
+        if has_true(sensitive) {
+            let mut sink = BTreeMap::new();
+            flatten(
+                value,
+                String::new(),
+                sensitive,
+                &mut sink,
+                &mut self.sensitive,
+            );
+        }
+    }
+
+    /// `configuration`: which variables are sensitive; their defaults are remembered at once.
+    fn config_module(&mut self, module: RawConfigModule, root: bool) {
+        for (name, var) in module.variables.unwrap_or_default() {
+            if var.sensitive {
+                self.collect_marked(&var.default, &Value::Bool(true));
+                if root {
+                    self.sensitive_variables.push(name);
+                }
+            }
+        }
+        for (_, call) in module.module_calls.unwrap_or_default() {
+            if let Some(m) = call.module {
+                self.config_module(m, false);
+            }
+        }
+    }
+
+    /// Values of root variables declared sensitive (`variables` and `configuration` may come
+    /// in either order, so this runs at the end).
+    fn collect_variables(&mut self) {
+        let names = std::mem::take(&mut self.sensitive_variables);
+        for name in names {
+            if let Some(value) = self.variables.remove(&name) {
+                self.collect_marked(&value, &Value::Bool(true));
             }
         }
     }
@@ -409,7 +544,7 @@ fn flatten<'v>(
             let is_sensitive = sensitive == &Value::Bool(true);
             if is_sensitive {
                 if let Value::String(s) = leaf {
-                    if s.len() >= 4 {
+                    if !s.is_empty() {
                         secrets.insert(s.clone());
                     }
                 }
@@ -453,6 +588,33 @@ fn unknown_paths(unknown: &Value, path: String, out: &mut Vec<String>) {
 
 // ---- streaming deserialization -------------------------------------------------------------
 
+/// `DeserializeSeed` of a visitor whose value may be `null` (nothing to collect then).
+macro_rules! nullable_seed {
+    ($ty:ident) => {
+        impl<'de> DeserializeSeed<'de> for $ty<'_, '_> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_option(self)
+            }
+        }
+    };
+}
+
+/// The `null` / present half of such a visitor: `null` is nothing, a value goes to `$inner`.
+macro_rules! visit_nullable {
+    ($de:lifetime, $inner:ident) => {
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_some<D: Deserializer<$de>>(self, d: D) -> Result<(), D::Error> {
+            d.$inner(self)
+        }
+    };
+}
+
 struct PlanSeed<'s, 'r>(&'s mut State<'r>);
 
 impl<'de> DeserializeSeed<'de> for PlanSeed<'_, '_> {
@@ -473,6 +635,25 @@ impl<'de> Visitor<'de> for PlanSeed<'_, '_> {
                 "resource_changes" => map.next_value_seed(Changes(self.0, Section::Planned))?,
                 "resource_drift" => map.next_value_seed(Changes(self.0, Section::Drift))?,
                 "output_changes" => map.next_value_seed(Outputs(self.0))?,
+                "prior_state" => {
+                    map.next_value_seed(StateVisitor(self.0, StateLevel::State))?;
+                }
+                "variables" => {
+                    let vars = map.next_value::<Option<BTreeMap<String, RawVariable>>>()?;
+                    self.0.variables = vars
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.value))
+                        .collect();
+                }
+                "configuration" => {
+                    if let Some(root) = map
+                        .next_value::<Option<RawConfig>>()?
+                        .and_then(|c| c.root_module)
+                    {
+                        self.0.config_module(root, true);
+                    }
+                }
                 "terraform_version" => {
                     self.0.plan.terraform_version = map.next_value::<Option<String>>()?;
                 }
@@ -490,27 +671,14 @@ impl<'de> Visitor<'de> for PlanSeed<'_, '_> {
 
 struct Changes<'s, 'r>(&'s mut State<'r>, Section);
 
-impl<'de> DeserializeSeed<'de> for Changes<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
+nullable_seed!(Changes);
 
 impl<'de> Visitor<'de> for Changes<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list of resource changes")
     }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
+    visit_nullable!('de, deserialize_seq);
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(raw) = seq.next_element::<RawResource>()? {
             self.0.resource(raw, self.1);
@@ -521,31 +689,108 @@ impl<'de> Visitor<'de> for Changes<'_, '_> {
 
 struct Outputs<'s, 'r>(&'s mut State<'r>);
 
-impl<'de> DeserializeSeed<'de> for Outputs<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
+nullable_seed!(Outputs);
 
 impl<'de> Visitor<'de> for Outputs<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of output changes")
     }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
+    visit_nullable!('de, deserialize_map);
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key::<String>()? {
             let change = map.next_value::<RawChange>()?;
             self.0.output(&name, change);
+        }
+        Ok(())
+    }
+}
+
+/// `prior_state` (`{format_version, values: {outputs, root_module}}`), `values` and modules:
+/// streamed, one resource at a time, collecting sensitive values only.
+#[derive(Clone, Copy, PartialEq)]
+enum StateLevel {
+    /// `prior_state` itself.
+    State,
+    /// Its `values`.
+    Values,
+    /// `root_module` or one of `child_modules`.
+    Module,
+}
+
+struct StateVisitor<'s, 'r>(&'s mut State<'r>, StateLevel);
+
+nullable_seed!(StateVisitor);
+
+impl<'de> Visitor<'de> for StateVisitor<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.1 {
+            StateLevel::State => "a prior_state object",
+            StateLevel::Values => "a state values object",
+            StateLevel::Module => "a state module object",
+        })
+    }
+    visit_nullable!('de, deserialize_map);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match (self.1, key.as_ref()) {
+                (StateLevel::State, "values") => {
+                    map.next_value_seed(StateVisitor(&mut *state, StateLevel::Values))?;
+                }
+                (StateLevel::Values, "outputs") => {
+                    let outputs = map.next_value::<Option<BTreeMap<String, RawStateOutput>>>()?;
+                    for (_, out) in outputs.unwrap_or_default() {
+                        if out.sensitive {
+                            state.collect_marked(&out.value, &Value::Bool(true));
+                        }
+                    }
+                }
+                (StateLevel::Values, "root_module") => {
+                    map.next_value_seed(StateVisitor(&mut *state, StateLevel::Module))?;
+                }
+                (StateLevel::Module, "resources") => {
+                    map.next_value_seed(StateList(&mut *state, false))?;
+                }
+                (StateLevel::Module, "child_modules") => {
+                    map.next_value_seed(StateList(&mut *state, true))?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `resources` (false) or `child_modules` (true) of a state module.
+struct StateList<'s, 'r>(&'s mut State<'r>, bool);
+
+nullable_seed!(StateList);
+
+impl<'de> Visitor<'de> for StateList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.1 {
+            "a list of state modules"
+        } else {
+            "a list of state resources"
+        })
+    }
+    visit_nullable!('de, deserialize_seq);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        if self.1 {
+            while seq
+                .next_element_seed(StateVisitor(&mut *state, StateLevel::Module))?
+                .is_some()
+            {}
+        } else {
+            while let Some(r) = seq.next_element::<RawStateResource>()? {
+                state.collect_marked(&r.values, &r.sensitive_values);
+            }
         }
         Ok(())
     }
@@ -736,6 +981,108 @@ mod tests {
         )
         .unwrap();
         assert!(!p.drifted());
+    }
+
+    fn secrets(p: &ParsedPlan) -> Vec<&str> {
+        p.sensitive.iter().map(|s| s.expose()).collect()
+    }
+
+    #[test]
+    fn sensitive_values_outside_changes_are_collected() {
+        // The shape of Terraform 1.0.3's `show -json` for a stack with a sensitive variable and
+        // a data source (see `tests/runner_terraform.rs` for the real binary).
+        let p = run(json!({
+            "format_version": "0.2",
+            "variables": {"api_token": {"value": "tok-variable-1234"}, "region": {"value": "eu-west-1"},
+                          "creds": {"value": {"user": "admin", "pass": "multi\nline\"pw"}}},
+            "planned_values": {"outputs": {"x": {"sensitive": true, "value": "planned-only-9"}}},
+            "prior_state": {"format_version": "0.2", "values": {
+                "outputs": {"old_secret": {"sensitive": true, "value": "prior-output-secret"},
+                            "plain": {"sensitive": false, "value": "not-secret-value"}},
+                "root_module": {
+                    "resources": [
+                        {"address": "data.x.a", "mode": "data", "values": {"token": "prior-data-token", "name": "visible-name"},
+                         "sensitive_values": {"token": true}},
+                        {"address": "x.b", "values": {"list": ["l0-visible", "l1-hidden-value"]},
+                         "sensitive_values": {"list": [false, true]}}
+                    ],
+                    "child_modules": [{"address": "module.m", "resources": [
+                        {"address": "module.m.x.c", "values": {"k": "child-module-secret"}, "sensitive_values": {"k": true}}
+                    ], "child_modules": [{"resources": [
+                        {"values": {"deep": "grandchild-secret"}, "sensitive_values": true}
+                    ]}]}]
+                }}},
+            "resource_drift": [{"address": "data.y.d", "mode": "data", "type": "y",
+                "change": {"actions": ["update"], "before": {"pw": "drift-data-before"},
+                           "after": {"pw": "drift-data-after"},
+                           "before_sensitive": {"pw": true}, "after_sensitive": {"pw": true}}}],
+            "configuration": {"root_module": {
+                "variables": {"api_token": {"default": "default-token-5678", "sensitive": true},
+                              "region": {"default": "eu-west-1"},
+                              "creds": {"sensitive": true}},
+                "module_calls": {"m": {"source": "./m", "module": {"variables": {
+                    "inner": {"default": "module-default-secret", "sensitive": true}}}}}}}
+        }));
+        assert!(!p.drifted());
+        let got = secrets(&p);
+        for want in [
+            "tok-variable-1234",
+            "default-token-5678",
+            "admin",
+            "multi\nline\"pw",
+            "multi\\nline\\\"pw",
+            "prior-output-secret",
+            "prior-data-token",
+            "l1-hidden-value",
+            "child-module-secret",
+            "grandchild-secret",
+            "drift-data-before",
+            "drift-data-after",
+            "module-default-secret",
+        ] {
+            assert!(got.contains(&want), "{want} not collected: {got:?}");
+        }
+        for not in [
+            "eu-west-1",
+            "not-secret-value",
+            "visible-name",
+            "l0-visible",
+            "planned-only-9",
+        ] {
+            assert!(!got.contains(&not), "{not} collected: {got:?}");
+        }
+        // Variables after configuration work the same.
+        let p = run(json!({
+            "configuration": {"root_module": {"variables": {"v": {"sensitive": true}}}},
+            "variables": {"v": {"value": "late-variable"}}
+        }));
+        assert_eq!(secrets(&p), vec!["late-variable"]);
+        // Short values are kept apart (redacted only as whole JSON string values).
+        let p = run(json!({"variables": {"v": {"value": "a\"c"}},
+            "configuration": {"root_module": {"variables": {"v": {"sensitive": true}}}}}));
+        assert!(p.sensitive.is_empty());
+        let tokens: Vec<&str> = p.sensitive_tokens.iter().map(|s| s.expose()).collect();
+        assert_eq!(tokens, vec!["a\\\"c"]);
+    }
+
+    #[test]
+    fn bad_prior_state_is_an_error() {
+        for bad in [
+            r#"{"prior_state": 3}"#,
+            r#"{"prior_state": {"values": {"root_module": {"resources": 1}}}}"#,
+            r#"{"prior_state": {"values": {"root_module": {"child_modules": [3]}}}}"#,
+            r#"{"variables": []}"#,
+            r#"{"configuration": {"root_module": {"variables": {"v": {"sensitive": "yes"}}}}}"#,
+        ] {
+            let err = parse(bad.as_bytes(), &Redact::default()).unwrap_err();
+            assert!(err.to_string().starts_with("plan JSON: "), "{err}");
+        }
+        let p = parse(
+            br#"{"prior_state": null, "variables": null, "configuration": null}"#,
+            &Redact::default(),
+        )
+        .unwrap();
+        assert!(p.sensitive.is_empty());
     }
 
     #[test]

@@ -18,13 +18,14 @@
 //! - Only the holder of the Lease `driftless-operator` in the operator's namespace acts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use driftless_crds::drift_report::{DriftReport, DriftStatus};
-use driftless_crds::drift_scan::{DriftScan, DriftScanStatus};
+use driftless_crds::drift_scan::{DriftScan, DriftScanStatus, RunPhase, RunStatus, TriggerKind};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -43,9 +44,11 @@ use tokio::sync::{Mutex, Notify};
 use super::metrics::ScanMetrics;
 use super::queue::ScanKey;
 use super::scheduler::{
-    self, Decisions, JobPhase, JobPlan, JobState, Observed, ReportState, ScanState,
+    self, Decisions, JobPhase, JobPlan, JobState, Observed, ReportState, Resolution, RunPlan,
+    RunSource, ScanState,
 };
-use super::triggers::TRIGGER_ANNOTATION;
+use super::triggers::{self, TRIGGER_ANNOTATION};
+use crate::repo::{self, RepoCache, Resolved};
 use crate::Error;
 
 /// Field manager of every write of the DriftScan controller.
@@ -72,23 +75,40 @@ const SAFETY_NET: Duration = Duration::from_secs(30);
 pub struct Settings {
     /// The operator's namespace (its Lease).
     pub namespace: String,
-    /// Image of the init container that provides the runner binary.
-    pub runner_image: String,
+    /// Image of the init container that provides the runner binary, and the default
+    /// ServiceAccount of scan Jobs.
+    pub job_defaults: JobDefaults,
     /// Most scan Jobs running at once over all DriftScans.
     pub max_concurrent_jobs: u32,
     /// This replica's identity in the Lease.
     pub identity: String,
     /// Take part in leader election (off: act always, for a single replica or tests).
     pub leader_election: bool,
+    /// Where the operator keeps its clones of the DriftScans' repositories.
+    pub repo_cache_dir: PathBuf,
+    /// Longest a fetch of a DriftScan's repository may take.
+    pub git_timeout: Duration,
 }
 
-/// Builds the Job of `plan` for `scan`, per the runner contract.
-pub fn build_job(scan: &DriftScan, plan: &JobPlan, runner_image: &str) -> Job {
+/// What every scan Job gets from the operator's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobDefaults {
+    /// Image of the init container that provides the runner binary.
+    pub runner_image: String,
+    /// ServiceAccount of Jobs whose `jobTemplate.serviceAccountName` is unset.
+    pub service_account: Option<String>,
+}
+
+/// Builds the Job of `plan` for `scan`, per the runner contract: the plan's image (the
+/// version its stacks ask for at the run's commit) and `--commit` pinning that commit.
+pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Job {
+    let runner_image = defaults.runner_image.as_str();
     let t = &scan.spec.job_template;
-    let image = t
-        .image
-        .replace("{{ version }}", &t.default_version)
-        .replace("{{version}}", &t.default_version);
+    let image = if plan.image.is_empty() {
+        scheduler::default_image(&scan.spec)
+    } else {
+        plan.image.clone()
+    };
     let mut command: Vec<String> = vec![
         format!("{BIN_DIR}/driftless-operator"),
         "scan-runner".into(),
@@ -163,7 +183,10 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, runner_image: &str) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: t.service_account_name.clone(),
+                    service_account_name: t
+                        .service_account_name
+                        .clone()
+                        .or_else(|| defaults.service_account.clone()),
                     node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
                     tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
                     init_containers: Some(vec![Container {
@@ -270,75 +293,65 @@ pub fn scan_state(scan: &DriftScan) -> ScanState {
     }
 }
 
-/// The stacks of a DriftScan: `spec.source.git.stacks`, plus the directories matching
-/// `discover` when the repository is a `file://` URL (read from its work tree). `discover`
-/// on other URLs is not resolved by the operator yet.
-pub fn resolve_stacks(scan: &ScanState) -> Result<Vec<String>, String> {
-    let git = &scan.spec.source.git;
-    let mut stacks = git.stacks.clone();
-    if !git.discover.is_empty() {
-        let Some(root) = git.url.strip_prefix("file://") else {
-            if stacks.is_empty() {
-                return Err(format!(
-                    "spec.source.git.discover: stack discovery needs a file:// URL for now, not {:?}; list the stacks in spec.source.git.stacks",
-                    git.url
-                ));
-            }
-            return Ok(stacks);
-        };
-        let mut found = discover(std::path::Path::new(root), &git.discover, scan.spec.engine)?;
-        found.retain(|s| !stacks.contains(s));
-        stacks.extend(found);
-    }
-    Ok(stacks)
+/// A resolution of a DriftScan's repository: in flight (`None`) or done.
+type Slot = Option<Result<Arc<Resolved>, String>>;
+
+/// What the controller knows of the DriftScans' repositories, filled by background fetches.
+#[derive(Default)]
+struct Resolutions {
+    /// For a due trigger: the trigger's identity, and the resolution at the ref's head.
+    triggers: HashMap<ScanKey, (String, Slot)>,
+    /// For a run: its scan, commit and the DriftScan generation → the resolution at the commit.
+    runs: HashMap<(ScanKey, String, Option<i64>), Slot>,
 }
 
-/// Directories under `root` matching one of `globs` and holding `*.tf` files (or a
-/// `terragrunt.hcl` for Terragrunt), relative to `root`, sorted.
-pub fn discover(
-    root: &std::path::Path,
-    globs: &[String],
-    engine: driftless_crds::drift_scan::Engine,
-) -> Result<Vec<String>, String> {
-    let mut builder = globset::GlobSetBuilder::new();
-    for g in globs {
-        let glob =
-            globset::Glob::new(g).map_err(|e| format!("spec.source.git.discover: {g:?}: {e}"))?;
-        builder.add(glob);
+/// The identity of the trigger due on a DriftScan (a new one asks for a new fetch).
+fn trigger_token(scan: &ScanState) -> String {
+    format!(
+        "{:?}|{:?}|{:?}",
+        scan.annotation,
+        scan.status.next_scheduled_at.as_ref().map(|t| t.0),
+        scan.generation
+    )
+}
+
+/// What [`scheduler::decide_with`] sees of the repositories in one decision.
+#[derive(Default)]
+pub struct Prepared {
+    /// Resolutions for new runs (a scan missing here is `Pending`).
+    pub resolutions: HashMap<ScanKey, Resolution>,
+    /// Images of each (scan, commit) known; runs of a commit missing here wait.
+    pub images: HashMap<(ScanKey, String), BTreeMap<String, String>>,
+}
+
+impl RunSource for Prepared {
+    fn resolve(&self, scan: &ScanState) -> Resolution {
+        self.resolutions
+            .get(&scan.key)
+            .cloned()
+            .unwrap_or(Resolution::Pending)
     }
-    let set = builder
-        .build()
-        .map_err(|e| format!("spec.source.git.discover: {e}"))?;
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut is_stack = false;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if !name.starts_with('.') {
-                    dirs.push(path);
-                }
-            } else if match engine {
-                driftless_crds::drift_scan::Engine::Terragrunt => name == "terragrunt.hcl",
-                _ => name.ends_with(".tf"),
-            } {
-                is_stack = true;
-            }
-        }
-        if let (true, Ok(rel)) = (is_stack, dir.strip_prefix(root)) {
-            let rel = rel.to_string_lossy().into_owned();
-            if !rel.is_empty() && set.is_match(&rel) {
-                out.push(rel);
-            }
+
+    fn images(&self, scan: &ScanState, run: &RunStatus) -> Option<BTreeMap<String, String>> {
+        match &run.commit {
+            None => Some(BTreeMap::new()),
+            Some(commit) => self
+                .images
+                .get(&(scan.key.clone(), commit.clone()))
+                .cloned(),
         }
     }
-    out.sort();
-    Ok(out)
+}
+
+/// The resolution of a new run from a repository resolution.
+pub fn resolution_of(result: &Result<Arc<Resolved>, String>) -> Resolution {
+    match result {
+        Ok(r) => Resolution::Ready(RunPlan {
+            stacks: r.stacks.clone(),
+            commit: Some(r.commit.clone()),
+        }),
+        Err(e) => Resolution::Failed(e.clone()),
+    }
 }
 
 /// The controller's shared state.
@@ -355,6 +368,8 @@ pub struct ScanController {
     leader: AtomicBool,
     expectations: Mutex<HashMap<String, (JobState, Instant)>>,
     recorder: Recorder,
+    repo: Arc<RepoCache>,
+    resolutions: Arc<std::sync::Mutex<Resolutions>>,
 }
 
 impl ScanController {
@@ -418,6 +433,7 @@ impl ScanController {
                 instance: Some(settings.identity.clone()),
             },
         );
+        let settings_repo_dir = settings.repo_cache_dir.clone();
         Arc::new(Self {
             client,
             leader: AtomicBool::new(!settings.leader_election),
@@ -429,6 +445,8 @@ impl ScanController {
             metrics,
             expectations: Mutex::new(HashMap::new()),
             recorder,
+            repo: Arc::new(RepoCache::new(settings_repo_dir)),
+            resolutions: Arc::new(std::sync::Mutex::new(Resolutions::default())),
         })
     }
 
@@ -450,6 +468,209 @@ impl ScanController {
     /// The client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The repository cache.
+    pub fn repo(&self) -> &Arc<RepoCache> {
+        &self.repo
+    }
+
+    /// Fetches `scan`'s repository now and resolves it at `commit` (else at its ref), bounded
+    /// by `--git-timeout` (for the webhook). The images of the run it starts are remembered.
+    pub async fn resolve_now(
+        &self,
+        scan: &DriftScan,
+        commit: Option<String>,
+    ) -> Result<Arc<Resolved>, String> {
+        let key = ScanKey::new(scan.namespace().unwrap_or_default(), scan.name_any());
+        let result = repo::resolve_at(
+            self.repo.clone(),
+            &self.client,
+            &key.namespace,
+            &scan.spec,
+            commit,
+            self.settings.git_timeout,
+        )
+        .await
+        .map(Arc::new);
+        if let Ok(r) = &result {
+            let mut res = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+            res.runs.insert(
+                (key, r.commit.clone(), scan.metadata.generation),
+                Some(result.clone()),
+            );
+        }
+        result
+    }
+
+    /// Looks up what is known of the repositories for this decision, and starts background
+    /// fetches for what is missing (each wakes the loop when done): the head of the ref for a
+    /// due trigger, the images of an active run's commit.
+    fn prepare(&self, observed: &Observed) -> Prepared {
+        let mut prepared = Prepared::default();
+        let mut wanted_triggers = Vec::new();
+        let mut wanted_runs = Vec::new();
+        for scan in &observed.scans {
+            let active = scan
+                .status
+                .last_run
+                .as_ref()
+                .filter(|r| r.phase == RunPhase::Running);
+            let due = triggers::due(
+                &scan.spec,
+                &scan.status,
+                scan.annotation.as_deref(),
+                observed.now,
+            );
+            if let Some(request) = &due.request {
+                let may_start = active.is_none()
+                    || (request.kind == TriggerKind::Manual
+                        && scan.spec.cancel_inflight_on_new_trigger);
+                if may_start {
+                    wanted_triggers.push((scan, trigger_token(scan)));
+                }
+            }
+            if let Some(commit) = active.and_then(|r| r.commit.clone()) {
+                wanted_runs.push((scan, commit));
+            }
+        }
+        // (scan, the run's commit or None for a trigger, generation, the trigger's token)
+        type Fetch = (ScanKey, Option<String>, Option<i64>, Option<String>);
+        let mut to_fetch: Vec<Fetch> = Vec::new();
+        {
+            let mut guard = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+            let res = &mut *guard;
+            let keep: std::collections::HashSet<&ScanKey> =
+                wanted_triggers.iter().map(|(s, _)| &s.key).collect();
+            res.triggers.retain(|k, _| keep.contains(k));
+            for (scan, token) in &wanted_triggers {
+                match res.triggers.get(&scan.key) {
+                    Some((t, slot)) if t == token => {
+                        if let Some(result) = slot {
+                            prepared
+                                .resolutions
+                                .insert(scan.key.clone(), resolution_of(result));
+                            if let Ok(r) = result {
+                                prepared
+                                    .images
+                                    .insert((scan.key.clone(), r.commit.clone()), r.images.clone());
+                                res.runs.insert(
+                                    (scan.key.clone(), r.commit.clone(), scan.generation),
+                                    Some(Ok(r.clone())),
+                                );
+                            }
+                        }
+                    }
+                    _ => {
+                        res.triggers.insert(scan.key.clone(), (token.clone(), None));
+                        to_fetch.push((
+                            scan.key.clone(),
+                            None,
+                            scan.generation,
+                            Some(token.clone()),
+                        ));
+                    }
+                }
+            }
+            for (scan, commit) in &wanted_runs {
+                let key = (scan.key.clone(), commit.clone(), scan.generation);
+                match res.runs.get(&key) {
+                    Some(Some(Ok(r))) => {
+                        prepared
+                            .images
+                            .insert((scan.key.clone(), commit.clone()), r.images.clone());
+                    }
+                    Some(Some(Err(_))) => {
+                        // Reported once; the run goes on with the default image.
+                        prepared
+                            .images
+                            .insert((scan.key.clone(), commit.clone()), BTreeMap::new());
+                    }
+                    Some(None) => {}
+                    None => {
+                        res.runs.insert(key, None);
+                        to_fetch.push((
+                            scan.key.clone(),
+                            Some(commit.clone()),
+                            scan.generation,
+                            None,
+                        ));
+                    }
+                }
+            }
+            // Forget runs no longer active (and not just resolved for a trigger).
+            let live: std::collections::HashSet<(ScanKey, String)> = wanted_runs
+                .iter()
+                .map(|(s, c)| (s.key.clone(), c.clone()))
+                .chain(prepared.images.keys().cloned())
+                .collect();
+            res.runs
+                .retain(|(k, c, _), slot| slot.is_none() || live.contains(&(k.clone(), c.clone())));
+        }
+        for (key, commit, generation, token) in to_fetch {
+            let Some(scan) = self.scans.state().into_iter().find(|s| {
+                s.namespace().as_deref() == Some(key.namespace.as_str()) && s.name_any() == key.name
+            }) else {
+                continue;
+            };
+            let cache = self.repo.clone();
+            let client = self.client.clone();
+            let resolutions = self.resolutions.clone();
+            let wake = self.wake.clone();
+            let timeout = self.settings.git_timeout;
+            let recorder = self.recorder.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = repo::resolve_at(
+                    cache,
+                    &client,
+                    &key.namespace,
+                    &scan.spec,
+                    commit.clone(),
+                    timeout,
+                )
+                .await
+                .map(Arc::new);
+                match &result {
+                    Ok(r) => {
+                        tracing::info!(scan = %key, commit = %r.commit, stacks = r.stacks.len(), ms = started.elapsed().as_millis() as u64, "repository resolved")
+                    }
+                    Err(e) => tracing::warn!(scan = %key, error = %e, "repository not resolved"),
+                }
+                if let (Some(commit), Err(e)) = (&commit, &result) {
+                    // A trigger's failure becomes the RunFailed Event of the decision; a run's
+                    // is reported here, and its Jobs use the default image.
+                    let ev = Event {
+                        type_: EventType::Warning,
+                        reason: "ImagesUnresolved".into(),
+                        note: Some(format!(
+                            "cannot read commit {commit} to pick the stacks' images ({e}); using spec.jobTemplate.defaultVersion"
+                        )),
+                        action: "Scan".into(),
+                        secondary: None,
+                    };
+                    let _ = recorder.publish(&ev, &scan.object_ref(&())).await;
+                }
+                {
+                    let mut res = resolutions.lock().unwrap_or_else(|e| e.into_inner());
+                    match (token, commit) {
+                        (Some(token), _) => {
+                            if let Some(entry) = res.triggers.get_mut(&key) {
+                                if entry.0 == token {
+                                    entry.1 = Some(result);
+                                }
+                            }
+                        }
+                        (None, Some(commit)) => {
+                            res.runs.insert((key, commit, generation), Some(result));
+                        }
+                        (None, None) => {}
+                    }
+                }
+                wake.notify_one();
+            });
+        }
+        prepared
     }
 
     /// Decides and acts forever: on every wake-up, at the next schedule or timeout, and at
@@ -493,7 +714,8 @@ impl ScanController {
     pub async fn reconcile_once(&self) -> Result<Decisions, Error> {
         let scans = self.scans.state();
         let observed = self.observe(&scans).await;
-        let decisions = scheduler::decide(&observed, &resolve_stacks);
+        let prepared = self.prepare(&observed);
+        let decisions = scheduler::decide_with(&observed, &prepared);
         let by_key: HashMap<ScanKey, &Arc<DriftScan>> = scans
             .iter()
             .map(|s| {
@@ -507,7 +729,7 @@ impl ScanController {
             &self.client,
             &decisions,
             &|key| by_key.get(key).map(|s| s.as_ref()),
-            &self.settings.runner_image,
+            &self.settings.job_defaults,
         )
         .await?;
         {
@@ -736,7 +958,7 @@ pub async fn act<'a>(
     client: &Client,
     decisions: &'a Decisions,
     scan_of: &(dyn Fn(&ScanKey) -> Option<&'a DriftScan> + Sync),
-    runner_image: &str,
+    defaults: &JobDefaults,
 ) -> Result<Vec<&'a JobPlan>, Error> {
     let mut created = Vec::new();
     for plan in &decisions.create {
@@ -750,12 +972,12 @@ pub async fn act<'a>(
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..Default::default()
                 },
-                &build_job(scan, plan, runner_image),
+                &build_job(scan, plan, defaults),
             )
             .await
         {
             Ok(_) => {
-                tracing::info!(scan = %plan.scan, job = %plan.name, stacks = plan.stacks.len(), "scan Job created");
+                tracing::info!(scan = %plan.scan, job = %plan.name, stacks = plan.stacks.len(), image = %plan.image, commit = ?plan.commit, "scan Job created");
                 created.push(plan);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => created.push(plan),

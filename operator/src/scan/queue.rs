@@ -52,6 +52,8 @@ pub struct QueuedUnit {
     pub since: DateTime<Utc>,
     /// Position of the stack in the run.
     pub index: usize,
+    /// Image of the stack's Job (only stacks asking for the same image share a Job).
+    pub image: String,
 }
 
 /// Sorts units into dequeue order: higher-priority trigger first, then older run, then scan,
@@ -86,11 +88,13 @@ pub struct Batch {
     pub run: String,
     /// The stacks, in queue order.
     pub stacks: Vec<String>,
+    /// The image they all ask for.
+    pub image: String,
 }
 
 /// Cuts the sorted queue into new Jobs: at most `global_free` Jobs in all, at most
 /// `scan_free[scan]` for each scan (a scan missing from the map gets none), each of at most
-/// `batch` stacks of a single run. Units are taken strictly in queue order; a unit whose scan
+/// `batch` stacks of a single run asking for a single image. Units are taken strictly in queue order; a unit whose scan
 /// has no room is skipped, and the units behind it still get their turn.
 pub fn plan_batches(
     queue: &[QueuedUnit],
@@ -102,10 +106,10 @@ pub fn plan_batches(
     let mut free = scan_free.clone();
     let mut slots = global_free;
     let mut out: Vec<Batch> = Vec::new();
-    // The batch of each (scan, run) still taking stacks.
-    let mut open: BTreeMap<(ScanKey, String), usize> = BTreeMap::new();
+    // The batch of each (scan, run, image) still taking stacks.
+    let mut open: BTreeMap<(ScanKey, String, String), usize> = BTreeMap::new();
     for unit in queue {
-        let key = (unit.scan.clone(), unit.run.clone());
+        let key = (unit.scan.clone(), unit.run.clone(), unit.image.clone());
         if let Some(&i) = open.get(&key) {
             out[i].stacks.push(unit.stack.clone());
             if out[i].stacks.len() >= batch {
@@ -132,6 +136,7 @@ pub fn plan_batches(
             scan: unit.scan.clone(),
             run: unit.run.clone(),
             stacks: vec![unit.stack.clone()],
+            image: unit.image.clone(),
         });
         if batch > 1 {
             open.insert(key, out.len() - 1);
@@ -152,6 +157,7 @@ mod tests {
             trigger,
             since: DateTime::from_timestamp(1_000_000 - age, 0).unwrap(),
             index,
+            image: "tf:1".into(),
         }
     }
 
@@ -207,5 +213,34 @@ mod tests {
         assert!(plan_batches(&q, 0, &room, 2).is_empty());
         // A scan with no entry gets nothing.
         assert!(plan_batches(&q, 3, &BTreeMap::new(), 2).is_empty());
+    }
+
+    #[test]
+    fn batches_never_mix_images() {
+        // s0, s2, s4 ask for tf:1; s1, s3 for tf:2 (interleaved in queue order).
+        let q: Vec<_> = (0..5)
+            .map(|i| {
+                let mut u = unit("a", &format!("s{i}"), TriggerKind::Manual, 5, i);
+                u.image = format!("tf:{}", 1 + i % 2);
+                u
+            })
+            .collect();
+        let room = BTreeMap::from([(ScanKey::new("ns", "a"), 10)]);
+        let batches = plan_batches(&q, 10, &room, 3);
+        let got: Vec<_> = batches
+            .iter()
+            .map(|b| (b.image.as_str(), b.stacks.join(",")))
+            .collect();
+        assert_eq!(got, [("tf:1", "s0,s2,s4".into()), ("tf:2", "s1,s3".into())]);
+        for b in &batches {
+            for s in &b.stacks {
+                let u = q.iter().find(|u| &u.stack == s).unwrap();
+                assert_eq!(u.image, b.image, "{s} in a Job of another image");
+            }
+        }
+        // One Job slot: only the first image's batch; the other waits.
+        let batches = plan_batches(&q, 1, &room, 3);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].stacks, ["s0", "s2", "s4"]);
     }
 }

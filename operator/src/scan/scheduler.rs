@@ -118,6 +118,8 @@ pub struct JobPlan {
     pub commit: Option<String>,
     /// Stacks, in order.
     pub stacks: Vec<String>,
+    /// Image of the Job's IaC container (every stack of a Job asks for the same one).
+    pub image: String,
 }
 
 /// An Event to record on a DriftScan.
@@ -417,8 +419,68 @@ fn finish(
 /// plus `discover` globs against the repository).
 pub type StackResolver<'a> = &'a dyn Fn(&ScanState) -> Result<Vec<String>, String>;
 
-/// Decides everything for every DriftScan. See the module documentation.
+/// What a new run of a DriftScan scans, as resolved from its repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPlan {
+    /// The stacks.
+    pub stacks: Vec<String>,
+    /// The commit every Job of the run plans (`None`: the runner resolves `ref` itself).
+    pub commit: Option<String>,
+}
+
+/// The outcome of resolving a DriftScan's repository for a new run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Resolved: start the run.
+    Ready(RunPlan),
+    /// Still fetching: leave the trigger pending (it is decided again once resolved).
+    Pending,
+    /// Cannot be resolved: the run does not start (a Warning Event says why).
+    Failed(String),
+}
+
+/// The repository-dependent inputs of [`decide_with`]. Implementations only look things up
+/// (the controller fetches in the background and wakes the scheduler when done).
+pub trait RunSource {
+    /// The stacks and commit of a new run of `scan`.
+    fn resolve(&self, scan: &ScanState) -> Resolution;
+    /// The image of each stack of `run` at its commit; `None` while unknown (its queued units
+    /// wait). A stack missing from the map gets the template's `defaultVersion` image.
+    fn images(&self, scan: &ScanState, run: &RunStatus) -> Option<BTreeMap<String, String>>;
+}
+
+struct Stacks<'a>(StackResolver<'a>);
+
+impl RunSource for Stacks<'_> {
+    fn resolve(&self, scan: &ScanState) -> Resolution {
+        match (self.0)(scan) {
+            Ok(stacks) => Resolution::Ready(RunPlan {
+                stacks,
+                commit: None,
+            }),
+            Err(e) => Resolution::Failed(e),
+        }
+    }
+
+    fn images(&self, _: &ScanState, _: &RunStatus) -> Option<BTreeMap<String, String>> {
+        Some(BTreeMap::new())
+    }
+}
+
+/// The image of the job template at its `defaultVersion`.
+pub fn default_image(spec: &DriftScanSpec) -> String {
+    let t = &spec.job_template;
+    crate::runner::engine::render_image(&t.image, &t.default_version)
+}
+
+/// [`decide_with`] for stacks resolved without the repository: no pinned commit, every Job
+/// on the template's `defaultVersion` image.
 pub fn decide(observed: &Observed, resolve: StackResolver<'_>) -> Decisions {
+    decide_with(observed, &Stacks(resolve))
+}
+
+/// Decides everything for every DriftScan. See the module documentation.
+pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
     let now = observed.now;
     let mut out = Decisions::default();
     let mut jobs_by_scan: BTreeMap<&ScanKey, Vec<&JobState>> = BTreeMap::new();
@@ -506,13 +568,35 @@ pub fn decide(observed: &Observed, resolve: StackResolver<'_>) -> Decisions {
             let may_start = !busy
                 || (request.kind == TriggerKind::Manual
                     && scan.spec.cancel_inflight_on_new_trigger);
-            if may_start {
-                match resolve(scan).and_then(|stacks| {
-                    start_run(&scan.spec, &mut status, &request, stacks, now).map_err(|e| match e {
-                        StartError::Stacks(m) => m,
-                        StartError::Busy(_) => "a run is active".into(),
-                    })
-                }) {
+            let resolution = if may_start {
+                source.resolve(scan)
+            } else {
+                Resolution::Pending
+            };
+            if may_start && resolution == Resolution::Pending {
+                // The repository is still being fetched: the trigger stays due (a fired
+                // schedule keeps its past time, an annotation stays unrecorded).
+                if request.kind == TriggerKind::Schedule {
+                    status.next_scheduled_at = scan.status.next_scheduled_at.clone();
+                }
+            } else if may_start {
+                let started = match resolution {
+                    Resolution::Ready(plan) => {
+                        let request = RunRequest {
+                            commit: plan.commit.or(request.commit.clone()),
+                            ..request.clone()
+                        };
+                        start_run(&scan.spec, &mut status, &request, plan.stacks, now).map_err(
+                            |e| match e {
+                                StartError::Stacks(m) => m,
+                                StartError::Busy(_) => "a run is active".into(),
+                            },
+                        )
+                    }
+                    Resolution::Failed(m) => Err(m),
+                    Resolution::Pending => Err("the repository is not resolved yet".into()),
+                };
+                match started {
                     Ok(cancelled) => {
                         if let (Some(id), Some(run)) = (orphan, status.last_run.as_mut()) {
                             run.id = id;
@@ -592,16 +676,24 @@ pub fn decide(observed: &Observed, resolve: StackResolver<'_>) -> Decisions {
             (scan.spec.max_parallel as usize).saturating_sub(active_here),
         );
         if let Some(run) = status.last_run.as_ref().filter(|r| is_active(r)) {
-            for (i, unit) in run.units.iter().enumerate() {
-                if unit.phase == UnitPhase::Queued {
-                    queue.push(QueuedUnit {
-                        scan: key.clone(),
-                        run: run.id.clone(),
-                        stack: unit.stack.clone(),
-                        trigger: run.trigger,
-                        since: run.started_at.0,
-                        index: i,
-                    });
+            // Units wait while the images of the run's commit are not known yet.
+            if let Some(images) = source.images(scan, run) {
+                let fallback = default_image(&scan.spec);
+                for (i, unit) in run.units.iter().enumerate() {
+                    if unit.phase == UnitPhase::Queued {
+                        queue.push(QueuedUnit {
+                            scan: key.clone(),
+                            run: run.id.clone(),
+                            stack: unit.stack.clone(),
+                            trigger: run.trigger,
+                            since: run.started_at.0,
+                            index: i,
+                            image: images
+                                .get(&unit.stack)
+                                .cloned()
+                                .unwrap_or_else(|| fallback.clone()),
+                        });
+                    }
                 }
             }
         }
@@ -644,6 +736,7 @@ pub fn decide(observed: &Observed, resolve: StackResolver<'_>) -> Decisions {
             run: run.id.clone(),
             commit: run.commit.clone(),
             stacks: b.stacks,
+            image: b.image,
         });
     }
     out.queue_depth = queue.len() - started;

@@ -33,7 +33,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::controller::{apply_status, resolve_stacks, scan_state, ScanController};
+use crate::repo::normalize;
+
+use super::controller::{apply_status, scan_state, ScanController};
 use super::queue::ScanKey;
 use super::scheduler::{start_run, StartError};
 use super::triggers::RunRequest;
@@ -274,52 +276,6 @@ pub fn parse_body(body: &[u8]) -> Result<TriggerBody, String> {
     })
 }
 
-/// The local modules (`module "x" { source = "../modules/y" }`) used by the `.tf` text,
-/// resolved against `stack` (a repository path), normalised.
-pub fn local_modules(stack: &str, tf: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_module = false;
-    for line in tf.lines() {
-        let line = line.trim();
-        if line.starts_with("module ") && line.ends_with('{') {
-            in_module = true;
-            continue;
-        }
-        if in_module && line.starts_with('}') {
-            in_module = false;
-            continue;
-        }
-        if !in_module {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix("source") else {
-            continue;
-        };
-        let Some(value) = rest.trim_start().strip_prefix('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"');
-        if value.starts_with("./") || value.starts_with("../") {
-            out.push(normalize(&format!("{stack}/{value}")));
-        }
-    }
-    out
-}
-
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for p in path.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
 fn under(file: &str, dir: &str) -> bool {
     dir.is_empty() || dir == "." || file == dir || file.starts_with(&format!("{dir}/"))
 }
@@ -351,32 +307,6 @@ pub fn affected_stacks(
         })
         .cloned()
         .collect()
-}
-
-/// The local-module graph of a work tree (`file://` repositories): for each stack and each
-/// module reached from it, the modules its `.tf` files use.
-fn module_graph(root: &std::path::Path, stacks: &[String]) -> BTreeMap<String, Vec<String>> {
-    let mut graph = BTreeMap::new();
-    let mut todo: Vec<String> = stacks.iter().map(|s| normalize(s)).collect();
-    while let Some(dir) = todo.pop() {
-        if graph.contains_key(&dir) {
-            continue;
-        }
-        let mut used = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(root.join(&dir)) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "tf") {
-                    if let Ok(text) = std::fs::read_to_string(&path) {
-                        used.extend(local_modules(&dir, &text));
-                    }
-                }
-            }
-        }
-        todo.extend(used.iter().cloned());
-        graph.insert(dir, used);
-    }
-    graph
 }
 
 async fn post_scan(
@@ -423,16 +353,26 @@ async fn trigger(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let mut resolved = None;
     for _attempt in 0..5 {
         let scan = match authorized(c, ns, name, headers, body).await {
             Ok(scan) => scan,
             Err(response) => return response,
         };
         let state = scan_state(&scan);
-        let all = match resolve_stacks(&state) {
-            Ok(s) => s,
-            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        // The run's commit (the body's, else the head of spec.source.git.ref), and the stacks
+        // and local modules at that commit; fetched once per request.
+        let repo = match &resolved {
+            Some(r) => Arc::clone(r),
+            None => match c.resolve_now(&scan, parsed.commit.clone()).await {
+                Ok(r) => {
+                    resolved = Some(Arc::clone(&r));
+                    r
+                }
+                Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            },
         };
+        let all = repo.stacks.clone();
         let only = if let Some(stack) = &stack {
             if !all.iter().any(|s| normalize(s) == normalize(stack)) {
                 return error(
@@ -446,11 +386,7 @@ async fn trigger(
                 .cloned()
                 .unwrap_or_default()])
         } else if let Some(changed) = &parsed.changed_files {
-            let graph = match state.spec.source.git.url.strip_prefix("file://") {
-                Some(root) => module_graph(std::path::Path::new(root), &all),
-                None => BTreeMap::new(),
-            };
-            let hit = affected_stacks(&all, changed, &graph);
+            let hit = affected_stacks(&all, changed, &repo.modules);
             if hit.is_empty() {
                 return reply(
                     StatusCode::OK,
@@ -464,7 +400,7 @@ async fn trigger(
         let request = RunRequest {
             kind: TriggerKind::Webhook,
             actor: parsed.actor.clone(),
-            commit: parsed.commit.clone(),
+            commit: Some(repo.commit.clone()),
             stacks: only,
         };
         let mut status = state.status.clone();
@@ -633,7 +569,9 @@ module "remote" {
   source = "terraform-aws-modules/vpc/aws"
 }
 "#;
-        assert_eq!(local_modules("live/a", tf), ["modules/net"]);
+        let snapshot = crate::repo::Snapshot::from_files([("live/a/main.tf", tf)]);
+        let graph = crate::repo::module_graph(&snapshot, &["live/a".to_owned()]);
+        assert_eq!(graph["live/a"], ["modules/net"]);
         let stacks: Vec<String> = ["live/a", "live/b", "live/c"].map(String::from).to_vec();
         let modules = BTreeMap::from([
             ("live/a".to_owned(), vec!["modules/net".to_owned()]),

@@ -27,12 +27,20 @@ fn plan() -> JobPlan {
         run: "r1".into(),
         commit: Some("abc".into()),
         stacks: vec!["live/a".into(), "live/b".into()],
+        image: "hashicorp/terraform:1.5.7".into(),
+    }
+}
+
+fn defaults(image: &str) -> JobDefaults {
+    JobDefaults {
+        runner_image: image.into(),
+        service_account: Some("driftless-scan-runner".into()),
     }
 }
 
 #[test]
 fn job_follows_the_runner_contract() {
-    let job = build_job(&scan(), &plan(), "driftless/operator:1");
+    let job = build_job(&scan(), &plan(), &defaults("driftless/operator:1"));
     let v = serde_json::to_value(&job).unwrap();
     assert_eq!(v["metadata"]["labels"]["driftless.dev/scan"], "infra");
     assert_eq!(v["metadata"]["labels"]["driftless.dev/run"], "r1");
@@ -54,7 +62,11 @@ fn job_follows_the_runner_contract() {
         serde_json::json!(["cp", "/usr/local/bin/driftless-operator", "/driftless/bin/"])
     );
     let main = &pod["containers"][0];
-    assert_eq!(main["image"], "hashicorp/terraform:1.0.3");
+    assert_eq!(
+        main["image"], "hashicorp/terraform:1.5.7",
+        "the plan's image"
+    );
+    assert_eq!(pod["serviceAccountName"], "driftless-scan-runner");
     assert_eq!(
         main["command"],
         serde_json::json!([
@@ -90,7 +102,7 @@ fn job_follows_the_runner_contract() {
 
 #[test]
 fn job_phases_from_conditions() {
-    let mut job = build_job(&scan(), &plan(), "x");
+    let mut job = build_job(&scan(), &plan(), &defaults("x"));
     job.status = serde_json::from_value(serde_json::json!({
         "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
     }))
@@ -105,25 +117,6 @@ fn job_phases_from_conditions() {
         job_state(&job).unwrap().phase,
         JobPhase::Succeeded(Some(_))
     ));
-}
-
-#[test]
-fn discover_finds_stack_directories() {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, file) in [
-        ("live/a", "main.tf"),
-        ("live/b/c", "x.tf"),
-        ("live/d", "README.md"),
-        ("modules/m", "m.tf"),
-    ] {
-        std::fs::create_dir_all(dir.path().join(path)).unwrap();
-        std::fs::write(dir.path().join(path).join(file), "").unwrap();
-    }
-    let found = discover(dir.path(), &["live/**".into()], Default::default()).unwrap();
-    assert_eq!(found, ["live/a", "live/b/c"]);
-    assert!(discover(dir.path(), &["[".into()], Default::default())
-        .unwrap_err()
-        .starts_with("spec.source.git.discover"));
 }
 
 fn respond(status: u16, body: serde_json::Value) -> Response<Body> {
@@ -199,7 +192,7 @@ async fn act_creates_jobs_then_deletes_then_applies_status() {
         // Someone else wrote the status meanwhile: refused; act skips it.
         send.send_response(respond(409, conflict()));
     });
-    let created = act(&client, &decisions, &|_| Some(&scan), "img")
+    let created = act(&client, &decisions, &|_| Some(&scan), &defaults("img"))
         .await
         .unwrap();
     server.await.unwrap();
@@ -221,9 +214,264 @@ async fn act_treats_an_existing_job_as_created() {
         already["reason"] = "AlreadyExists".into();
         send.send_response(respond(409, already));
     });
-    let created = act(&client, &decisions, &|_| Some(&scan), "img")
+    let created = act(&client, &decisions, &|_| Some(&scan), &defaults("img"))
         .await
         .unwrap();
     server.await.unwrap();
     assert_eq!(created[0].name, "infra-r1-00000001");
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A triggered run over a real repository: the stacks are discovered at the branch head,
+/// each stack's image comes from its version files at that commit, Jobs only group stacks of
+/// one image, and every Job pins the commit.
+#[tokio::test]
+async fn a_run_pins_its_commit_and_gives_each_stack_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("infra");
+    for (path, text) in [
+        ("live/a/main.tf", ""),
+        ("live/a/.terraform-version", "1.5.7\n"),
+        (
+            "live/b/main.tf",
+            "terraform {\n  required_version = \"~> 1.4.0\"\n}\n",
+        ),
+        ("live/c/main.tf", ""),
+        ("live/c/.terraform-version", "1.5.7\n"),
+        ("live/d/main.tf", ""),
+    ] {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(&root, &["init", "-q", "-b", "main"]);
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "one"]);
+    let commit = git(&root, &["rev-parse", "HEAD"]);
+    // Moved on after the trigger resolved: the run must not see this.
+    let url = format!("file://{}", root.display());
+    let mut scan: DriftScan = serde_json::from_value(serde_json::json!({
+        "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftScan",
+        "metadata": {"name": "infra", "namespace": "ns", "uid": "u-1", "resourceVersion": "7",
+                     "generation": 1, "annotations": {"driftless.dev/trigger": "1"}},
+        "spec": {
+            "source": {"git": {"url": url, "ref": "main", "discover": ["live/*"]}},
+            "jobTemplate": {"image": "hashicorp/terraform:{{ version }}", "defaultVersion": "1.0.3"}
+        }
+    }))
+    .unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(RepoCache::new(cache_dir.path()));
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let resolved = Arc::new(
+        repo::resolve_at(
+            cache,
+            &client,
+            "ns",
+            &scan.spec,
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    );
+    std::fs::write(root.join("live/a/.terraform-version"), "1.6.0\n").unwrap();
+    git(&root, &["commit", "-q", "-am", "two"]);
+    assert_eq!(resolved.commit, commit);
+    assert_eq!(resolved.images["live/d"], "hashicorp/terraform:1.0.3");
+
+    // The decision, with what the controller prepared from the resolution.
+    let state = scan_state(&scan);
+    let mut prepared = Prepared::default();
+    prepared
+        .resolutions
+        .insert(state.key.clone(), resolution_of(&Ok(resolved.clone())));
+    prepared.images.insert(
+        (state.key.clone(), resolved.commit.clone()),
+        resolved.images.clone(),
+    );
+    let observed = Observed {
+        scans: vec![state],
+        jobs: Vec::new(),
+        reports: Vec::new(),
+        now: Utc::now(),
+        // A deep queue relative to capacity: batches of 2.
+        max_concurrent_jobs: 2,
+    };
+    let decisions = scheduler::decide_with(&observed, &prepared);
+    let run = decisions.statuses[0].1.last_run.clone().unwrap();
+    assert_eq!(run.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(run.total, 4);
+    let mut jobs: Vec<(String, Vec<String>)> = decisions
+        .create
+        .iter()
+        .map(|p| (p.image.clone(), p.stacks.clone()))
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            (
+                "hashicorp/terraform:1.4".to_owned(),
+                vec!["live/b".to_owned()]
+            ),
+            (
+                "hashicorp/terraform:1.5.7".to_owned(),
+                vec!["live/a".to_owned(), "live/c".to_owned()]
+            ),
+        ],
+        "stacks of one image share a Job (a, c); b's ~> 1.4.0 gets 1.4; d waits for a slot"
+    );
+
+    // The Jobs the API server receives.
+    let expected: Vec<(String, Vec<String>)> = decisions
+        .create
+        .iter()
+        .map(|p| (p.image.clone(), p.stacks.clone()))
+        .collect();
+    let pinned = commit.clone();
+    let mut answer = serde_json::to_value(&scan).unwrap();
+    let server = tokio::spawn(async move {
+        for (image, stacks) in expected {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(request.uri().path(), "/apis/batch/v1/namespaces/ns/jobs");
+            let job = body_json(request).await;
+            let main = &job["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(main["image"], image.as_str());
+            let args: Vec<String> = serde_json::from_value(main["command"].clone()).unwrap();
+            let at = args.iter().position(|a| a == "--commit").unwrap();
+            assert_eq!(args[at + 1], pinned, "every Job plans the run's commit");
+            let planned: Vec<&String> = args
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i > 0 && args[i - 1] == "--stack")
+                .map(|(_, a)| a)
+                .collect();
+            assert_eq!(planned, stacks.iter().collect::<Vec<_>>());
+            send.send_response(respond(201, job));
+        }
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), http::Method::PATCH);
+        let patch = body_json(request).await;
+        assert_eq!(patch["status"]["lastRun"]["commit"], pinned.as_str());
+        assert_eq!(patch["status"]["lastTrigger"], "1");
+        answer["status"] = patch["status"].clone();
+        send.send_response(respond(200, answer));
+    });
+    scan.metadata.resource_version = Some("7".into());
+    let created = act(&client, &decisions, &|_| Some(&scan), &defaults("img"))
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(created.len(), 2);
+}
+
+#[test]
+fn a_pending_resolution_keeps_the_trigger_due() {
+    let mut scan = scan();
+    scan.metadata.annotations = Some(BTreeMap::from([(
+        TRIGGER_ANNOTATION.to_owned(),
+        "2".to_owned(),
+    )]));
+    let state = scan_state(&scan);
+    let observed = Observed {
+        scans: vec![state.clone()],
+        jobs: Vec::new(),
+        reports: Vec::new(),
+        now: Utc::now(),
+        max_concurrent_jobs: 2,
+    };
+    // Still fetching: nothing starts, the annotation is not recorded (decided again later).
+    let d = scheduler::decide_with(&observed, &Prepared::default());
+    assert!(d.create.is_empty());
+    assert!(d.events.is_empty());
+    assert!(d
+        .statuses
+        .iter()
+        .all(|(_, s)| s.last_trigger.is_none() && s.last_run.is_none()));
+    // A failed fetch: a Warning naming the field, and the trigger is consumed.
+    let mut prepared = Prepared::default();
+    prepared.resolutions.insert(
+        state.key.clone(),
+        resolution_of(&Err(
+            "spec.source.git.url https://example.com/x: fetch failed: 404".into(),
+        )),
+    );
+    let d = scheduler::decide_with(&observed, &prepared);
+    assert!(d.create.is_empty());
+    assert_eq!(d.events[0].reason, "RunFailed");
+    assert!(d.events[0].warning);
+    assert!(d.events[0].message.contains("spec.source.git.url"));
+    assert_eq!(d.statuses[0].1.last_trigger.as_deref(), Some("2"));
+}
+
+#[test]
+fn units_of_a_run_wait_for_their_images() {
+    let scan = scan();
+    let mut state = scan_state(&scan);
+    let mut status = DriftScanStatus::default();
+    let request = crate::scan::triggers::RunRequest {
+        kind: driftless_crds::drift_scan::TriggerKind::Manual,
+        actor: None,
+        commit: Some("c0ffee".into()),
+        stacks: None,
+    };
+    scheduler::start_run(
+        &state.spec,
+        &mut status,
+        &request,
+        vec!["live/a".into(), "live/b".into()],
+        Utc::now(),
+    )
+    .unwrap();
+    state.status = status;
+    let observed = Observed {
+        scans: vec![state.clone()],
+        jobs: Vec::new(),
+        reports: Vec::new(),
+        now: Utc::now(),
+        max_concurrent_jobs: 5,
+    };
+    // The commit's images are not known yet: no Job.
+    assert!(scheduler::decide_with(&observed, &Prepared::default())
+        .create
+        .is_empty());
+    let mut prepared = Prepared::default();
+    prepared.images.insert(
+        (state.key.clone(), "c0ffee".into()),
+        BTreeMap::from([("live/a".to_owned(), "tf:1.5.7".to_owned())]),
+    );
+    let d = scheduler::decide_with(&observed, &prepared);
+    let mut images: Vec<_> = d
+        .create
+        .iter()
+        .map(|p| (p.stacks.join(","), p.image.clone(), p.commit.clone()))
+        .collect();
+    images.sort();
+    assert_eq!(
+        images,
+        [
+            ("live/a".into(), "tf:1.5.7".into(), Some("c0ffee".into())),
+            (
+                "live/b".into(),
+                "hashicorp/terraform:1.0.3".into(),
+                Some("c0ffee".into())
+            ),
+        ]
+    );
 }

@@ -108,20 +108,7 @@ spec:
     )
     .unwrap();
     let port = free_port();
-    let log = std::fs::File::create(tree.path("agent.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args(["--log-format", "text", "agent", "--config"])
-        .arg(tree.path("config"))
-        .arg("--root")
-        .arg(tree.path("root"))
-        .arg("--state-dir")
-        .arg(tree.path("state"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_agent(&tree, port);
     let delivered = wait_for(Duration::from_secs(20), || receiver.events().len() >= 25);
     let mut metrics = String::new();
     let scraped = wait_for(Duration::from_secs(10), || {

@@ -7,7 +7,6 @@ mod logs_support;
 mod process_support;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -83,20 +82,7 @@ spec:
     )
     .unwrap();
     let port = free_port();
-    let log = std::fs::File::create(tree.path("agent.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args(["--log-format", "text", "agent", "--config"])
-        .arg(tree.path("config"))
-        .arg("--root")
-        .arg(tree.path("root"))
-        .arg("--state-dir")
-        .arg(tree.path("state"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_agent(&tree, port);
     let mut metrics = String::new();
     let ready = wait_for(Duration::from_secs(30), || {
         metrics = scrape(port).unwrap_or_default();

@@ -77,19 +77,10 @@ spec:
     );
     receiver.mode.store(OK, Ordering::SeqCst);
     let total = n;
-    let mut counts = Vec::new();
     let done = wait_for(Duration::from_secs(60), || {
-        counts.clear();
-        let events = receiver.events();
-        count_numbers(
-            events.iter().filter_map(|e| e["message"].as_str()),
-            &mut counts,
-        );
-        counts.len() >= total && counts[..total].iter().all(|c| *c > 0)
+        missing_numbers(&receiver, total) == 0
     });
-    let missing = (0..total)
-        .filter(|i| counts.get(*i).copied().unwrap_or(0) == 0)
-        .count();
+    let missing = missing_numbers(&receiver, total);
     assert!(
         done,
         "{missing} of {total} lines missing after the outage; agent:\n{}",

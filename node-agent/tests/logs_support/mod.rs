@@ -424,6 +424,38 @@ impl Drop for Moto {
 }
 
 /// Numbers found in lines of the form `... seq=NNNNNNNN ...`, with how often each was seen.
+/// How many of the numbered lines `0..total` the receiver has not seen yet.
+pub fn missing_numbers(receiver: &Receiver, total: usize) -> usize {
+    let mut counts = Vec::new();
+    let events = receiver.events();
+    count_numbers(
+        events.iter().filter_map(|e| e["message"].as_str()),
+        &mut counts,
+    );
+    (0..total)
+        .filter(|i| counts.get(*i).copied().unwrap_or(0) == 0)
+        .count()
+}
+
+/// Starts `driftless agent` on the tree (config, root, state) listening on 127.0.0.1:PORT, its
+/// stderr in `agent.log`.
+pub fn spawn_agent(tree: &Tree, port: u16) -> Child {
+    let log = std::fs::File::create(tree.path("agent.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["--log-format", "text", "agent", "--config"])
+        .arg(tree.path("config"))
+        .arg("--root")
+        .arg(tree.path("root"))
+        .arg("--state-dir")
+        .arg(tree.path("state"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 pub fn count_numbers<'a>(lines: impl Iterator<Item = &'a str>, counts: &mut Vec<u32>) {
     for line in lines {
         if let Some(pos) = line.find("seq=") {

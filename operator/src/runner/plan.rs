@@ -23,6 +23,8 @@
 //! The document is streamed: each change and each `prior_state` resource is converted as soon
 //! as it is read, so the parser never holds the whole plan as a JSON tree (`planned_values` is
 //! skipped without being materialised; only the `variables` blocks of `configuration` are kept).
+//! `before`/`after` of a change and the `values` of a state resource stay raw JSON text until
+//! needed: a `no-op` change or an unmarked resource is never turned into a tree.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -31,6 +33,7 @@ use driftless_crds::drift_report::{AttributeChange, ChangeType, DriftItem};
 use driftless_crds::secret::{SecretString, REDACTED};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::redact::Redact;
@@ -200,11 +203,12 @@ struct RawConfigVariable {
     sensitive: bool,
 }
 
-/// A resource of `prior_state` (other fields skipped).
+/// A resource of `prior_state` (other fields skipped); `values` stays raw JSON text and is
+/// only parsed when `sensitive_values` marks something.
 #[derive(Deserialize)]
-struct RawStateResource {
-    #[serde(default)]
-    values: Value,
+struct RawStateResource<'a> {
+    #[serde(default, borrow)]
+    values: Option<&'a RawValue>,
     #[serde(default)]
     sensitive_values: Value,
 }
@@ -220,30 +224,58 @@ struct RawStateOutput {
 
 /// One entry of `resource_changes` / `resource_drift`.
 #[derive(Deserialize)]
-struct RawResource {
+struct RawResource<'a> {
     address: String,
     #[serde(default, rename = "type")]
     kind: String,
     #[serde(default)]
     mode: Option<String>,
-    change: RawChange,
+    #[serde(borrow)]
+    change: RawChange<'a>,
 }
 
-/// The `change` object (also the value of each `output_changes` entry).
+/// The `change` object (also the value of each `output_changes` entry). `before` and `after`
+/// stay raw JSON text until needed: most changes of a plan are `no-op` and only matter when
+/// their sensitivity mirrors mark a value.
 #[derive(Deserialize)]
-struct RawChange {
+struct RawChange<'a> {
     #[serde(default)]
     actions: Vec<String>,
-    #[serde(default)]
-    before: Value,
-    #[serde(default)]
-    after: Value,
+    #[serde(default, borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    after: Option<&'a RawValue>,
     #[serde(default)]
     after_unknown: Value,
     #[serde(default)]
     before_sensitive: Value,
     #[serde(default)]
     after_sensitive: Value,
+}
+
+/// A [`RawChange`] with `before` and `after` parsed.
+struct Change {
+    before: Value,
+    after: Value,
+    after_unknown: Value,
+    before_sensitive: Value,
+    after_sensitive: Value,
+}
+
+impl RawChange<'_> {
+    fn parsed(self) -> Result<Change, serde_json::Error> {
+        let value = |raw: Option<&RawValue>| match raw {
+            Some(raw) => serde_json::from_str(raw.get()),
+            None => Ok(Value::Null),
+        };
+        Ok(Change {
+            before: value(self.before)?,
+            after: value(self.after)?,
+            after_unknown: self.after_unknown,
+            before_sensitive: self.before_sensitive,
+            after_sensitive: self.after_sensitive,
+        })
+    }
 }
 
 /// The action of a change, as drift.
@@ -269,16 +301,18 @@ enum Section {
 }
 
 impl State<'_> {
-    fn resource(&mut self, raw: RawResource, section: Section) {
+    fn resource(
+        &mut self,
+        raw: RawResource<'_>,
+        section: Section,
+    ) -> Result<(), serde_json::Error> {
         if raw.mode.as_deref() == Some("data") && section == Section::Drift {
-            self.collect_sensitive(&raw.change);
-            return;
+            return self.collect_sensitive(&raw.change);
         }
         let Some((mut change, replace)) = classify(&raw.change.actions) else {
-            self.collect_sensitive(&raw.change);
-            return;
+            return self.collect_sensitive(&raw.change);
         };
-        let c = raw.change;
+        let c = raw.change.parsed()?;
         // Drift entries describe recorded state → live; items show live → desired.
         let (live, desired, live_sens, desired_sens, unknown) = match section {
             Section::Planned => (
@@ -319,13 +353,14 @@ impl State<'_> {
             }
             Section::Drift => self.drift.push(item),
         }
+        Ok(())
     }
 
-    fn output(&mut self, name: &str, c: RawChange) {
+    fn output(&mut self, name: &str, c: RawChange<'_>) -> Result<(), serde_json::Error> {
         let Some((change, replace)) = classify(&c.actions) else {
-            self.collect_sensitive(&c);
-            return;
+            return self.collect_sensitive(&c);
         };
+        let c = c.parsed()?;
         let mut attributes = self.attributes(
             &c.before,
             &c.after,
@@ -346,16 +381,32 @@ impl State<'_> {
             replace,
             attributes,
         });
+        Ok(())
     }
 
-    /// Remembers the sensitive values of a change that is not drift (for artifact redaction).
-    fn collect_sensitive(&mut self, c: &RawChange) {
+    /// Remembers the sensitive values of a change that is not drift (for artifact redaction);
+    /// the raw values are parsed only when their mirror marks something.
+    fn collect_sensitive(&mut self, c: &RawChange<'_>) -> Result<(), serde_json::Error> {
         for (value, sensitive) in [
-            (&c.before, &c.before_sensitive),
-            (&c.after, &c.after_sensitive),
+            (c.before, &c.before_sensitive),
+            (c.after, &c.after_sensitive),
         ] {
-            self.collect_marked(value, sensitive);
+            self.collect_raw(value, sensitive)?;
         }
+        Ok(())
+    }
+
+    /// [`State::collect_marked`] of raw JSON text, parsed only when `sensitive` marks a value.
+    fn collect_raw(
+        &mut self,
+        value: Option<&RawValue>,
+        sensitive: &Value,
+    ) -> Result<(), serde_json::Error> {
+        if let Some(raw) = value.filter(|_| has_true(sensitive)) {
+            let value: Value = serde_json::from_str(raw.get())?;
+            self.collect_marked(&value, sensitive);
+        }
+        Ok(())
     }
 
     /// Remembers the string leaves of `value` marked `true` in the mirror `sensitive`.
@@ -680,8 +731,10 @@ impl<'de> Visitor<'de> for Changes<'_, '_> {
     }
     visit_nullable!('de, deserialize_seq);
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(raw) = seq.next_element::<RawResource>()? {
-            self.0.resource(raw, self.1);
+        while let Some(raw) = seq.next_element::<RawResource<'de>>()? {
+            self.0
+                .resource(raw, self.1)
+                .map_err(serde::de::Error::custom)?;
         }
         Ok(())
     }
@@ -699,8 +752,10 @@ impl<'de> Visitor<'de> for Outputs<'_, '_> {
     visit_nullable!('de, deserialize_map);
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(name) = map.next_key::<String>()? {
-            let change = map.next_value::<RawChange>()?;
-            self.0.output(&name, change);
+            let change = map.next_value::<RawChange<'de>>()?;
+            self.0
+                .output(&name, change)
+                .map_err(serde::de::Error::custom)?;
         }
         Ok(())
     }
@@ -788,8 +843,10 @@ impl<'de> Visitor<'de> for StateList<'_, '_> {
                 .is_some()
             {}
         } else {
-            while let Some(r) = seq.next_element::<RawStateResource>()? {
-                state.collect_marked(&r.values, &r.sensitive_values);
+            while let Some(r) = seq.next_element::<RawStateResource<'de>>()? {
+                state
+                    .collect_raw(r.values, &r.sensitive_values)
+                    .map_err(serde::de::Error::custom)?;
             }
         }
         Ok(())

@@ -77,7 +77,48 @@ struct ScanArgs {
     git_timeout_seconds: u64,
 }
 
+/// Seconds a git server may stay silent (connecting, or mid-transfer) before a fetch gives up.
+const GIT_TIMEOUT_ENV: &str = "DRIFTLESS_GIT_SERVER_TIMEOUT";
+const GIT_TIMEOUT_DEFAULT_SECS: u32 = 60;
+
+/// `DRIFTLESS_GIT_SERVER_TIMEOUT` in milliseconds: whole seconds from 1 to 3600, default 60.
+fn git_timeout_ms(value: Option<&str>) -> Result<i32, String> {
+    let secs = match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => GIT_TIMEOUT_DEFAULT_SECS,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (1..=3600).contains(s))
+            .ok_or_else(|| {
+                format!("{GIT_TIMEOUT_ENV}={v:?}: expected whole seconds from 1 to 3600")
+            })?,
+    };
+    Ok((secs * 1000) as i32)
+}
+
+/// Makes libgit2 give up on a git server that accepts a connection and then stays silent
+/// (http, https and git:// transports), so a stuck fetch frees its thread and the cached
+/// repository's lock instead of waiting for the TCP connection to drop.
+#[allow(unsafe_code)]
+fn set_git_timeouts(ms: i32) {
+    // SAFETY: libgit2's options are process globals written without synchronisation; this runs
+    // first thing in `main`, before any thread (runtime workers, blocking pool) exists, and
+    // nothing writes them again.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+    }
+}
+
 fn main() -> ExitCode {
+    // First, while the process has one thread.
+    match git_timeout_ms(std::env::var(GIT_TIMEOUT_ENV).ok().as_deref()) {
+        Ok(ms) => set_git_timeouts(ms),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -184,4 +225,22 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::git_timeout_ms;
+
+    #[test]
+    fn git_timeout_from_the_environment() {
+        assert_eq!(git_timeout_ms(None), Ok(60_000));
+        assert_eq!(git_timeout_ms(Some("")), Ok(60_000));
+        assert_eq!(git_timeout_ms(Some(" 5 ")), Ok(5_000));
+        assert_eq!(git_timeout_ms(Some("3600")), Ok(3_600_000));
+        for bad in ["0", "3601", "-1", "1.5", "1m"] {
+            let err = git_timeout_ms(Some(bad)).unwrap_err();
+            assert!(err.starts_with("DRIFTLESS_GIT_SERVER_TIMEOUT="), "{err}");
+            assert!(err.contains("1 to 3600"), "{err}");
+        }
+    }
 }

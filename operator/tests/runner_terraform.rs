@@ -421,6 +421,55 @@ fn git_daemon_clone() {
     );
 }
 
+/// A git server that accepts connections and never answers: the clone gives up after
+/// `DRIFTLESS_GIT_SERVER_TIMEOUT` seconds of silence instead of waiting for TCP to drop.
+#[test]
+fn a_silent_git_server_times_out() {
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    for url in [
+        format!("git://127.0.0.1:{port}/repo"),
+        format!("http://127.0.0.1:{port}/repo.git"),
+    ] {
+        let scan = f.scan_file(&url, "");
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_driftless-operator"))
+            .args(["scan-runner", "--scan-file"])
+            .arg(&scan)
+            .args(["--run-id", "r1", "--output-dir"])
+            .arg(f.out_dir())
+            .arg("--binary")
+            .arg(terraform())
+            .env("DRIFTLESS_GIT_SERVER_TIMEOUT", "2")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(took < Duration::from_secs(20), "{url}: took {took:?}");
+        assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{url}: {stderr}");
+    }
+    // A bad value is refused before anything runs, naming the variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless-operator"))
+        .arg("crds")
+        .env("DRIFTLESS_GIT_SERVER_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DRIFTLESS_GIT_SERVER_TIMEOUT=\"soon\": expected whole seconds"),
+        "{stderr}"
+    );
+}
+
 /// A smart-HTTP git server: `git http-backend` as CGI behind basic auth with `user:token`.
 fn http_git_server(
     project_root: PathBuf,

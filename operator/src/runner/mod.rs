@@ -435,6 +435,7 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
     let source = &scan.spec.source.git;
     let git_ref = source.git_ref.clone();
     let url = source.url.clone();
+    let shown = crate::repo::display_url(&url);
     let commit = {
         let creds = creds.clone();
         let root = root.clone();
@@ -445,9 +446,10 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
         .await
         .map_err(|e| RunnerError::Usage(format!("clone task: {e}")))?
         .map_err(|e| match e {
-            git::GitError::Git(g) => {
-                git::GitError::Git(git2::Error::from_str(&base_redact.text(g.message())))
-            }
+            git::GitError::Git(g) => git::GitError::Git(git2::Error::from_str(&format!(
+                "cloning {shown}: {}",
+                base_redact.text(g.message())
+            ))),
             other => other,
         })?
     };

@@ -74,7 +74,7 @@ impl ScanMetrics {
         };
         registry.register(
             "scan_queue_depth",
-            "DriftScan units waiting for a Job",
+            "DriftScan units waiting for a Job (also those whose run's images are being resolved)",
             m.queue_depth.clone(),
         );
         registry.register(

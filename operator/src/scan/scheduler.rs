@@ -146,7 +146,7 @@ pub struct Decisions {
     pub statuses: Vec<(ScanKey, DriftScanStatus)>,
     /// Events.
     pub events: Vec<EventPlan>,
-    /// Units still queued after this decision.
+    /// Units still queued after this decision, including those waiting for their run's images.
     pub queue_depth: usize,
     /// Jobs not finished, including those created now.
     pub jobs_active: usize,
@@ -500,6 +500,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
     let mut statuses: Vec<(usize, DriftScanStatus)> = Vec::new();
     let mut queue: Vec<QueuedUnit> = Vec::new();
     let mut active_jobs_total = 0usize;
+    let mut waiting_for_images = 0usize;
     let mut scan_free: BTreeMap<ScanKey, usize> = BTreeMap::new();
     let mut wake: Option<DateTime<Utc>> = None;
     let mut wake_at = |t: DateTime<Utc>| wake = Some(wake.map_or(t, |w: DateTime<Utc>| w.min(t)));
@@ -676,7 +677,8 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
             (scan.spec.max_parallel as usize).saturating_sub(active_here),
         );
         if let Some(run) = status.last_run.as_ref().filter(|r| is_active(r)) {
-            // Units wait while the images of the run's commit are not known yet.
+            // Units wait while the images of the run's commit are not known yet; they still
+            // count in the queue depth.
             if let Some(images) = source.images(scan, run) {
                 let fallback = default_image(&scan.spec);
                 for (i, unit) in run.units.iter().enumerate() {
@@ -695,6 +697,12 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
                         });
                     }
                 }
+            } else {
+                waiting_for_images += run
+                    .units
+                    .iter()
+                    .filter(|u| u.phase == UnitPhase::Queued)
+                    .count();
             }
         }
         statuses.push((index, status));
@@ -739,7 +747,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
             image: b.image,
         });
     }
-    out.queue_depth = queue.len() - started;
+    out.queue_depth = queue.len() - started + waiting_for_images;
     out.jobs_active = active_jobs_total + out.create.len();
     out.batch_size = batch;
     out.wake_at = wake;

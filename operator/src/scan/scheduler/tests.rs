@@ -162,6 +162,37 @@ fn deep_queue_gets_fewer_fuller_jobs() {
     assert_eq!(d.queue_depth, 1000 - 10 * MAX_BATCH);
 }
 
+/// A repository whose stacks are known but whose images are still being resolved.
+struct ImagesPending(bool);
+
+impl RunSource for ImagesPending {
+    fn resolve(&self, scan: &ScanState) -> Resolution {
+        Resolution::Ready(RunPlan {
+            stacks: scan.spec.source.git.stacks.clone(),
+            commit: Some("c0ffee".into()),
+        })
+    }
+    fn images(&self, _: &ScanState, _: &RunStatus) -> Option<BTreeMap<String, String>> {
+        self.0.then(BTreeMap::new)
+    }
+}
+
+#[test]
+fn units_waiting_for_images_count_in_the_queue_depth() {
+    let mut s = scan("infra", spec(5, 5, 1));
+    s.annotation = Some("1".into());
+    let mut o = observed(vec![s], 10);
+    let d = decide_with(&o, &ImagesPending(false));
+    assert!(d.create.is_empty(), "{:?}", d.create);
+    assert_eq!(d.queue_depth, 5, "waiting units are queued work");
+    apply(&mut o, &d, true, true);
+    assert_eq!(run(&o, "infra").queued, 5);
+    // Once the images are known the same units start and leave the queue.
+    let d = decide_with(&o, &ImagesPending(true));
+    assert_eq!(d.create.iter().map(|j| j.stacks.len()).sum::<usize>(), 5);
+    assert_eq!(d.queue_depth, 0);
+}
+
 #[test]
 fn keda_pitfall_double_creation_on_first_scale_up() {
     // 6 stacks, capacity 4: batches of 2; maxParallel 2 leaves 2 stacks queued.

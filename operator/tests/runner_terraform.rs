@@ -454,7 +454,10 @@ fn a_silent_git_server_times_out() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{url}: {stderr}");
         assert!(took < Duration::from_secs(20), "{url}: took {took:?}");
-        assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{url}: {stderr}");
+        assert!(
+            stderr.contains(&format!("127.0.0.1:{port}")),
+            "{url}: {stderr}"
+        );
     }
     // A bad value is refused before anything runs, naming the variable.
     let out = Command::new(env!("CARGO_BIN_EXE_driftless-operator"))
@@ -798,6 +801,27 @@ fn github_app_credentials() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains(token));
 
+    // The operator's fetches reuse one token until shortly before it expires.
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let got = rt
+            .block_on(driftless_operator::runner::git::github_app_token(
+                &api, 4242, 42, &pem,
+            ))
+            .unwrap();
+        assert_eq!(got.expose(), token);
+    }
+    assert_eq!(
+        minted.load(Ordering::SeqCst),
+        2,
+        "one mint for three fetches"
+    );
+
     // PKCS#8 keys work too; a key the API does not know is refused.
     let pk8 = keys.join("other.pem");
     let gen = Command::new("openssl")
@@ -810,7 +834,15 @@ fn github_app_credentials() {
     let out = f.runner(&scan, "r2", &["--secrets-dir", &sd]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    assert_eq!(minted.load(Ordering::SeqCst), 1);
+    assert_eq!(minted.load(Ordering::SeqCst), 2);
+    // The cache is keyed by the private key: another key is not handed the cached token.
+    let other = std::fs::read_to_string(&pk8).unwrap();
+    let err = rt
+        .block_on(driftless_operator::runner::git::github_app_token(
+            &api, 4242, 42, &other,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
 }
 
 /// One plain HTTP/1.1 request (moto does not check signatures); returns status and body.

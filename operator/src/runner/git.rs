@@ -8,7 +8,8 @@
 //!   fails with an error naming the host and the key's SHA256 fingerprint;
 //! - `githubApp`: key `private-key`; an RS256 JWT for the App is exchanged for an installation
 //!   token at `POST {apiUrl}/app/installations/{id}/access_tokens`, then used as `https` with
-//!   user `x-access-token`.
+//!   user `x-access-token`; a process reuses the token until five minutes before it expires
+//!   ([`github_app_token`]).
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -402,15 +403,27 @@ pub fn github_app_jwt(private_key_pem: &str, app_id: i64, now: i64) -> Result<St
     Ok(format!("{signing_input}.{}", b64.encode(signature)))
 }
 
+/// An installation token and when GitHub says it expires (`None`: unknown, not reused).
+struct Minted {
+    token: SecretString,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Exchanges an App JWT for an installation token.
 pub async fn github_installation_token(
     api_url: &str,
     installation_id: i64,
     jwt: &str,
 ) -> Result<SecretString, GitError> {
+    Ok(mint(api_url, installation_id, jwt).await?.token)
+}
+
+async fn mint(api_url: &str, installation_id: i64, jwt: &str) -> Result<Minted, GitError> {
     #[derive(serde::Deserialize)]
     struct TokenResponse {
         token: String,
+        #[serde(default)]
+        expires_at: Option<String>,
     }
     let url = format!(
         "{}/app/installations/{installation_id}/access_tokens",
@@ -433,12 +446,83 @@ pub async fn github_installation_token(
         .json()
         .await
         .map_err(|e| GitError::GithubApp(format!("POST {url}: {e}")))?;
-    Ok(SecretString::new(body.token))
+    Ok(Minted {
+        token: SecretString::new(body.token),
+        expires_at: body
+            .expires_at
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+    })
+}
+
+/// A cached installation token is used while it has at least this long left.
+pub const TOKEN_REUSE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Whether a token expiring at `expires_at` may still be handed out at `now`.
+fn reusable(
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    expires_at.is_some_and(|at| at - now >= TOKEN_REUSE_MARGIN)
+}
+
+/// Installation tokens by (API URL, App id, installation id, SHA-256 of the private key).
+type TokenKey = (String, i64, i64, Vec<u8>);
+
+/// An installation token for GitHub App `app_id`: minted (JWT, then
+/// `POST …/access_tokens`) on first use and reused by later fetches of this process until
+/// [`TOKEN_REUSE_MARGIN`] before it expires (GitHub issues them for an hour), so the operator
+/// does not mint one per fetch. A different private key mints a new token.
+pub async fn github_app_token(
+    api_url: &str,
+    app_id: i64,
+    installation_id: i64,
+    private_key_pem: &str,
+) -> Result<SecretString, GitError> {
+    static TOKENS: std::sync::Mutex<std::collections::BTreeMap<TokenKey, Minted>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let key: TokenKey = (
+        api_url.trim_end_matches('/').to_owned(),
+        app_id,
+        installation_id,
+        ring::digest::digest(&ring::digest::SHA256, private_key_pem.as_bytes())
+            .as_ref()
+            .to_vec(),
+    );
+    let now = chrono::Utc::now();
+    {
+        let mut tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.retain(|_, m| reusable(m.expires_at, now));
+        if let Some(m) = tokens.get(&key) {
+            return Ok(m.token.clone());
+        }
+    }
+    let jwt = github_app_jwt(private_key_pem, app_id, now.timestamp())?;
+    let minted = mint(api_url, installation_id, &jwt).await?;
+    let token = minted.token.clone();
+    if reusable(minted.expires_at, now) {
+        TOKENS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, minted);
+    }
+    Ok(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_reused_until_five_minutes_before_expiry() {
+        let now = chrono::Utc::now();
+        let at = |minutes: i64| Some(now + chrono::TimeDelta::minutes(minutes));
+        assert!(reusable(at(60), now));
+        assert!(reusable(at(5), now));
+        assert!(!reusable(at(4), now));
+        assert!(!reusable(at(-1), now));
+        assert!(!reusable(None, now), "no expiry given: never reused");
+    }
 
     #[test]
     fn ssh_hosts() {

@@ -362,10 +362,9 @@ async fn credentials(io: &mut Io, scan: &DriftScan) -> Result<git::Credentials, 
         },
         GitCredentialsKind::GithubApp(app) => {
             let key = io.required(&app.secret_ref.name, "private-key").await?;
-            let jwt =
-                git::github_app_jwt(key.expose(), app.app_id, chrono::Utc::now().timestamp())?;
             let api = app.api_url.as_deref().unwrap_or("https://api.github.com");
-            let token = git::github_installation_token(api, app.installation_id, &jwt).await?;
+            let token =
+                git::github_app_token(api, app.app_id, app.installation_id, key.expose()).await?;
             git::Credentials::Https {
                 username: "x-access-token".into(),
                 token,

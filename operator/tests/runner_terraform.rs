@@ -1211,6 +1211,24 @@ variable "pin" {{
   sensitive = true
   default   = "7q!"
 }}
+variable "db_port" {{
+  type      = number
+  sensitive = true
+  default   = 15432
+}}
+variable "public" {{
+  type      = bool
+  sensitive = true
+  default   = true
+}}
+output "db_port_plus" {{
+  value     = var.db_port + 1
+  sensitive = true
+}}
+output "public_flag" {{
+  value     = var.public
+  sensitive = true
+}}
 output "token_len" {{ value = nonsensitive(length(var.api_token)) }}
 output "pin_len" {{ value = nonsensitive(length(var.pin)) }}
 output "old_secret" {{
@@ -1267,9 +1285,30 @@ output "old_secret" {{
         "<redacted>"
     );
     assert_eq!(doc["planned_values"]["outputs"]["token_len"]["value"], 24);
-    for secret in ["tok-variable-secret-1234", "7q!", "prior-state-only-secret"] {
+    for secret in [
+        "tok-variable-secret-1234",
+        "7q!",
+        "prior-state-only-secret",
+        "15432",
+        "15433",
+    ] {
         assert!(!json.contains(secret), "{secret} in the artifact: {json}");
     }
+    // Numbers and booleans marked sensitive are redacted by structure.
+    assert_eq!(doc["variables"]["db_port"]["value"], "<redacted>");
+    assert_eq!(doc["variables"]["public"]["value"], "<redacted>");
+    assert_eq!(
+        doc["configuration"]["root_module"]["variables"]["public"]["default"],
+        "<redacted>"
+    );
+    assert_eq!(
+        doc["planned_values"]["outputs"]["public_flag"]["value"],
+        "<redacted>"
+    );
+    assert_eq!(
+        doc["prior_state"]["values"]["outputs"]["db_port_plus"]["value"],
+        "<redacted>"
+    );
     let text =
         std::fs::read_to_string(artifacts.join("infra/infra-live-vars/r1/plan.txt")).unwrap();
     for secret in ["tok-variable-secret-1234", "prior-state-only-secret"] {

@@ -5,7 +5,9 @@
 //!
 //! Before anything is stored, [`redacted_plan`] replaces every sensitive value the parser
 //! collected (changes, drift, `prior_state`, sensitive variables; raw and JSON-escaped), the
-//! credentials the runner read, and the secret patterns of [`super::redact`].
+//! credentials the runner read, and the secret patterns of [`super::redact`]. When a number or
+//! boolean is marked sensitive, the JSON is first redacted by structure
+//! ([`super::plan::redact_marked`]), as text replacement cannot find such values.
 
 use std::path::PathBuf;
 
@@ -26,6 +28,20 @@ pub fn redacted_plan(
     text: &[u8],
 ) -> (String, String) {
     let redact = base.with(plan.sensitive.iter().cloned());
+    let structural;
+    let json = if plan.sensitive_non_strings {
+        // Sensitive numbers and booleans cannot be found by text: redact by structure.
+        match serde_json::from_slice::<serde_json::Value>(json) {
+            Ok(mut doc) => {
+                super::plan::redact_marked(&mut doc);
+                structural = doc.to_string().into_bytes();
+                &structural[..]
+            }
+            Err(_) => br#"{"redacted": "the plan could not be redacted"}"#,
+        }
+    } else {
+        json
+    };
     let mut json = redact.text(&String::from_utf8_lossy(json));
     if !plan.sensitive_tokens.is_empty() {
         let alternatives: Vec<String> = plan
@@ -210,6 +226,74 @@ mod tests {
             "infra/infra-live-prod/r1"
         );
         assert_eq!(object_dir("s", "a", "../x"), "s/s-a/..-x");
+    }
+
+    #[test]
+    fn sensitive_numbers_and_booleans_are_redacted_by_structure() {
+        let doc = serde_json::json!({
+            "format_version": "1.2",
+            "variables": {"db_port": {"value": 15432}, "replicas": {"value": 3}},
+            "planned_values": {
+                "outputs": {"pin": {"sensitive": true, "value": 271828}},
+                "root_module": {"resources": [{"address": "x.a",
+                    "values": {"port": 15432, "public": true, "size": 20},
+                    "sensitive_values": {"port": true, "public": true}}]}
+            },
+            "resource_changes": [{"address": "x.a", "type": "x", "mode": "managed",
+                "change": {"actions": ["update"],
+                    "before": {"port": 15431, "public": false, "size": 20, "list": [7, 314159]},
+                    "after": {"port": 15432, "public": true, "size": 20, "list": [7, 314159]},
+                    "before_sensitive": {"port": true, "public": true, "list": [false, true]},
+                    "after_sensitive": {"port": true, "public": true, "list": [false, true]}}}],
+            "output_changes": {"pin": {"actions": ["update"], "before": 161803, "after": 271828,
+                "before_sensitive": true, "after_sensitive": true}},
+            "prior_state": {"values": {
+                "outputs": {"pin": {"sensitive": true, "value": 161803}},
+                "root_module": {"child_modules": [{"resources": [{"address": "module.m.x.b",
+                    "values": {"flag": true, "n": 11}, "sensitive_values": {"flag": true}}]}]}}},
+            "configuration": {"root_module": {"variables": {
+                "db_port": {"sensitive": true, "default": 25432},
+                "replicas": {"default": 3}}}}
+        });
+        let bytes = doc.to_string().into_bytes();
+        let plan = super::super::plan::parse(&bytes, &Redact::default()).unwrap();
+        assert!(plan.sensitive_non_strings);
+        let (json, _) = redacted_plan(&Redact::default(), &plan, &bytes, b"");
+        for secret in ["15432", "15431", "271828", "161803", "314159", "25432"] {
+            assert!(!json.contains(secret), "{secret} stored: {json}");
+        }
+        let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let r = "<redacted>";
+        let change = &stored["resource_changes"][0]["change"];
+        assert_eq!(change["after"]["public"], r);
+        assert_eq!(change["before"]["public"], r);
+        // Unmarked values stay as they were.
+        assert_eq!(change["after"]["size"], 20);
+        assert_eq!(change["after"]["list"][0], 7);
+        assert_eq!(change["after"]["list"][1], r);
+        assert_eq!(stored["variables"]["replicas"]["value"], 3);
+        assert_eq!(stored["variables"]["db_port"]["value"], r);
+        let m = &stored["prior_state"]["values"]["root_module"]["child_modules"][0]["resources"][0];
+        assert_eq!(m["values"]["flag"], r);
+        assert_eq!(m["values"]["n"], 11);
+        assert_eq!(
+            stored["planned_values"]["root_module"]["resources"][0]["values"]["public"],
+            r
+        );
+
+        // Only strings marked: the stored plan keeps its original text (no re-serialisation).
+        let doc = serde_json::json!({"resource_changes": [{"address": "x.a", "type": "x",
+            "change": {"actions": ["update"], "before": {"pw": "old-password"},
+                "after": {"pw": "new-password", "n": 5}, "before_sensitive": {"pw": true},
+                "after_sensitive": {"pw": true}}}]});
+        let text = serde_json::to_string_pretty(&doc).unwrap();
+        let plan = super::super::plan::parse(text.as_bytes(), &Redact::default()).unwrap();
+        assert!(!plan.sensitive_non_strings);
+        let (json, _) = redacted_plan(&Redact::default(), &plan, text.as_bytes(), b"");
+        assert_eq!(
+            json,
+            text.replace("old-password", r).replace("new-password", r)
+        );
     }
 
     #[tokio::test]

@@ -76,6 +76,9 @@ pub struct ParsedPlan {
     /// Shorter sensitive strings, JSON-escaped: redacted only where they are a whole JSON string
     /// value (`"ab"` followed by `,` `}` or `]`), never inside other text or as object keys.
     pub sensitive_tokens: Vec<SecretString>,
+    /// A number or boolean was marked sensitive: the stored plan JSON must go through
+    /// [`redact_marked`] (text replacement cannot find them).
+    pub sensitive_non_strings: bool,
 }
 
 impl ParsedPlan {
@@ -93,7 +96,7 @@ pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
         plan: ParsedPlan::default(),
         seen: HashSet::new(),
         drift: Vec::new(),
-        sensitive: HashSet::new(),
+        sensitive: Secrets::default(),
         variables: BTreeMap::new(),
         sensitive_variables: Vec::new(),
     };
@@ -134,7 +137,8 @@ pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
     };
     let mut long = Vec::new();
     let mut short = Vec::new();
-    for value in sensitive {
+    plan.sensitive_non_strings = sensitive.non_strings;
+    for value in sensitive.strings {
         let escaped = escape(&value);
         if value.len() >= MIN_SECRET_LEN {
             if let Some(e) = escaped.filter(|e| *e != value) {
@@ -154,12 +158,22 @@ pub fn parse(json: &[u8], redact: &Redact) -> Result<ParsedPlan, PlanError> {
     Ok(plan)
 }
 
+/// Sensitive values seen while flattening.
+#[derive(Default)]
+struct Secrets {
+    /// Non-empty string values.
+    strings: HashSet<String>,
+    /// Whether a number or a boolean was marked sensitive (the stored plan then needs
+    /// [`redact_marked`]: such values cannot be found by text).
+    non_strings: bool,
+}
+
 struct State<'r> {
     redact: &'r Redact,
     plan: ParsedPlan,
     seen: HashSet<String>,
     drift: Vec<DriftItem>,
-    sensitive: HashSet<String>,
+    sensitive: Secrets,
     /// `variables`: root variable values (sensitive or not; small).
     variables: BTreeMap<String, Value>,
     /// Names of root variables declared sensitive, and sensitive defaults seen in
@@ -569,7 +583,7 @@ fn flatten<'v>(
     path: String,
     sensitive: &Value,
     out: &mut BTreeMap<String, Leaf<'v>>,
-    secrets: &mut HashSet<String>,
+    secrets: &mut Secrets,
 ) {
     match value {
         Value::Null => {}
@@ -594,10 +608,12 @@ fn flatten<'v>(
         leaf => {
             let is_sensitive = sensitive == &Value::Bool(true);
             if is_sensitive {
-                if let Value::String(s) = leaf {
-                    if !s.is_empty() {
-                        secrets.insert(s.clone());
+                match leaf {
+                    Value::String(s) if !s.is_empty() => {
+                        secrets.strings.insert(s.clone());
                     }
+                    Value::String(_) => {}
+                    _ => secrets.non_strings = true,
                 }
             }
             out.insert(
@@ -850,6 +866,160 @@ impl<'de> Visitor<'de> for StateList<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Replaces, in a whole plan document, every value Terraform marks sensitive by `<redacted>`,
+/// whatever its type: `before`/`after` of `resource_changes`, `resource_drift` and
+/// `output_changes` under their `*_sensitive` mirrors, resource `values` under
+/// `sensitive_values` and outputs marked `sensitive` in `planned_values` and `prior_state`
+/// (child modules too), and the values and defaults of variables declared sensitive. Used for
+/// the stored plan when [`ParsedPlan::sensitive_non_strings`] says text replacement is not
+/// enough (it builds the whole tree, so only then).
+pub fn redact_marked(doc: &mut Value) {
+    fn mark(value: &mut Value, mirror: &Value) {
+        match (mirror, value) {
+            (_, Value::Null) => {}
+            (Value::Bool(true), value) => *value = Value::String(REDACTED.to_owned()),
+            (Value::Object(m), Value::Object(v)) => {
+                for (k, s) in m {
+                    if let Some(c) = v.get_mut(k) {
+                        mark(c, s);
+                    }
+                }
+            }
+            (Value::Array(l), Value::Array(v)) => {
+                for (c, s) in v.iter_mut().zip(l) {
+                    mark(c, s);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn change(c: &mut Value) {
+        let Some(c) = c.as_object_mut() else { return };
+        for (value, mirror) in [("before", "before_sensitive"), ("after", "after_sensitive")] {
+            let mirror = c.get(mirror).cloned().unwrap_or(Value::Null);
+            if let Some(v) = c.get_mut(value) {
+                mark(v, &mirror);
+            }
+        }
+    }
+    fn module(m: &mut Value) {
+        let Some(m) = m.as_object_mut() else { return };
+        for r in m
+            .get_mut("resources")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let Some(r) = r.as_object_mut() else { continue };
+            let mirror = r.get("sensitive_values").cloned().unwrap_or(Value::Null);
+            if let Some(v) = r.get_mut("values") {
+                mark(v, &mirror);
+            }
+        }
+        for child in m
+            .get_mut("child_modules")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            module(child);
+        }
+    }
+    fn values(v: Option<&mut Value>) {
+        let Some(v) = v.and_then(Value::as_object_mut) else {
+            return;
+        };
+        for out in v
+            .get_mut("outputs")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            if out.get("sensitive") == Some(&Value::Bool(true)) {
+                if let Some(value) = out.get_mut("value") {
+                    mark(value, &Value::Bool(true));
+                }
+            }
+        }
+        if let Some(root) = v.get_mut("root_module") {
+            module(root);
+        }
+    }
+    /// Sensitive variables of a configuration module: defaults redacted, names returned.
+    fn config_vars(m: &mut Value, out: &mut Vec<String>) {
+        let Some(m) = m.as_object_mut() else { return };
+        for (name, var) in m
+            .get_mut("variables")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flatten()
+        {
+            if var.get("sensitive") == Some(&Value::Bool(true)) {
+                out.push(name.clone());
+                if let Some(d) = var.get_mut("default") {
+                    mark(d, &Value::Bool(true));
+                }
+            }
+        }
+        for call in m
+            .get_mut("module_calls")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flat_map(|c| c.values_mut())
+        {
+            if let Some(child) = call.get_mut("module") {
+                let mut ignored = Vec::new();
+                config_vars(child, &mut ignored);
+            }
+        }
+    }
+
+    let Some(doc) = doc.as_object_mut() else {
+        return;
+    };
+    for section in ["resource_changes", "resource_drift"] {
+        for rc in doc
+            .get_mut(section)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = rc.get_mut("change") {
+                change(c);
+            }
+        }
+    }
+    for c in doc
+        .get_mut("output_changes")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|o| o.values_mut())
+    {
+        change(c);
+    }
+    values(doc.get_mut("planned_values"));
+    values(
+        doc.get_mut("prior_state")
+            .and_then(Value::as_object_mut)
+            .and_then(|p| p.get_mut("values")),
+    );
+    let mut sensitive_vars = Vec::new();
+    if let Some(root) = doc
+        .get_mut("configuration")
+        .and_then(Value::as_object_mut)
+        .and_then(|c| c.get_mut("root_module"))
+    {
+        config_vars(root, &mut sensitive_vars);
+    }
+    if let Some(vars) = doc.get_mut("variables").and_then(Value::as_object_mut) {
+        for name in sensitive_vars {
+            if let Some(value) = vars.get_mut(&name).and_then(|v| v.get_mut("value")) {
+                mark(value, &Value::Bool(true));
+            }
+        }
     }
 }
 

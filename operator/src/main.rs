@@ -20,6 +20,18 @@ struct Cli {
     /// Log filter (`info`, `debug`, `driftless_operator=trace`).
     #[arg(long, global = true, default_value = "info", env = "DRIFTLESS_LOG")]
     log_level: String,
+    /// Seconds a git server may stay silent (while connecting, or between bytes of a
+    /// transfer) before a fetch fails; applies to the operator and the scan runner
+    /// (`--git-timeout-seconds` bounds a whole fetch of the operator).
+    #[arg(
+        long,
+        global = true,
+        env = "DRIFTLESS_GIT_SERVER_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u32).range(1..=3600)
+    )]
+    git_server_timeout: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,25 +89,6 @@ struct ScanArgs {
     git_timeout_seconds: u64,
 }
 
-/// Seconds a git server may stay silent (connecting, or mid-transfer) before a fetch gives up.
-const GIT_TIMEOUT_ENV: &str = "DRIFTLESS_GIT_SERVER_TIMEOUT";
-const GIT_TIMEOUT_DEFAULT_SECS: u32 = 60;
-
-/// `DRIFTLESS_GIT_SERVER_TIMEOUT` in milliseconds: whole seconds from 1 to 3600, default 60.
-fn git_timeout_ms(value: Option<&str>) -> Result<i32, String> {
-    let secs = match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => GIT_TIMEOUT_DEFAULT_SECS,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|s| (1..=3600).contains(s))
-            .ok_or_else(|| {
-                format!("{GIT_TIMEOUT_ENV}={v:?}: expected whole seconds from 1 to 3600")
-            })?,
-    };
-    Ok((secs * 1000) as i32)
-}
-
 /// Makes libgit2 give up on a git server that accepts a connection and then stays silent
 /// (http, https and git:// transports), so a stuck fetch frees its thread and the cached
 /// repository's lock instead of waiting for the TCP connection to drop.
@@ -111,15 +104,9 @@ fn set_git_timeouts(ms: i32) {
 }
 
 fn main() -> ExitCode {
-    // First, while the process has one thread.
-    match git_timeout_ms(std::env::var(GIT_TIMEOUT_ENV).ok().as_deref()) {
-        Ok(ms) => set_git_timeouts(ms),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    }
     let cli = Cli::parse();
+    // While the process still has one thread.
+    set_git_timeouts(cli.git_server_timeout.saturating_mul(1000) as i32);
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -229,18 +216,21 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
-    use super::git_timeout_ms;
+    use clap::Parser as _;
+
+    use super::Cli;
 
     #[test]
-    fn git_timeout_from_the_environment() {
-        assert_eq!(git_timeout_ms(None), Ok(60_000));
-        assert_eq!(git_timeout_ms(Some("")), Ok(60_000));
-        assert_eq!(git_timeout_ms(Some(" 5 ")), Ok(5_000));
-        assert_eq!(git_timeout_ms(Some("3600")), Ok(3_600_000));
+    fn git_server_timeout_is_bounded() {
+        let parse =
+            |v: &str| Cli::try_parse_from(["op", &format!("--git-server-timeout={v}"), "crds"]);
+        assert_eq!(parse("5").unwrap().git_server_timeout, 5);
+        assert_eq!(parse("3600").unwrap().git_server_timeout, 3600);
         for bad in ["0", "3601", "-1", "1.5", "1m"] {
-            let err = git_timeout_ms(Some(bad)).unwrap_err();
-            assert!(err.starts_with("DRIFTLESS_GIT_SERVER_TIMEOUT="), "{err}");
-            assert!(err.contains("1 to 3600"), "{err}");
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("--git-server-timeout"), "{err}");
         }
+        let default = Cli::try_parse_from(["op", "crds"]).unwrap();
+        assert_eq!(default.git_server_timeout, 60);
     }
 }

@@ -468,7 +468,7 @@ fn a_silent_git_server_times_out() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("DRIFTLESS_GIT_SERVER_TIMEOUT=\"soon\": expected whole seconds"),
+        stderr.contains("invalid value 'soon' for '--git-server-timeout <SECONDS>'"),
         "{stderr}"
     );
 }

@@ -26,6 +26,11 @@ use serde_json::{json, Value};
 
 const MANAGER: &str = "driftless-e2e";
 
+/// Each test runs an operator, and an operator acts on DriftScans in every namespace (as one
+/// per cluster does): two at once would both schedule each other's scans. The tests of this
+/// file therefore take turns.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn operator_binary() -> PathBuf {
     let root = repo_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -181,6 +186,7 @@ async fn drift_scan_runs_once_through_restart_and_webhook() {
     else {
         return;
     };
+    let _turn = ONE_OPERATOR.lock().await;
     install_crds(&client).await.unwrap();
     let bin = operator_binary();
     // The operator resolves the commit and the stacks' images from the repository itself.
@@ -505,6 +511,7 @@ async fn drift_scan_over_git_repo_with_real_runner() {
     let Some(client) = client_or_skip("drift_scan_over_git_repo_with_real_runner").await else {
         return;
     };
+    let _turn = ONE_OPERATOR.lock().await;
     install_crds(&client).await.unwrap();
     let bin = operator_binary();
     let dir = tempfile::tempdir().unwrap();

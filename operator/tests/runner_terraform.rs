@@ -2,8 +2,9 @@
 //! The scan runner end to end with the real Terraform 1.0.3 binary (`.ci/tools/terraform.sh`)
 //! on real git repositories served over `file://`, `git daemon` and smart HTTP with token
 //! auth (`git http-backend` behind a small server written here that checks `Authorization`).
-//! Stacks use only built-in Terraform features (local backend, `terraform_remote_state`,
-//! outputs); drift is created by editing the remote state file the stacks read.
+//! Most stacks use only built-in Terraform features (local backend, `terraform_remote_state`,
+//! outputs); drift is created by editing the remote state file the stacks read. Managed
+//! resources come from the null provider installed offline by the same script.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +30,18 @@ fn terraform() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The Terraform CLI configuration of `.ci/tools/terraform.sh`: installs the null provider
+/// from the local filesystem mirror, nothing from the network.
+fn cli_config() -> PathBuf {
+    let rc = terraform().with_file_name("..").join("terraformrc");
+    assert!(
+        rc.exists(),
+        "{} is missing: run .ci/tools/terraform.sh",
+        rc.display()
+    );
+    rc
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -145,6 +158,7 @@ output "db_password" {{
                 .args(args)
                 .current_dir(&work)
                 .env("TF_IN_AUTOMATION", "1")
+                .env("TF_CLI_CONFIG_FILE", cli_config())
                 .output()
                 .unwrap();
             assert!(
@@ -187,6 +201,7 @@ output "db_password" {{
             .arg(terraform())
             .args(extra)
             .env("DRIFTLESS_LOG", "info")
+            .env("TF_CLI_CONFIG_FILE", cli_config())
             .output()
             .unwrap();
         eprintln!(
@@ -357,6 +372,83 @@ fn failures_are_reported_and_exit_non_zero() {
     let scan = f.scan_file(&url, "  plan:\n    refreshOnly: true\n    lock: true\n");
     let out = f.runner(&scan, "r3", &["--stack", "live/app"]);
     assert!(out.status.success());
+}
+
+/// Managed resources of a real provider (null 2.1.2 from the local mirror): actions map to
+/// added / changed (replace) / removed, and `refreshOnly` reports code changes as no drift.
+#[test]
+fn null_provider_resources_and_refresh_only() {
+    let f = Fixture::new();
+    let s = f.states.display().to_string();
+    let stack = |web: &str, extra: &str| {
+        format!(
+            r#"terraform {{
+  required_providers {{
+    null = {{ source = "hashicorp/null", version = "2.1.2" }}
+  }}
+  backend "local" {{ path = "{s}/web.tfstate" }}
+}}
+resource "null_resource" "web" {{
+  triggers = {{ version = "{web}" }}
+}}
+{extra}"#
+        )
+    };
+    f.commit(
+        "live/web/main.tf",
+        &stack("1", "resource \"null_resource\" \"old\" {}\n"),
+    );
+    f.apply("live/web");
+    // The code moves on: web's trigger changes, old is dropped, new is added.
+    f.commit(
+        "live/web/main.tf",
+        &stack("2", "resource \"null_resource\" \"new\" {}\n"),
+    );
+    let url = format!("file://{}", f.repo.display());
+    let scan = f.scan_file(&url, "");
+    let out = f.runner(&scan, "r1", &["--stack", "live/web"]);
+    assert!(out.status.success());
+    let st = f.report("infra-live-web").status.unwrap();
+    let sum = st.summary.clone().unwrap();
+    assert_eq!(
+        (sum.status, sum.added, sum.changed, sum.removed),
+        (DriftStatus::Drifted, 1, 1, 1),
+        "{:?}",
+        st.items
+    );
+    let item = |address: &str| {
+        st.items
+            .iter()
+            .find(|i| i.address == address)
+            .unwrap_or_else(|| panic!("{address} missing: {:?}", st.items))
+    };
+    let web = item("null_resource.web");
+    assert_eq!((web.change, web.replace), (ChangeType::Changed, true));
+    let version = web
+        .attributes
+        .iter()
+        .find(|a| a.path == "triggers.version")
+        .unwrap();
+    assert_eq!(
+        (version.before.as_deref(), version.after.as_deref()),
+        (Some("1"), Some("2"))
+    );
+    assert_eq!(item("null_resource.new").change, ChangeType::Added);
+    assert_eq!(item("null_resource.old").change, ChangeType::Removed);
+
+    // refreshOnly: the real objects still match the state, so code changes are not drift.
+    let scan = f.scan_file(&url, "  plan:\n    refreshOnly: true\n");
+    let out = f.runner(&scan, "r2", &["--stack", "live/web"]);
+    assert!(out.status.success());
+    let st = f.report("infra-live-web").status.unwrap();
+    let sum = st.summary.clone().unwrap();
+    assert_eq!(
+        (sum.status, sum.added, sum.changed, sum.removed),
+        (DriftStatus::InSync, 0, 0, 0),
+        "{:?}",
+        st.items
+    );
+    assert!(st.items.is_empty(), "{:?}", st.items);
 }
 
 fn free_port() -> u16 {

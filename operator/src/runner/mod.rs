@@ -613,26 +613,24 @@ async fn plan_stack(
     let program = program.to_path_buf();
     let options = scan.spec.plan.clone();
     let dir2 = dir.clone();
-    let ran =
-        tokio::task::spawn_blocking(move || -> Result<(i32, Vec<u8>, Vec<u8>), EngineError> {
-            let cmds = engine::plan_commands(&options, PLAN_FILE);
-            let mut code = 0;
-            let mut json = Vec::new();
-            let mut text = Vec::new();
-            for (i, cmd) in cmds.iter().enumerate() {
-                let ok: &[i32] = if i == 1 { &[0, 2] } else { &[0] };
-                let out = engine::run(&program, cmd, &dir2, ok)?;
-                match i {
-                    1 => code = out.code,
-                    2 => json = out.stdout,
-                    3 => text = out.stdout,
-                    _ => {}
-                }
+    let ran = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>), EngineError> {
+        let cmds = engine::plan_commands(&options, PLAN_FILE);
+        let mut json = Vec::new();
+        let mut text = Vec::new();
+        // `plan -detailed-exitcode` exits 2 with changes; the parsed plan decides.
+        for (i, cmd) in cmds.iter().enumerate() {
+            let ok: &[i32] = if i == 1 { &[0, 2] } else { &[0] };
+            let out = engine::run(&program, cmd, &dir2, ok)?;
+            match i {
+                2 => json = out.stdout,
+                3 => text = out.stdout,
+                _ => {}
             }
-            Ok((code, json, text))
-        })
-        .await;
-    let (code, json, text) = match ran {
+        }
+        Ok((json, text))
+    })
+    .await;
+    let (json, text) = match ran {
         Ok(Ok(v)) => v,
         Ok(Err(err)) => return (Outcome::Failed(base_redact.text(&err.to_string())), None),
         Err(err) => return (Outcome::Failed(format!("plan task: {err}")), None),
@@ -658,13 +656,7 @@ async fn plan_stack(
         }
         None => None,
     };
-    (
-        Outcome::Planned {
-            plan: parsed,
-            exit_code: code,
-        },
-        artifact,
-    )
+    (Outcome::Planned { plan: parsed }, artifact)
 }
 
 #[cfg(test)]
@@ -713,7 +705,6 @@ mod tests {
                 changed: 1,
                 ..Default::default()
             },
-            exit_code: 2,
         }
     }
 
@@ -850,7 +841,6 @@ mod tests {
         assert_eq!(s.summary.unwrap().status, DriftStatus::Drifted);
         let in_sync = Outcome::Planned {
             plan: plan::ParsedPlan::default(),
-            exit_code: 0,
         };
         report_stack(&mut io, "live/app", &in_sync, &meta("r2"), None)
             .await

@@ -28,12 +28,11 @@ pub struct RunMeta {
 /// How planning a stack ended.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    /// Planned; `exit_code` of `plan -detailed-exitcode` (0 no changes, 2 changes).
+    /// Planned. The status follows the parsed items, not `plan -detailed-exitcode`'s 2:
+    /// Terraform 1.0 exits 2 from a `-refresh-only` plan that found nothing.
     Planned {
         /// The parsed plan.
         plan: ParsedPlan,
-        /// Exit code of plan.
-        exit_code: i32,
     },
     /// Failed; the error is already redacted.
     Failed(String),
@@ -67,11 +66,11 @@ pub fn build_status(
         run: Some(meta.run.clone()),
     };
     match outcome {
-        Outcome::Planned { plan, exit_code } => {
+        Outcome::Planned { plan } => {
             summary.added = plan.added;
             summary.changed = plan.changed;
             summary.removed = plan.removed;
-            summary.status = if plan.drifted() || *exit_code == 2 {
+            summary.status = if plan.drifted() {
                 DriftStatus::Drifted
             } else {
                 DriftStatus::InSync
@@ -182,10 +181,7 @@ mod tests {
     fn bounded_items_and_status() {
         let s = build_status(
             None,
-            &Outcome::Planned {
-                plan: plan(250),
-                exit_code: 2,
-            },
+            &Outcome::Planned { plan: plan(250) },
             &meta("r1"),
             None,
         );
@@ -194,15 +190,7 @@ mod tests {
         let sum = s.summary.unwrap();
         assert_eq!((sum.status, sum.changed), (DriftStatus::Drifted, 250));
         assert_eq!(sum.run.as_deref(), Some("r1"));
-        let s = build_status(
-            None,
-            &Outcome::Planned {
-                plan: plan(0),
-                exit_code: 0,
-            },
-            &meta("r1"),
-            None,
-        );
+        let s = build_status(None, &Outcome::Planned { plan: plan(0) }, &meta("r1"), None);
         assert_eq!(s.summary.unwrap().status, DriftStatus::InSync);
         let s = build_status(
             None,
@@ -220,7 +208,6 @@ mod tests {
         for run in 0..30 {
             let out = Outcome::Planned {
                 plan: plan(run % 3),
-                exit_code: 0,
             };
             status = Some(build_status(
                 status.as_ref(),

@@ -325,9 +325,174 @@ pub fn strip_comments(text: &str) -> String {
     }
 }
 
+/// Files and directories a Terragrunt configuration in `dir` reads besides its own directory,
+/// as normalised repository paths (files: `root.hcl`; directories: a dependency's stack):
+///
+/// - `find_in_parent_folders()` / `find_in_parent_folders("name")` anywhere (an `include`'s
+///   `path`, `read_terragrunt_config(...)`, `locals`): the nearest file of that name
+///   (default `terragrunt.hcl`) in a directory above `dir`;
+/// - `include { path = "..." }` and `read_terragrunt_config("...")` with a literal `.hcl` path;
+/// - `dependency { config_path = "..." }` and `dependencies { paths = [...] }`: the dependency's
+///   directory (its outputs feed this stack);
+/// - `source = "${get_repo_root()}/…"`, `"${get_terragrunt_dir()}/…"` and
+///   `"${get_parent_terragrunt_dir()}/…"` (the directory of the included root configuration);
+///   other interpolations are skipped.
+///
+/// An included or read file is merged into the configuration that includes it, so its own
+/// references are resolved the same way, relative to `dir` (as Terragrunt evaluates
+/// `get_terragrunt_dir()` and `find_in_parent_folders()` of an included file in the child).
+pub fn terragrunt_refs(snapshot: &Snapshot, dir: &str, text: &str) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut texts = vec![strip_comments(text)];
+    let mut parent_dir: Option<String> = None;
+    while let Some(text) = texts.pop() {
+        for file in included_files(snapshot, dir, &text) {
+            if seen.insert(file.clone()) {
+                if let Some(t) = snapshot.text(&file) {
+                    texts.push(strip_comments(t));
+                }
+                if parent_dir.is_none() && snapshot.paths.contains(&file) {
+                    parent_dir = Some(parent(&file));
+                }
+                out.insert(file);
+            }
+        }
+        for target in dependency_dirs(dir, &text) {
+            out.insert(target);
+        }
+        for source in interpolated_sources(dir, parent_dir.as_deref(), &text) {
+            out.insert(source);
+        }
+    }
+    out.remove(dir);
+    out.into_iter().collect()
+}
+
+/// One regex, compiled once (`None` only if the pattern were invalid).
+macro_rules! regex {
+    ($re:literal) => {{
+        static RE: OnceLock<Option<Regex>> = OnceLock::new();
+        RE.get_or_init(|| Regex::new($re).ok()).as_ref()
+    }};
+}
+
+/// `path` (relative to `dir`, or with a leading `${get_terragrunt_dir()}` /
+/// `${get_repo_root()}`) as a repository path; `None` for absolute paths, other
+/// interpolations and paths leaving the repository.
+fn resolve_ref(dir: &str, parent_dir: Option<&str>, path: &str) -> Option<String> {
+    let (base, rest) = if let Some(rest) = path.strip_prefix("${get_repo_root()}") {
+        ("", rest.trim_start_matches('/'))
+    } else if let Some(rest) = path.strip_prefix("${get_terragrunt_dir()}") {
+        (dir, rest.trim_start_matches('/'))
+    } else if let Some(rest) = path.strip_prefix("${get_parent_terragrunt_dir()}") {
+        (parent_dir?, rest.trim_start_matches('/'))
+    } else {
+        (dir, path)
+    };
+    if rest.starts_with('/') || rest.contains("${") || escapes(base, rest) {
+        return None;
+    }
+    Some(normalize(&format!("{base}/{rest}")))
+}
+
+/// The files `find_in_parent_folders`, `include { path }` and `read_terragrunt_config` name.
+fn included_files(snapshot: &Snapshot, dir: &str, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(re) = regex!(r#"find_in_parent_folders\(\s*(?:"([^"$]*)")?\s*[,)]"#) {
+        for c in re.captures_iter(text) {
+            let name = c.get(1).map_or("terragrunt.hcl", |m| m.as_str());
+            if let Some(found) = find_in_parents(snapshot, dir, name) {
+                out.push(found);
+            }
+        }
+    }
+    if let Some(re) = regex!(r#"(?:\bpath\s*=\s*|read_terragrunt_config\(\s*)"([^"]+\.hcl)""#) {
+        for c in re.captures_iter(text) {
+            if let Some(path) = c.get(1).and_then(|m| resolve_ref(dir, None, m.as_str())) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The nearest `name` in a directory above `dir` (Terragrunt starts in the parent).
+fn find_in_parents(snapshot: &Snapshot, dir: &str, name: &str) -> Option<String> {
+    if name.is_empty() || name.starts_with('/') || name.contains("..") {
+        return None;
+    }
+    let mut current = normalize(dir);
+    while !current.is_empty() {
+        current = parent(&current);
+        let candidate = normalize(&format!("{current}/{name}"));
+        if snapshot.paths.contains(&candidate) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// `dependency { config_path }` and `dependencies { paths }` directories.
+fn dependency_dirs(dir: &str, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |path: &str| {
+        if let Some(p) = resolve_ref(dir, None, path) {
+            out.push(p);
+        }
+    };
+    if let Some(re) = regex!(r#"\bconfig_path\s*=\s*"([^"]+)""#) {
+        for c in re.captures_iter(text) {
+            if let Some(m) = c.get(1) {
+                add(m.as_str());
+            }
+        }
+    }
+    if let (Some(list), Some(item)) = (
+        regex!(r#"\bpaths\s*=\s*\[([^\]]*)\]"#),
+        regex!(r#""([^"]+)""#),
+    ) {
+        for c in list.captures_iter(text) {
+            if let Some(m) = c.get(1) {
+                for i in item.captures_iter(m.as_str()) {
+                    if let Some(p) = i.get(1) {
+                        add(p.as_str());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `source = "${get_repo_root()}/…"` and the like: the module root (before `//`, without the
+/// query).
+fn interpolated_sources(dir: &str, parent_dir: Option<&str>, text: &str) -> Vec<String> {
+    let Some(re) = regex!(
+        r#"\bsource\s*=\s*"(\$\{get_(?:repo_root|terragrunt_dir|parent_terragrunt_dir)\(\)\}[^"]*)""#
+    ) else {
+        return Vec::new();
+    };
+    re.captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .filter_map(|m| {
+            let s = m.as_str();
+            let s = s.split('?').next().unwrap_or(s);
+            // The prefix is `${...}`; the module root ends at a `//` after it.
+            let body_start = s.find('}').map_or(0, |i| i + 1);
+            let s = match s[body_start..].find("//") {
+                Some(i) if i > 0 => &s[..body_start + i],
+                _ => s,
+            };
+            resolve_ref(dir, parent_dir, s)
+        })
+        .collect()
+}
+
 /// The local-module graph of a commit: for each stack and each directory reached from it,
-/// the local directories its `.tf` / `.tf.json` / `.hcl` files use as sources (normalised
-/// repository paths; sources leaving the repository are dropped).
+/// the local directories its `.tf` / `.tf.json` / `.hcl` files use as sources, and for
+/// Terragrunt configurations the files and directories of [`terragrunt_refs`] (normalised
+/// repository paths; paths leaving the repository are dropped). An entry may be a file.
 pub fn module_graph(snapshot: &Snapshot, stacks: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut graph = BTreeMap::new();
     let mut todo: Vec<String> = stacks.iter().map(|s| normalize(s)).collect();
@@ -352,6 +517,9 @@ pub fn module_graph(snapshot: &Snapshot, stacks: &[String]) -> BTreeMap<String, 
                 if target != dir {
                     used.insert(target);
                 }
+            }
+            if name.ends_with(".hcl") {
+                used.extend(terragrunt_refs(snapshot, &dir, text));
             }
         }
         let used: Vec<String> = used.into_iter().collect();
@@ -841,17 +1009,16 @@ pub async fn credentials(
         },
         GitCredentialsKind::GithubApp(app) => {
             let key = required(app.secret_ref.name.clone(), "private-key").await?;
-            let jwt = crate::runner::git::github_app_jwt(
-                key.expose(),
-                app.app_id,
-                chrono::Utc::now().timestamp(),
-            )
-            .map_err(|e| RepoError::Credentials(e.to_string()))?;
             let api = app.api_url.as_deref().unwrap_or("https://api.github.com");
-            let token =
-                crate::runner::git::github_installation_token(api, app.installation_id, &jwt)
-                    .await
-                    .map_err(|e| RepoError::Credentials(e.to_string()))?;
+            // Minted once and reused by later fetches until shortly before it expires.
+            let token = crate::runner::git::github_app_token(
+                api,
+                app.app_id,
+                app.installation_id,
+                key.expose(),
+            )
+            .await
+            .map_err(|e| RepoError::Credentials(e.to_string()))?;
             Credentials::Https {
                 username: "x-access-token".into(),
                 token,

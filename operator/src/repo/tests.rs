@@ -646,3 +646,131 @@ async fn resolve_at_runs_off_the_runtime_and_pins_the_commit() {
     .unwrap_err();
     assert!(err.starts_with("spec.source.git.discover[0]"), "{err}");
 }
+
+/// A Terragrunt layout as its users write it: a root config, per-environment files read from
+/// parent folders, dependencies between stacks, and modules named through functions.
+fn terragrunt_repo() -> Snapshot {
+    snap(&[
+        (
+            "root.hcl",
+            "remote_state {\n  backend = \"s3\"\n}\nlocals {\n  account = read_terragrunt_config(find_in_parent_folders(\"account.hcl\"))\n}\n",
+        ),
+        ("terragrunt.hcl", "# the repository's own root config\n"),
+        ("live/account.hcl", "locals { id = \"1\" }\n"),
+        ("live/prod/env.hcl", "locals { env = \"prod\" }\n"),
+        ("live/stage/env.hcl", "locals { env = \"stage\" }\n"),
+        (
+            "live/prod/vpc/terragrunt.hcl",
+            "include \"root\" {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nlocals {\n  env = read_terragrunt_config(find_in_parent_folders(\"env.hcl\"))\n}\nterraform {\n  source = \"${get_repo_root()}/modules/vpc?ref=x\"\n}\n",
+        ),
+        (
+            "live/prod/app/terragrunt.hcl",
+            "include {\n  path = find_in_parent_folders()\n}\n# read_terragrunt_config(\"../../stage/env.hcl\") is a comment\ndependency \"vpc\" {\n  config_path = \"../vpc\"\n}\ndependencies {\n  paths = [\"../db\", \"../../../../outside\"]\n}\nterraform {\n  source = \"${get_terragrunt_dir()}/../../../modules//app\"\n}\n",
+        ),
+        (
+            "live/prod/db/terragrunt.hcl",
+            "include \"root\" {\n  path = \"${get_terragrunt_dir()}/../../../root.hcl\"\n}\nterraform {\n  source = \"${get_parent_terragrunt_dir()}/modules/db\"\n}\ninputs = { x = \"${path_relative_from_include()}/y\" }\n",
+        ),
+        (
+            "live/stage/vpc/terragrunt.hcl",
+            "include \"root\" {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nlocals {\n  env = read_terragrunt_config(\"../env.hcl\")\n}\nterraform {\n  source = \"../../../modules//vpc\"\n}\n",
+        ),
+        ("modules/vpc/main.tf", ""),
+        ("modules/app/main.tf", ""),
+        ("modules/db/main.tf", ""),
+        ("README.md", "docs\n"),
+    ])
+}
+
+#[test]
+fn terragrunt_includes_reads_dependencies_and_function_sources() {
+    let s = terragrunt_repo();
+    let text = |p: &str| s.text(p).unwrap().to_owned();
+    // include via find_in_parent_folders("root.hcl"); the root reads account.hcl (resolved
+    // from the child, as Terragrunt does); env.hcl from the nearest parent; get_repo_root().
+    assert_eq!(
+        terragrunt_refs(&s, "live/prod/vpc", &text("live/prod/vpc/terragrunt.hcl")),
+        [
+            "live/account.hcl",
+            "live/prod/env.hcl",
+            "modules/vpc",
+            "root.hcl"
+        ]
+    );
+    // find_in_parent_folders() defaults to terragrunt.hcl (here the repository root's);
+    // dependency and dependencies directories; a path leaving the repository and a comment
+    // are ignored; get_terragrunt_dir() and the module root before `//`.
+    assert_eq!(
+        terragrunt_refs(&s, "live/prod/app", &text("live/prod/app/terragrunt.hcl")),
+        ["live/prod/db", "live/prod/vpc", "modules", "terragrunt.hcl"]
+    );
+    // A literal include path with get_terragrunt_dir(); get_parent_terragrunt_dir() is the
+    // included root's directory; other interpolations are skipped.
+    assert_eq!(
+        terragrunt_refs(&s, "live/prod/db", &text("live/prod/db/terragrunt.hcl")),
+        ["live/account.hcl", "modules/db", "root.hcl"]
+    );
+    // read_terragrunt_config with a relative literal path.
+    assert_eq!(
+        terragrunt_refs(&s, "live/stage/vpc", &text("live/stage/vpc/terragrunt.hcl")),
+        ["live/account.hcl", "live/stage/env.hcl", "root.hcl"]
+    );
+    // Nothing found above: nothing added.
+    assert!(terragrunt_refs(&s, "", "include { path = find_in_parent_folders() }").is_empty());
+}
+
+#[test]
+fn terragrunt_changes_select_only_the_stacks_that_read_them() {
+    let s = terragrunt_repo();
+    let stacks: Vec<String> = [
+        "live/prod/vpc",
+        "live/prod/app",
+        "live/prod/db",
+        "live/stage/vpc",
+    ]
+    .map(String::from)
+    .to_vec();
+    let g = module_graph(&s, &stacks);
+    let hit = |files: &[&str]| {
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        crate::scan::webhook::affected_stacks(&stacks, &files, &g)
+    };
+    assert_eq!(
+        hit(&["live/prod/env.hcl"]),
+        ["live/prod/vpc", "live/prod/app"]
+    );
+    assert_eq!(hit(&["live/stage/env.hcl"]), ["live/stage/vpc"]);
+    // The root config and what it reads affect every stack including it, and app through its
+    // dependencies (vpc and db include it).
+    assert_eq!(
+        hit(&["root.hcl"]),
+        [
+            "live/prod/vpc",
+            "live/prod/app",
+            "live/prod/db",
+            "live/stage/vpc"
+        ]
+    );
+    assert_eq!(
+        hit(&["live/account.hcl"]),
+        [
+            "live/prod/vpc",
+            "live/prod/app",
+            "live/prod/db",
+            "live/stage/vpc"
+        ]
+    );
+    // A dependency's change reaches its dependents.
+    assert_eq!(
+        hit(&["live/prod/db/terragrunt.hcl"]),
+        ["live/prod/app", "live/prod/db"]
+    );
+    // stage/vpc's `../../../modules//vpc` copies all of `modules` (the root before `//`).
+    assert_eq!(
+        hit(&["modules/db/main.tf"]),
+        ["live/prod/app", "live/prod/db", "live/stage/vpc"]
+    );
+    // Including the repository root's terragrunt.hcl does not make every file count.
+    assert!(hit(&["README.md"]).is_empty());
+    assert_eq!(hit(&["terragrunt.hcl"]), ["live/prod/app"]);
+}

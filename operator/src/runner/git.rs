@@ -410,14 +410,6 @@ struct Minted {
 }
 
 /// Exchanges an App JWT for an installation token.
-pub async fn github_installation_token(
-    api_url: &str,
-    installation_id: i64,
-    jwt: &str,
-) -> Result<SecretString, GitError> {
-    Ok(mint(api_url, installation_id, jwt).await?.token)
-}
-
 async fn mint(api_url: &str, installation_id: i64, jwt: &str) -> Result<Minted, GitError> {
     #[derive(serde::Deserialize)]
     struct TokenResponse {

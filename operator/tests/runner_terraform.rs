@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use driftless_crds::drift_report::{ChangeType, DriftReport, DriftStatus};
+use driftless_crds::secret::SecretString;
+use driftless_operator::repo::RepoCache;
+use driftless_operator::runner::git::Credentials;
+
+/// How long the operator's repository cache may take per fetch in these tests.
+const CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn terraform() -> PathBuf {
     let root = std::env::var("DRIFTLESS_TOOLS")
@@ -729,6 +735,40 @@ fn smart_http_with_token() {
     assert!(refused.load(Ordering::SeqCst) >= 1);
     assert!(!f.out_dir().join("infra-live-app.yaml").exists());
 
+    // The operator's repository cache fetches with the same credentials: refused, then
+    // fetched at the branch head.
+    let cache_dir = f.root.join("cache");
+    let cache = RepoCache::new(&cache_dir);
+    let https = |token: &str| Credentials::Https {
+        username: "ci-bot".into(),
+        token: SecretString::new(token),
+    };
+    let err = cache
+        .sync(
+            &url,
+            "HEAD",
+            None,
+            &https("wrong-token-value"),
+            CACHE_TIMEOUT,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&url) && !err.contains("wrong-token-value"),
+        "{err}"
+    );
+    let head = git(&f.repo, &["rev-parse", "HEAD"]);
+    let fetched = cache
+        .sync(
+            &url,
+            "HEAD",
+            None,
+            &https("tok-3f9a1c2e8b7d"),
+            CACHE_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(fetched, head);
+
     // Right token.
     write(&secrets.join("git-token/token"), "tok-3f9a1c2e8b7d\n");
     let out = f.runner(&scan, "r1", &["--secrets-dir", &sd]);
@@ -1229,6 +1269,36 @@ fn ssh_clone_checks_known_hosts() {
     let head = git(&f.repo, &["rev-parse", "HEAD"]);
     let db = f.report("infra-live-db").status.unwrap();
     assert_eq!(db.summary.unwrap().commit.as_deref(), Some(head.as_str()));
+    // The operator's repository cache: the same host-key check, then the same commit.
+    let cache = RepoCache::new(f.root.join("cache"));
+    let ssh = |known_hosts: String| Credentials::Ssh {
+        private_key: SecretString::new(sshd.client_key.clone()),
+        known_hosts,
+    };
+    let err = cache
+        .sync(
+            &url,
+            "HEAD",
+            None,
+            &ssh(format!("github.com {kind} {blob}\n")),
+            CACHE_TIMEOUT,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not in the known_hosts") && err.contains(&fp),
+        "{err}"
+    );
+    let fetched = cache
+        .sync(
+            &url,
+            "HEAD",
+            None,
+            &ssh(format!("[127.0.0.1]:{port} {kind} {blob}\n")),
+            CACHE_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(fetched, head);
 
     // 4. The same entry hashed by `ssh-keygen -H` (what `HashKnownHosts yes` writes).
     let hashed = f.root.join("ssh/known_hosts_hashed");

@@ -411,17 +411,17 @@ resource "null_resource" "web" {{
         &stack("2", "resource \"null_resource\" \"new\" {}\n"),
     );
     let url = format!("file://{}", f.repo.display());
-    let scan = f.scan_file(&url, "");
-    let out = f.runner(&scan, "r1", &["--stack", "live/web"]);
-    assert!(out.status.success());
-    let st = f.report("infra-live-web").status.unwrap();
-    let sum = st.summary.clone().unwrap();
-    assert_eq!(
-        (sum.status, sum.added, sum.changed, sum.removed),
-        (DriftStatus::Drifted, 1, 1, 1),
-        "{:?}",
-        st.items
-    );
+    // Scans live/web with `extra` DriftScan spec lines: its status and (status, counts).
+    let scan_web = |run: &str, extra: &str| {
+        let out = f.runner(&f.scan_file(&url, extra), run, &["--stack", "live/web"]);
+        assert!(out.status.success());
+        let st = f.report("infra-live-web").status.unwrap();
+        let sum = st.summary.clone().unwrap();
+        let counts = (sum.status, sum.added, sum.changed, sum.removed);
+        (st, counts)
+    };
+    let (st, counts) = scan_web("r1", "");
+    assert_eq!(counts, (DriftStatus::Drifted, 1, 1, 1), "{:?}", st.items);
     let item = |address: &str| {
         st.items
             .iter()
@@ -443,17 +443,8 @@ resource "null_resource" "web" {{
     assert_eq!(item("null_resource.old").change, ChangeType::Removed);
 
     // refreshOnly: the real objects still match the state, so code changes are not drift.
-    let scan = f.scan_file(&url, "  plan:\n    refreshOnly: true\n");
-    let out = f.runner(&scan, "r2", &["--stack", "live/web"]);
-    assert!(out.status.success());
-    let st = f.report("infra-live-web").status.unwrap();
-    let sum = st.summary.clone().unwrap();
-    assert_eq!(
-        (sum.status, sum.added, sum.changed, sum.removed),
-        (DriftStatus::InSync, 0, 0, 0),
-        "{:?}",
-        st.items
-    );
+    let (st, counts) = scan_web("r2", "  plan:\n    refreshOnly: true\n");
+    assert_eq!(counts, (DriftStatus::InSync, 0, 0, 0), "{:?}", st.items);
     assert!(st.items.is_empty(), "{:?}", st.items);
 }
 
@@ -1271,33 +1262,21 @@ fn ssh_clone_checks_known_hosts() {
     assert_eq!(db.summary.unwrap().commit.as_deref(), Some(head.as_str()));
     // The operator's repository cache: the same host-key check, then the same commit.
     let cache = RepoCache::new(f.root.join("cache"));
-    let ssh = |known_hosts: String| Credentials::Ssh {
-        private_key: SecretString::new(sshd.client_key.clone()),
-        known_hosts,
+    let fetch = |known_hosts: String| {
+        let creds = Credentials::Ssh {
+            private_key: SecretString::new(sshd.client_key.clone()),
+            known_hosts,
+        };
+        cache.sync(&url, "HEAD", None, &creds, CACHE_TIMEOUT)
     };
-    let err = cache
-        .sync(
-            &url,
-            "HEAD",
-            None,
-            &ssh(format!("github.com {kind} {blob}\n")),
-            CACHE_TIMEOUT,
-        )
+    let err = fetch(format!("github.com {kind} {blob}\n"))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("is not in the known_hosts") && err.contains(&fp),
         "{err}"
     );
-    let fetched = cache
-        .sync(
-            &url,
-            "HEAD",
-            None,
-            &ssh(format!("[127.0.0.1]:{port} {kind} {blob}\n")),
-            CACHE_TIMEOUT,
-        )
-        .unwrap();
+    let fetched = fetch(format!("[127.0.0.1]:{port} {kind} {blob}\n")).unwrap();
     assert_eq!(fetched, head);
 
     // 4. The same entry hashed by `ssh-keygen -H` (what `HashKnownHosts yes` writes).

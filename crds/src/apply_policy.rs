@@ -2,7 +2,7 @@
 
 pub mod tasks;
 
-use kube::{CELSchema, CustomResource};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,7 @@ fn is_empty_values(values: &Values) -> bool {
     values.0.is_empty()
 }
 
-fn secret_vars_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn secret_vars_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<SecretVar>(gen, 256)
 }
 
@@ -88,29 +88,25 @@ pub const MAX_TASKS: u32 = 2000;
 /// Task lists are `x-kubernetes-list-type: map` keyed by name: the API server itself refuses
 /// duplicate names (a CEL uniqueness rule over 2,000 items would exceed its cost budget), and
 /// server-side apply merges tasks by name.
-fn tasks_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn tasks_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     named_map_list::<Task>(gen, MAX_TASKS)
 }
 
-fn handlers_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn handlers_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     named_map_list::<Task>(gen, 256)
 }
 
 fn named_map_list<T: JsonSchema>(
-    gen: &mut schemars::gen::SchemaGenerator,
+    gen: &mut schemars::SchemaGenerator,
     max: u32,
-) -> schemars::schema::Schema {
+) -> schemars::Schema {
     let mut schema = Vec::<T>::json_schema(gen);
-    if let schemars::schema::Schema::Object(object) = &mut schema {
-        object.array().max_items = Some(max);
-        object
-            .extensions
-            .insert("x-kubernetes-list-type".into(), "map".into());
-        object.extensions.insert(
-            "x-kubernetes-list-map-keys".into(),
-            serde_json::json!(["name"]),
-        );
-    }
+    schema.insert("maxItems".into(), max.into());
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["name"]),
+    );
     schema
 }
 
@@ -179,9 +175,9 @@ one_of! {
 
 /// A piece of known drift to leave out of reports and alone when enforcing. Every field that is
 /// set must match.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("has(self.task) || has(self.resource) || has(self.path)").message("set at least one of task, resource and path"))]
+#[x_kube(validation = Rule::new("has(self.task) || has(self.resource) || has(self.path)").message("set at least one of task, resource and path"))]
 pub struct IgnoreRule {
     /// Task name, or a glob over task names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,9 +194,9 @@ pub struct IgnoreRule {
 }
 
 /// How a new revision reaches the nodes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("self.strategy != 'Canary' || has(self.canary)").message("canary must be set when strategy is Canary"))]
+#[x_kube(validation = Rule::new("self.strategy != 'Canary' || has(self.canary)").message("canary must be set when strategy is Canary"))]
 pub struct Rollout {
     /// `AllAtOnce` lets every node take the new revision (within `maxUnavailable`); `Canary`
     /// first rolls it to `canary.nodes` and waits for them to stay healthy.
@@ -209,7 +205,7 @@ pub struct Rollout {
     /// How many nodes may be applying a new revision (or failed on it) at once: a count such
     /// as `2`, or a percentage of targeted nodes such as `25%`.
     #[serde(default = "default_max_unavailable")]
-    #[cel_validate(rule = Rule::new("type(self) == int ? self > 0 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive count or a percentage between 1% and 100%"))]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive count or a percentage between 1% and 100%"))]
     pub max_unavailable: IntOrString,
     /// Canary settings, required for `strategy: Canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,11 +241,11 @@ pub enum RolloutStrategy {
 }
 
 /// The canary step of a rollout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Canary {
     /// How many nodes go first: a count or a percentage of targeted nodes.
-    #[cel_validate(rule = Rule::new("type(self) == int ? self > 0 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive count or a percentage between 1% and 100%"))]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive count or a percentage between 1% and 100%"))]
     pub nodes: IntOrString,
     /// How long canary nodes must stay healthy before the rollout continues.
     #[serde(default = "default_soak")]
@@ -292,7 +288,7 @@ pub struct AuditConfig {
     pub sinks: Vec<AuditSink>,
 }
 
-fn audit_sinks_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn audit_sinks_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<AuditSink>(gen, 16)
 }
 

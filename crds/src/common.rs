@@ -1,11 +1,10 @@
 //! Types shared by several kinds: durations, secret references, S3 targets, status conditions.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use schemars::gen::SchemaGenerator;
-use schemars::schema::{InstanceType, Schema, SchemaObject, StringValidation};
-use schemars::JsonSchema;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
@@ -95,12 +94,12 @@ impl<'de> Deserialize<'de> for Duration {
 }
 
 impl JsonSchema for Duration {
-    fn schema_name() -> String {
+    fn schema_name() -> Cow<'static, str> {
         "Duration".into()
     }
 
-    fn is_referenceable() -> bool {
-        false
+    fn inline_schema() -> bool {
+        true
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
@@ -113,16 +112,11 @@ impl JsonSchema for Duration {
 
 /// A string schema with a pattern and a description.
 pub(crate) fn string_schema(pattern: &str, description: &str) -> Schema {
-    let mut schema = SchemaObject {
-        instance_type: Some(InstanceType::String.into()),
-        string: Some(Box::new(StringValidation {
-            pattern: Some(pattern.into()),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    schema.metadata().description = Some(description.into());
-    schema.into()
+    json_schema!({
+        "type": "string",
+        "pattern": pattern,
+        "description": description,
+    })
 }
 
 /// Builds a `Duration` from literal text; for defaults in this crate only.
@@ -256,34 +250,33 @@ pub enum Presence {
 pub struct Values(pub BTreeMap<String, serde_json::Value>);
 
 impl JsonSchema for Values {
-    fn schema_name() -> String {
+    fn schema_name() -> Cow<'static, str> {
         "Values".into()
     }
 
-    fn is_referenceable() -> bool {
-        false
+    fn inline_schema() -> bool {
+        true
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        serde_json::from_value(serde_json::json!({
+        json_schema!({
             "type": "object",
             "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
-        }))
-        .unwrap_or(Schema::Bool(true))
+        })
     }
 }
 
 /// Appends CEL rules (`x-kubernetes-validations`) to a schema.
 pub(crate) fn add_rules(schema: &mut Schema, rules: &[(&str, &str)]) {
-    if let Schema::Object(object) = schema {
-        let list = object
-            .extensions
-            .entry("x-kubernetes-validations".into())
-            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-        if let serde_json::Value::Array(list) = list {
-            for (rule, message) in rules {
-                list.push(serde_json::json!({ "rule": rule, "message": message }));
-            }
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let list = object
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(list) = list {
+        for (rule, message) in rules {
+            list.push(serde_json::json!({ "rule": rule, "message": message }));
         }
     }
 }
@@ -294,9 +287,7 @@ pub const UNIQUE_NAMES_RULE: &str = "self.all(x, self.exists_one(y, y.name == x.
 /// Schema for a bounded list whose items have unique names, enforced by CEL.
 pub(crate) fn unique_named_list<T: JsonSchema>(gen: &mut SchemaGenerator, max: u32) -> Schema {
     let mut schema: Schema = Vec::<T>::json_schema(gen);
-    if let Schema::Object(object) = &mut schema {
-        object.array().max_items = Some(max);
-    }
+    schema.insert("maxItems".into(), max.into());
     add_rules(&mut schema, &[(UNIQUE_NAMES_RULE, "names must be unique")]);
     schema
 }

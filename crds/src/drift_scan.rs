@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
-use kube::{CELSchema, CustomResource};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -101,9 +101,9 @@ pub struct ScanSource {
 }
 
 /// A Git repository and the stacks in it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("size(self.stacks) > 0 || size(self.discover) > 0").message("set stacks or discover (or both)"))]
+#[x_kube(validation = Rule::new("size(self.stacks) > 0 || size(self.discover) > 0").message("set stacks or discover (or both)"))]
 pub struct GitSource {
     /// Clone URL: `https://`, `ssh://`, `git@host:path`, or `file://`.
     #[schemars(length(min = 1, max = 2048))]
@@ -264,9 +264,9 @@ fn default_ttl() -> i32 {
 }
 
 /// Where full plans are stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("has(self.s3) != has(self.volumeClaim)").message("exactly one of s3 and volumeClaim must be set"))]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.volumeClaim)").message("exactly one of s3 and volumeClaim must be set"))]
 pub struct Artifacts {
     /// An S3 bucket; credentials come from `accessKeyId`/`secretAccessKey` Secret keys named
     /// in `credentialsSecret`, or the pod's ambient credentials.

@@ -60,15 +60,15 @@ fn default_interval() -> Duration {
     duration("60s")
 }
 
-fn facts_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn facts_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<CustomFact>(gen, 128)
 }
 
-fn thresholds_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn thresholds_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<Threshold>(gen, 256)
 }
 
-fn secret_vars_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn secret_vars_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<SecretVar>(gen, 256)
 }
 

@@ -21,16 +21,28 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     .collect()
 }
 
-/// Makes a derived CRD one the API server accepts and stores unchanged: `deny_unknown_fields` becomes
-/// `additionalProperties: false` in the derived schema, which structural schemas forbid next to
-/// `properties` (the API server prunes unknown fields instead, and `driftless validate` reports
-/// them from `properties`).
+/// Makes a derived CRD one the API server accepts and stores unchanged, and reads well in
+/// `kubectl explain`:
+/// - `deny_unknown_fields` becomes `additionalProperties: false` in the derived schema, which
+///   structural schemas forbid next to `properties` (the API server prunes unknown fields
+///   instead, and `driftless validate` reports them from `properties`);
+/// - a doc comment's line breaks within a paragraph become spaces (paragraphs stay apart);
+/// - an int-or-string field with a default is not `nullable`: a `null` there would be kept by
+///   the API server instead of defaulted, and no component could read it.
 fn structural(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn strip(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
                 if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
                     map.remove("additionalProperties");
+                }
+                if map.contains_key("default")
+                    && map.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true))
+                {
+                    map.remove("nullable");
+                }
+                if let Some(serde_json::Value::String(text)) = map.get_mut("description") {
+                    *text = unwrap_lines(text);
                 }
                 // The API server drops an empty rule list, so GitOps diffs would never settle.
                 if map
@@ -50,6 +62,20 @@ fn structural(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     };
     strip(&mut value);
     serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// Joins the lines of each paragraph of a doc comment with spaces; blank lines stay.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// The file name a CRD is checked in as: `driftless.dev_applypolicies.yaml`.

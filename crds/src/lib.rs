@@ -15,6 +15,7 @@ pub mod log_pipeline;
 pub mod one_of;
 pub mod resource;
 pub mod secret;
+pub mod time;
 pub mod validate;
 
 pub use apply_policy::{ApplyPolicy, ApplyPolicySpec, ApplyPolicyStatus};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CELSchema, CustomResource};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,31 +52,27 @@ pub struct LogPipelineSpec {
     pub secrets: Vec<SecretVar>,
 }
 
-fn sources_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn sources_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = unique_named_list::<LogSource>(gen, 32);
-    if let schemars::schema::Schema::Object(object) = &mut schema {
-        object.array().min_items = Some(1);
-    }
+    schema.insert("minItems".into(), 1.into());
     schema
 }
 
-fn sinks_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn sinks_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = unique_named_list::<Sink>(gen, 16);
-    if let schemars::schema::Schema::Object(object) = &mut schema {
-        object.array().min_items = Some(1);
-    }
+    schema.insert("minItems".into(), 1.into());
     schema
 }
 
-fn secret_vars_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+fn secret_vars_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
     unique_named_list::<SecretVar>(gen, 256)
 }
 
 /// Files to tail.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("self.kubernetes || size(self.include) > 0").message("include must list at least one glob unless kubernetes is true"))]
-#[cel_validate(rule = Rule::new("(self.format == 'regex') == has(self.regex)").message("regex must be set exactly when format is regex"))]
+#[x_kube(validation = Rule::new("self.kubernetes || size(self.include) > 0").message("include must list at least one glob unless kubernetes is true"))]
+#[x_kube(validation = Rule::new("(self.format == 'regex') == has(self.regex)").message("regex must be set exactly when format is regex"))]
 pub struct LogSource {
     /// Name, unique in the pipeline; the `source` field of every event and a metric label.
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$"), length(max = 63))]
@@ -158,9 +154,9 @@ pub struct RegexParser {
 
 /// Joining lines into events: either a new event starts at lines matching `startPattern`, or
 /// lines matching `continuationPattern` belong to the previous event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("has(self.startPattern) != has(self.continuationPattern)").message("exactly one of startPattern and continuationPattern must be set"))]
+#[x_kube(validation = Rule::new("has(self.startPattern) != has(self.continuationPattern)").message("exactly one of startPattern and continuationPattern must be set"))]
 pub struct Multiline {
     /// A line matching this regular expression starts a new event.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,15 +131,15 @@ macro_rules! one_of {
         }
 
         impl schemars::JsonSchema for $name {
-            fn schema_name() -> String {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
                 stringify!($name).into()
             }
 
-            fn is_referenceable() -> bool {
-                false
+            fn inline_schema() -> bool {
+                true
             }
 
-            fn json_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+            fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 let mut schema = $wire::json_schema(gen);
                 let rule = $crate::one_of::exactly_one_rule($enum::KEYS);
                 let message = format!("exactly one {} must be set, one of: {}", $what, $enum::KEYS.join(", "));

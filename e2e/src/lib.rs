@@ -25,7 +25,7 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use kube::config::KubeConfigOptions;
-use kube::core::ErrorResponse;
+use kube::core::Status;
 use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ pub const NAMESPACE_LABEL: &str = "driftless.dev/e2e";
 
 /// Why a test is skipped when there is no cluster.
 pub const SKIP_REASON: &str =
-    "KUBECONFIG is not set (the e2e suite needs a Kubernetes 1.28+ API server)";
+    "KUBECONFIG is not set (the e2e suite needs a Kubernetes 1.33+ API server)";
 
 /// The `Accept` header that asks the API server for a `meta.k8s.io/v1` Table, the format
 /// `kubectl get` prints.
@@ -57,7 +57,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 ///
 /// # Panics
 /// When `KUBECONFIG` is set but unusable: the file cannot be read, the server does not answer,
-/// or it runs a Kubernetes older than 1.28. A configured but broken cluster is a failure, never
+/// or it runs a Kubernetes older than 1.33. A configured but broken cluster is a failure, never
 /// a skip.
 pub async fn client_or_skip(test: &str) -> Option<Client> {
     let kubeconfig = std::env::var_os("KUBECONFIG").unwrap_or_default();
@@ -93,8 +93,8 @@ async fn connect() -> anyhow::Result<Client> {
         .parse()
         .unwrap_or_default();
     ensure!(
-        version.major == "1" && minor >= 28,
-        "{url} runs Kubernetes {}; the e2e suite needs 1.28 or later",
+        version.major == "1" && minor >= 33,
+        "{url} runs Kubernetes {}; the e2e suite needs 1.33 or later",
         version.git_version
     );
     Ok(client)
@@ -376,7 +376,7 @@ async fn create_scope(client: &Client, test: &str) -> anyhow::Result<Scope> {
 }
 
 /// The API server's error response, when `err` is one.
-pub fn api_error(err: &kube::Error) -> Option<&ErrorResponse> {
+pub fn api_error(err: &kube::Error) -> Option<&Status> {
     match err {
         kube::Error::Api(response) => Some(response),
         _ => None,
@@ -705,9 +705,7 @@ fn walk_rules(kind: &str, schema: &Value, path: &str, out: &mut Vec<CelRule>) {
 
 /// The current time as RFC 3339 with seconds, as Kubernetes writes `metav1.Time`.
 pub fn now() -> String {
-    k8s_openapi::chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Server-side applies `object` (field manager [`FIELD_MANAGER`], forced) and returns what the

@@ -800,21 +800,21 @@ fn values_schema_rejects_invalid_values() {
 }
 
 #[test]
-fn chart_requires_kubernetes_1_28() {
+fn chart_requires_kubernetes_1_33() {
     let Some(helm) = helm_or_skip() else { return };
     let chart = chart_dir();
     let chart = chart.to_str().expect("UTF-8 path");
     let old = helm_cmd(
         &helm,
-        &["template", RELEASE, chart, "--kube-version", "1.27.9"],
+        &["template", RELEASE, chart, "--kube-version", "1.32.9"],
     );
-    assert!(!old.status.success(), "Kubernetes 1.27 must be refused");
+    assert!(!old.status.success(), "Kubernetes 1.32 must be refused");
     assert!(
-        String::from_utf8_lossy(&old.stderr).contains(">=1.28.0-0"),
+        String::from_utf8_lossy(&old.stderr).contains(">=1.33.0-0"),
         "{}",
         String::from_utf8_lossy(&old.stderr)
     );
-    for version in ["1.28.0", "1.31.2-gke.1000"] {
+    for version in ["1.33.0", "1.35.2-gke.1000", "1.37.1"] {
         render(&helm, &["--kube-version", version]);
     }
 }

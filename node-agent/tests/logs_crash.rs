@@ -57,10 +57,10 @@ fn writer(dir: std::path::PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicUsi
         }
         file.write_all(buf.as_bytes()).unwrap();
         written.store(n, Ordering::Relaxed);
-        if n % LINES_PER_ROTATION == 0 {
+        if n.is_multiple_of(LINES_PER_ROTATION) {
             rotations += 1;
             shift();
-            if rotations % 2 == 0 {
+            if rotations.is_multiple_of(2) {
                 std::fs::rename(&path, dir.join("app.log.1")).unwrap();
                 file = open();
             } else {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::CELSchema;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +13,9 @@ use crate::common::Presence;
 pub const MODE_PATTERN: &str = r"^0?[0-7]{3,4}$";
 
 /// Manage one file: its content (inline, a template, or a copy of a source file), mode and owner.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("[has(self.content), has(self.template), has(self.source)].filter(x, x).size() <= 1").message("at most one of content, template and source may be set"))]
+#[x_kube(validation = Rule::new("[has(self.content), has(self.template), has(self.source)].filter(x, x).size() <= 1").message("at most one of content, template and source may be set"))]
 pub struct FileTask {
     /// Absolute path of the file on the host (below `--root`).
     #[schemars(length(min = 1, max = 4096))]
@@ -90,10 +90,10 @@ pub struct SymlinkTask {
 }
 
 /// Ensure one line is present in (or absent from) a file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("!(has(self.insertAfter) && has(self.insertBefore))").message("insertAfter and insertBefore are mutually exclusive"))]
-#[cel_validate(rule = Rule::new("self.state == 'absent' ? (has(self.regexp) || has(self.line)) : has(self.line)").message("line is required unless state is absent with a regexp"))]
+#[x_kube(validation = Rule::new("!(has(self.insertAfter) && has(self.insertBefore))").message("insertAfter and insertBefore are mutually exclusive"))]
+#[x_kube(validation = Rule::new("self.state == 'absent' ? (has(self.regexp) || has(self.line)) : has(self.line)").message("line is required unless state is absent with a regexp"))]
 pub struct LineInFileTask {
     /// Absolute path of the file.
     #[schemars(length(min = 1, max = 4096))]
@@ -120,9 +120,9 @@ pub struct LineInFileTask {
 }
 
 /// Manage a block of lines between two marker lines.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("!(has(self.insertAfter) && has(self.insertBefore))").message("insertAfter and insertBefore are mutually exclusive"))]
+#[x_kube(validation = Rule::new("!(has(self.insertAfter) && has(self.insertBefore))").message("insertAfter and insertBefore are mutually exclusive"))]
 pub struct BlockInFileTask {
     /// Absolute path of the file.
     #[schemars(length(min = 1, max = 4096))]
@@ -179,9 +179,9 @@ pub enum PackageManager {
 }
 
 /// Install, pin or remove a package.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("!has(self.version) || self.state != 'absent'").message("version cannot be set when state is absent"))]
+#[x_kube(validation = Rule::new("!has(self.version) || self.state != 'absent'").message("version cannot be set when state is absent"))]
 pub struct PackageTask {
     /// Package name.
     #[schemars(length(min = 1, max = 256))]
@@ -197,7 +197,7 @@ pub struct PackageTask {
     pub manager: PackageManager,
 }
 
-/// Whether a service should run.
+/// Running state of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ServiceState {
@@ -212,9 +212,9 @@ pub enum ServiceState {
 }
 
 /// Manage a systemd unit: enabled at boot, running or not.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("has(self.enabled) || has(self.state)").message("set enabled, state or both"))]
+#[x_kube(validation = Rule::new("has(self.enabled) || has(self.state)").message("set enabled, state or both"))]
 pub struct ServiceTask {
     /// Unit name; `.service` is added when no suffix is given.
     #[schemars(length(min = 1, max = 256))]
@@ -415,9 +415,9 @@ fn default_cron_user() -> String {
 
 /// Run a command. Not idempotent by itself: it runs on every apply unless guarded by `creates`
 /// or `unless`, and is reported as `changed` whenever it runs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, CELSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[cel_validate(rule = Rule::new("has(self.argv) != has(self.shell)").message("exactly one of argv and shell must be set"))]
+#[x_kube(validation = Rule::new("has(self.argv) != has(self.shell)").message("exactly one of argv and shell must be set"))]
 pub struct CommandTask {
     /// Program and arguments, run without a shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,10 +19,10 @@ pub mod report;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
-use driftless_crds::common::Time;
 use driftless_crds::drift_report::{report_name, Artifact, DriftReport, DriftReportStatus};
 use driftless_crds::drift_scan::{DriftScan, Engine, GitCredentialsKind};
 use driftless_crds::secret::SecretString;
+use driftless_crds::time::time;
 use kube::api::{Api, Patch, PatchParams};
 
 use self::engine::EngineError;
@@ -520,7 +520,7 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
             run: args.run_id.clone(),
             commit: Some(commit.clone()),
             trigger: trigger.clone(),
-            checked_at: Time(chrono::Utc::now()),
+            checked_at: time(chrono::Utc::now()),
         };
         let (outcome, artifact) = plan_stack(
             &scan,
@@ -713,7 +713,7 @@ mod tests {
             run: run.into(),
             commit: Some("c0ffee".into()),
             trigger: Some("Manual".into()),
-            checked_at: Time(chrono::Utc::now()),
+            checked_at: time(chrono::Utc::now()),
         }
     }
 

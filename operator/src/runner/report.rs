@@ -155,7 +155,7 @@ mod tests {
             run: run.into(),
             commit: Some("abc".into()),
             trigger: Some("Manual".into()),
-            checked_at: Time(chrono::Utc::now()),
+            checked_at: driftless_crds::time::time(chrono::Utc::now()),
         }
     }
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use driftless_crds::drift_report::{DriftReport, DriftStatus};
 use driftless_crds::drift_scan::{DriftScan, DriftScanStatus, RunPhase, RunStatus, TriggerKind};
+use driftless_crds::time::{micro_time, of_micro_time, of_time};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -33,7 +34,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, ObjectReference, PersistentVolumeClaimVolumeSource,
     PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -252,12 +253,12 @@ pub fn job_state(job: &Job) -> Option<JobState> {
         let at = status
             .and_then(|s| s.completion_time.as_ref())
             .or(c.last_transition_time.as_ref())
-            .map(|t| t.0);
+            .map(of_time);
         JobPhase::Succeeded(at)
     } else if condition("Failed").is_some() {
         JobPhase::Failed
     } else if status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
-        JobPhase::Succeeded(status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0))
+        JobPhase::Succeeded(status.and_then(|s| s.completion_time.as_ref()).map(of_time))
     } else {
         JobPhase::Active
     };
@@ -310,7 +311,7 @@ fn trigger_token(scan: &ScanState) -> String {
     format!(
         "{:?}|{:?}|{:?}",
         scan.annotation,
-        scan.status.next_scheduled_at.as_ref().map(|t| t.0),
+        scan.status.next_scheduled_at.as_ref().map(of_time),
         scan.generation
     )
 }
@@ -810,7 +811,7 @@ impl ScanController {
         for plan in &decisions.create {
             if let Some((_, status)) = decisions.statuses.iter().find(|(k, _)| k == &plan.scan) {
                 if let Some(run) = &status.last_run {
-                    let wait = (now - run.started_at.0).num_milliseconds() as f64 / 1000.0;
+                    let wait = (now - of_time(&run.started_at)).num_milliseconds() as f64 / 1000.0;
                     for _ in &plan.stacks {
                         m.wait_seconds.observe(wait.max(0.0));
                     }
@@ -825,7 +826,7 @@ impl ScanController {
                     .find(|(k, _)| k == &event.scan)
                     .and_then(|(_, s)| s.last_run.as_ref())
                 {
-                    let d = (now - run.started_at.0).num_milliseconds() as f64 / 1000.0;
+                    let d = (now - of_time(&run.started_at)).num_milliseconds() as f64 / 1000.0;
                     m.duration_seconds.observe(d.max(0.0));
                 }
             }
@@ -835,7 +836,7 @@ impl ScanController {
             .iter()
             .filter_map(|s| s.status.last_run.as_ref())
             .filter(|r| r.running > 0)
-            .map(|r| (now - r.started_at.0).num_seconds())
+            .map(|r| (now - of_time(&r.started_at)).num_seconds())
             .max()
             .unwrap_or(0);
         m.oldest_running_seconds.set(oldest);
@@ -907,9 +908,10 @@ pub async fn try_acquire(api: &Api<Lease>, identity: &str, seconds: i32) -> Resu
         spec: Some(LeaseSpec {
             holder_identity: Some(identity.into()),
             lease_duration_seconds: Some(seconds),
-            acquire_time: Some(MicroTime(now)),
-            renew_time: Some(MicroTime(now)),
+            acquire_time: Some(micro_time(now)),
+            renew_time: Some(micro_time(now)),
             lease_transitions: Some(transitions),
+            ..Default::default()
         }),
     };
     let Some(mut lease) = api.get_opt(LEASE_NAME).await? else {
@@ -922,7 +924,8 @@ pub async fn try_acquire(api: &Api<Lease>, identity: &str, seconds: i32) -> Resu
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.as_deref();
     let expired = spec.renew_time.as_ref().is_none_or(|t| {
-        t.0 + chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)))
+        of_micro_time(t)
+            + chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)))
             < now
     });
     if holder != Some(identity) && !expired {
@@ -930,7 +933,7 @@ pub async fn try_acquire(api: &Api<Lease>, identity: &str, seconds: i32) -> Resu
     }
     let mut new = if holder == Some(identity) {
         let mut s = spec.clone();
-        s.renew_time = Some(MicroTime(now));
+        s.renew_time = Some(micro_time(now));
         s
     } else {
         fresh(spec.lease_transitions.unwrap_or(0) + 1)

@@ -19,12 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use driftless_crds::common::Time;
 use driftless_crds::drift_report::DriftStatus;
 use driftless_crds::drift_scan::{
     DriftScanSpec, DriftScanStatus, RunPhase, RunStatus, RunSummary, TriggerKind, UnitPhase,
     UnitStatus,
 };
+use driftless_crds::time::{of_time, time};
 
 use super::queue::{self, QueuedUnit, ScanKey};
 use super::triggers::{self, RunRequest};
@@ -226,7 +226,7 @@ pub fn start_run(
             return Err(StartError::Busy(Box::new(run.clone())));
         }
         run.phase = RunPhase::Cancelled;
-        run.finished_at = Some(Time(now));
+        run.finished_at = Some(time(now));
         cancelled = Some(run.id.clone());
     }
     let mut stacks = match &request.stacks {
@@ -247,7 +247,7 @@ pub fn start_run(
         actor: request.actor.clone(),
         commit: request.commit.clone(),
         phase: RunPhase::Running,
-        started_at: Time(now),
+        started_at: time(now),
         finished_at: None,
         total: 0,
         queued: 0,
@@ -387,7 +387,7 @@ fn finish(
     events: &mut Vec<EventPlan>,
 ) {
     run.phase = phase;
-    run.finished_at = Some(Time(now));
+    run.finished_at = Some(time(now));
     count(run);
     let (reason, warning) = match phase {
         RunPhase::Succeeded => ("RunSucceeded", false),
@@ -520,7 +520,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
                 wake_at(t);
             }
             count(run);
-            let deadline = run.started_at.0
+            let deadline = of_time(&run.started_at)
                 + chrono::Duration::from_std(scan.spec.timeout.get())
                     .unwrap_or(chrono::Duration::MAX);
             if run.completed == run.total {
@@ -546,7 +546,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
 
         // 2. Triggers.
         let due = triggers::due(&scan.spec, &status, scan.annotation.as_deref(), now);
-        status.next_scheduled_at = due.next_scheduled_at.map(Time);
+        status.next_scheduled_at = due.next_scheduled_at.map(time);
         if let Some(t) = due.next_scheduled_at {
             wake_at(t);
         }
@@ -652,7 +652,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
         }
 
         if let Some(run) = status.last_run.as_ref().filter(|r| is_active(r)) {
-            let deadline = run.started_at.0
+            let deadline = of_time(&run.started_at)
                 + chrono::Duration::from_std(scan.spec.timeout.get())
                     .unwrap_or(chrono::Duration::MAX);
             wake_at(deadline);
@@ -688,7 +688,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
                             run: run.id.clone(),
                             stack: unit.stack.clone(),
                             trigger: run.trigger,
-                            since: run.started_at.0,
+                            since: of_time(&run.started_at),
                             index: i,
                             image: images
                                 .get(&unit.stack)

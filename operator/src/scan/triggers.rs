@@ -112,7 +112,10 @@ pub fn due(
     let Some(schedule) = spec.schedule.as_deref() else {
         return out;
     };
-    let recorded = status.next_scheduled_at.as_ref().map(|t| t.0);
+    let recorded = status
+        .next_scheduled_at
+        .as_ref()
+        .map(driftless_crds::time::of_time);
     let fired = recorded.is_some_and(|t| t <= now);
     match (recorded, fired) {
         (Some(t), false) => out.next_scheduled_at = Some(t),
@@ -135,7 +138,6 @@ pub fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftless_crds::common::Time;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -203,7 +205,7 @@ mod tests {
         let d = due(&spec, &status, None, at("2026-01-10T12:01:00Z"));
         assert!(d.request.is_none());
         assert_eq!(d.next_scheduled_at, Some(at("2026-01-10T12:05:00Z")));
-        status.next_scheduled_at = d.next_scheduled_at.map(Time);
+        status.next_scheduled_at = d.next_scheduled_at.map(driftless_crds::time::time);
         // Not yet.
         let d = due(&spec, &status, None, at("2026-01-10T12:04:59Z"));
         assert!(d.request.is_none());

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use driftless_crds::common::Time;
 use driftless_crds::drift_report::DriftStatus;
 use driftless_crds::drift_scan::{
     DriftScanSpec, DriftScanStatus, RunPhase, TriggerKind, UnitPhase,
@@ -441,7 +440,7 @@ fn manual_trigger_during_a_run_waits_for_it() {
 fn priority_and_per_scan_room() {
     let mut a = scan("a-schedule", spec(5, 10, 0));
     a.spec.schedule = Some("* * * * *".into());
-    a.status.next_scheduled_at = Some(Time(t0() - Duration::seconds(1)));
+    a.status.next_scheduled_at = Some(driftless_crds::time::time(t0() - Duration::seconds(1)));
     let b = scan("b-webhook", spec(5, 2, 0));
     let mut o = observed(vec![a, b], 3);
     // The webhook run is written by the HTTP API, later than the schedule's.

@@ -12,6 +12,8 @@
 //! Driftless CRDs (which they server-side apply, taking ownership of the fields they set) and
 //! the objects they create themselves.
 
+pub mod kubelet;
+
 use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,20 @@ pub async fn client_or_skip(test: &str) -> Option<Client> {
             "{test}: KUBECONFIG={} is set but its API server cannot be used: {err:#}",
             kubeconfig.to_string_lossy()
         ),
+    }
+}
+
+/// Like [`client_or_skip`], for tests whose Jobs must run to the end: also skipped (with the
+/// reason) when no Job controller answers next to the API server, as with a bare API server.
+pub async fn client_with_jobs_or_skip(test: &str) -> Option<Client> {
+    let client = client_or_skip(test).await?;
+    match kubelet::job_controller_or_skip(&client, "default").await {
+        Ok(()) => Some(client),
+        Err(reason) => {
+            let line = format!("skipped: {test}: {reason:#}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            None
+        }
     }
 }
 

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use driftless_crds::drift_report::{report_name, ChangeType, DriftReport, DriftStatus};
 use driftless_crds::drift_scan::DriftScan;
-use driftless_e2e::{client_or_skip, in_scope, install_crds, poll, repo_root, Scope};
+use driftless_e2e::{
+    client_with_jobs_or_skip, in_scope, install_crds, kubelet, poll, repo_root, Scope,
+};
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Secret};
@@ -140,7 +142,7 @@ async fn play(scope: &Scope, job: &Job, run: &str, status: &str) -> anyhow::Resu
         let name = report_name("infra", &stack);
         let object = json!({
             "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftReport",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {"driftless.dev/scan": "infra"}},
             "spec": {"target": {"kind": "Stack", "name": format!("infra/{stack}"), "scan": "infra", "stack": stack}},
         });
         reports
@@ -164,8 +166,7 @@ async fn play(scope: &Scope, job: &Job, run: &str, status: &str) -> anyhow::Resu
             )
             .await?;
     }
-    let jobs: Api<Job> = Api::namespaced(scope.client.clone(), &scope.namespace);
-    mark_succeeded(&jobs, job).await
+    kubelet::finish_job(&scope.client, job, 0).await
 }
 
 async fn last_run(
@@ -182,7 +183,8 @@ fn sign(token: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn drift_scan_runs_once_through_restart_and_webhook() {
-    let Some(client) = client_or_skip("drift_scan_runs_once_through_restart_and_webhook").await
+    let Some(client) =
+        client_with_jobs_or_skip("drift_scan_runs_once_through_restart_and_webhook").await
     else {
         return;
     };
@@ -490,25 +492,10 @@ fn run_job_command(bin: &std::path::Path, job: &Job) -> std::process::Output {
     out
 }
 
-async fn mark_succeeded(jobs: &Api<Job>, job: &Job) -> anyhow::Result<()> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let patch = json!({"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1,
-        "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}],
-    }});
-    jobs.patch_status(
-        &job.metadata.name.clone().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .context("marking the Job succeeded")?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn drift_scan_over_git_repo_with_real_runner() {
-    let Some(client) = client_or_skip("drift_scan_over_git_repo_with_real_runner").await else {
+    let Some(client) = client_with_jobs_or_skip("drift_scan_over_git_repo_with_real_runner").await
+    else {
         return;
     };
     let _turn = ONE_OPERATOR.lock().await;
@@ -559,7 +546,7 @@ async fn drift_scan_over_git_repo_with_real_runner() {
                 }
                 let out = run_job_command(&bin, &job);
                 ensure!(out.status.success(), "the runner failed for Job {name}");
-                mark_succeeded(&jobs, &job).await?;
+                kubelet::finish_job(&scope.client, &job, 0).await?;
                 planned.extend(stacks_of(&job));
                 done.push(name);
             }

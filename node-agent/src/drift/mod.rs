@@ -50,6 +50,7 @@ pub fn from_report(report: &ApplyReport) -> DriftCheck {
                     change: task.change.unwrap_or(ChangeType::Changed),
                     replace: task.replace,
                     attributes: task.attributes.clone(),
+                    diff: task.diff.clone(),
                 }),
                 Status::Failed => errors.push(format!(
                     "{}/{}: {}",

@@ -150,7 +150,7 @@ fn resolve_prefer_system_refuses_other_drift() {
     assert_eq!(code, 1);
     assert_eq!(
         out,
-        "refused directory:/opt/app: --prefer-system does not apply to directory tasks (only file content, lineInFile, sysctl value and package version); use --prefer-manifest or edit the policy\n"
+        "refused directory:/opt/app: host.yaml (document 1): spec.tasks[2].directory: --prefer-system does not apply to directory tasks (only file content, lineInFile, sysctl value and package version); use --prefer-manifest or edit the policy\n"
     );
     assert_eq!(
         std::fs::read_to_string(host.config.path().join("host.yaml")).unwrap(),
@@ -253,5 +253,124 @@ fn check_shows_the_diffs_apply_dry_run_shows() {
     assert!(
         check_text.contains("  ~ file:/etc/app.conf  [test/app]\n      content: <redacted> → <redacted>\n      --- /etc/app.conf (live)\n"),
         "{check_text}"
+    );
+}
+
+/// Drifts `/etc/motd` and the swappiness, resolves with `--prefer-system`, and returns the
+/// policy file's new text; asserts the host is in sync with it afterwards.
+fn resolve_in(name: &str, policy: &str) -> String {
+    let host = Host::new();
+    std::fs::create_dir_all(host.path("/proc/sys/vm")).unwrap();
+    std::fs::write(host.path("/proc/sys/vm/swappiness"), "10\n").unwrap();
+    host.policy(name, policy);
+    let (code, report) = host.apply(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    std::fs::write(host.path("/etc/motd"), "hello\nfrom the host\n").unwrap();
+    std::fs::write(host.path("/proc/sys/vm/swappiness"), "60\n").unwrap();
+    let (code, out, err) = host.run(&["drift", "resolve", "--prefer-system"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        format!("wrote {name}: test/motd file.content set to the live value\nwrote {name}: test/swap sysctl.value set to the live value\n")
+    );
+    let (code, out, _) = host.run(&["drift", "check", "--detailed-exitcode"]);
+    assert_eq!(code, 0, "{out}");
+    std::fs::read_to_string(host.config.path().join(name)).unwrap()
+}
+
+#[test]
+fn resolve_prefer_system_edits_flow_style_yaml() {
+    let policy = format!("{HEADER}  tasks:\n    # the login banner\n    - name: motd\n      file: {{path: /etc/motd, content: \"hello\\n\"}}  # short\n    - {{name: swap, sysctl: {{name: vm.swappiness, value: \"10\", persist: false}}}}\n");
+    let out = resolve_in("p.yaml", &policy);
+    assert_eq!(
+        out,
+        policy
+            .replace(
+                r#"content: "hello\n"}"#,
+                r#"content: "hello\nfrom the host\n"}"#
+            )
+            .replace(r#"value: "10""#, r#"value: "60""#)
+    );
+}
+
+#[test]
+fn resolve_prefer_system_edits_block_yaml_in_any_key_order() {
+    // `name` after the task type, a quoted one-line value with a comment: the value becomes a
+    // literal block and the comment moves after its header.
+    let policy = format!("{HEADER}  tasks:\n    - file:\n        path: /etc/motd\n        content: \"hello\\n\"  # banner\n        mode: \"0644\"\n      name: motd\n    - sysctl:\n        name: vm.swappiness\n        value: '10'\n        persist: false\n      name: swap\n");
+    let out = resolve_in("p.yaml", &policy);
+    assert_eq!(
+        out,
+        policy
+            .replace(
+                "        content: \"hello\\n\"  # banner\n",
+                "        content: |  # banner\n          hello\n          from the host\n"
+            )
+            .replace("value: '10'", "value: '60'")
+    );
+}
+
+#[test]
+fn resolve_prefer_system_edits_json() {
+    let policy = r#"{
+  "apiVersion": "driftless.dev/v1alpha1",
+  "kind": "ApplyPolicy",
+  "metadata": {"name": "test"},
+  "spec": {
+    "tasks": [
+      {"name": "motd", "file": {"path": "/etc/motd", "content": "hello\n"}},
+      {
+        "name": "swap",
+        "sysctl": {"name": "vm.swappiness", "value": "10", "persist": false}
+      }
+    ]
+  }
+}
+"#;
+    let out = resolve_in("p.json", policy);
+    assert_eq!(
+        out,
+        policy
+            .replace(
+                r#""content": "hello\n""#,
+                r#""content": "hello\nfrom the host\n""#
+            )
+            .replace(r#""value": "10""#, r#""value": "60""#)
+    );
+}
+
+#[test]
+fn resolve_prefer_system_edits_toml() {
+    let policy = "# Host policy, in TOML\napiVersion = \"driftless.dev/v1alpha1\"\nkind = \"ApplyPolicy\"\n\n[metadata]\nname = \"test\"\n\n[[spec.tasks]]\nname = \"motd\"\n[spec.tasks.file]\npath = \"/etc/motd\"\ncontent = \"\"\"\nhello\n\"\"\"  # the banner\n\n[[spec.tasks]]\nname = \"swap\"\nsysctl = { name = \"vm.swappiness\", value = \"10\", persist = false }  # tuned\n";
+    let out = resolve_in("p.toml", policy);
+    assert_eq!(
+        out,
+        policy
+            .replace(
+                "\"\"\"\nhello\n\"\"\"",
+                "\"\"\"\nhello\nfrom the host\n\"\"\""
+            )
+            .replace("value = \"10\"", "value = \"60\"")
+    );
+}
+
+#[test]
+fn resolve_prefer_system_says_what_to_edit_by_hand() {
+    let host = Host::new();
+    let policy = format!("{HEADER}  tasks:\n    - name: other\n      file: {{path: /etc/other, content: x}}\n---\n{HEADER}  vars:\n    banner: &banner \"hello\\n\"\n  tasks:\n    - name: motd\n      file: {{path: /etc/motd, content: *banner}}\n")
+        .replacen("name: test", "name: first", 1);
+    host.policy("p.yaml", &policy);
+    let (code, report) = host.apply(&[]);
+    assert_eq!(code, 0, "{report:#}");
+    std::fs::write(host.path("/etc/motd"), "changed\n").unwrap();
+    let (code, out, _) = host.run(&["drift", "resolve", "--prefer-system"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        "refused file:/etc/motd: p.yaml (document 2): spec.tasks[0].file.content: is an alias (*NAME) of another node, not a value written out here; set spec.tasks[0].file.content to the content of the live file /etc/motd by hand\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.config.path().join("p.yaml")).unwrap(),
+        policy
     );
 }

@@ -5,6 +5,7 @@
 //! ignore rules, with the same unified diff `apply --dry-run` shows. Tasks that fail to check
 //! make the check an error. [`items`] bounds the items for a node's DriftReport.
 
+pub mod edit;
 pub mod ignore;
 pub mod items;
 pub mod resolve;

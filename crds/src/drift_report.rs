@@ -126,6 +126,12 @@ pub struct DriftItem {
     /// The attributes that differ (bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<AttributeChange>,
+    /// Unified diff of the content (node items of file-like tasks: `file`, `lineInFile`,
+    /// `blockInFile`, `cron`, a persisted `sysctl`, `mount`'s fstab), secret values shown as
+    /// `<redacted>`. In a node's DriftReport it is cut to at most 4096 bytes per item and
+    /// 65536 bytes per report; a cut diff ends with a `[diff cut: ...]` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
 }
 
 /// Summary of the latest check.

@@ -270,6 +270,33 @@ impl Redactor {
         }
         out
     }
+
+    /// The byte ranges of `text` that hold a known secret value, sorted, overlapping and
+    /// adjacent ranges merged. Covers at least every byte [`Redactor::redact`] replaces.
+    pub fn find(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        let mut found: Vec<std::ops::Range<usize>> = self
+            .values
+            .iter()
+            .flat_map(|v| {
+                text.match_indices(v.expose())
+                    .map(|(at, s)| at..at + s.len())
+            })
+            .collect();
+        found.sort_by_key(|r| (r.start, r.end));
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(found.len());
+        for r in found {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
+    }
+
+    /// Whether the redactor knows no secret value.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +366,13 @@ mod tests {
         let r = Redactor::new([SecretString::new("abc"), SecretString::new("abcdef")]);
         assert_eq!(r.redact("x abcdef y abc"), "x <redacted> y <redacted>");
         assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn finds_merged_secret_ranges() {
+        let r = Redactor::new([SecretString::new("abc"), SecretString::new("cde")]);
+        assert_eq!(r.find("x abcde y abc"), vec![2..7, 10..13]);
+        assert_eq!(r.find("nothing"), Vec::<std::ops::Range<usize>>::new());
+        assert!(Redactor::default().is_empty());
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftless_agent::apply::report::{ApplyReport, PolicyReport, Status, TaskReport};
-use driftless_agent::audit::{AuditRecord, Auditor, RecordContext};
+use driftless_agent::apply::report::{ApplyReport, PolicyReport, Sealed, Status, TaskReport};
+use driftless_agent::audit::{AuditKey, AuditRecord, Auditor, RecordContext};
 use driftless_crds::apply_policy::{ApplyMode, AuditConfig};
 use driftless_crds::drift_report::{AttributeChange, ChangeType};
 use driftless_crds::secret::{MapLookup, Redactor, SecretString};
@@ -39,6 +39,10 @@ fn report(tasks: &[&str]) -> ApplyReport {
                 after: Some("password=swordfish".into()),
             }];
             t.diff = Some("-password=hunter2\n+password=swordfish\n".into());
+            t.sealed = Sealed {
+                before: Some(SecretString::new("content=password=hunter2\n")),
+                after: Some(SecretString::new("content=password=swordfish\n")),
+            };
             t
         })
         .collect();
@@ -55,8 +59,10 @@ fn report(tasks: &[&str]) -> ApplyReport {
 }
 
 fn records(tasks: &[&str]) -> Vec<AuditRecord> {
+    let keys = tempfile::tempdir().unwrap();
     let mut ctx = RecordContext {
         host: "node-a".into(),
+        key: Some(AuditKey::load_or_create(keys.path()).unwrap()),
         ..RecordContext::default()
     };
     ctx.revisions
@@ -127,7 +133,8 @@ fn directory_sink_gets_redacted_json_lines_and_rotates() {
     assert_eq!(lines[0]["generation"], 3);
     assert_eq!(lines[0]["host"], "node-a");
     assert_eq!(lines[0]["resource"], "file:/etc/motd");
-    assert_eq!(lines[0]["beforeSha256"].as_str().unwrap().len(), 64);
+    assert_eq!(lines[0]["beforeHmacSha256"].as_str().unwrap().len(), 64);
+    assert_ne!(lines[0]["beforeHmacSha256"], lines[0]["afterHmacSha256"]);
     assert!(
         !text.contains("hunter2") && !text.contains("swordfish"),
         "{text}"

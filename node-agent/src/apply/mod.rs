@@ -5,12 +5,14 @@
 //!   timeouts, failure handling, `Audit` mode).
 //! - [`tasks`]: one module per task type behind the [`tasks::Task`] trait.
 //! - [`report`]: what happened, with diffs, secrets redacted.
+//! - [`diff`]: unified diffs of content with secrets masked.
 //! - [`template`]: minijinja with `facts` and `vars`.
 //! - [`root`]: host-root confinement of paths and commands.
 //! - [`validate`]: template and `when` syntax checks run by `driftless validate` and before any
 //!   apply.
 
 pub mod backends;
+pub mod diff;
 pub mod engine;
 pub mod report;
 pub mod root;

@@ -1,15 +1,19 @@
 //! What an apply did (or, in a dry run, would do): one [`TaskReport`] per task, grouped by
 //! policy, with attribute-level before → after and unified diffs for content.
 //!
-//! Guarantees: everything in a report has been through the policy's [`Redactor`]; content
-//! derived from a secret is shown only as `<redacted>`.
+//! Guarantees: everything in a report has been through the policy's [`Redactor`]; the digest
+//! of content derived from a secret is shown only as `<redacted>` (a digest of a short secret
+//! could be guessed), and diffs mask secrets as [`super::diff`] documents. The real values are
+//! kept only in [`Sealed`], which is never serialized or printed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use driftless_crds::apply_policy::ApplyMode;
 use driftless_crds::drift_report::{AttributeChange, ChangeType};
-use driftless_crds::secret::{Redactor, REDACTED};
+use driftless_crds::secret::{Redactor, SecretString, REDACTED};
 use serde::Serialize;
+use sha2::Digest as _;
 
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,12 +50,21 @@ pub struct Plan {
     pub change: Option<ChangeType>,
     /// Attributes that differ (`mode`, `owner`, `content`, `version`), before → after.
     pub attributes: Vec<AttributeChange>,
-    /// A unified diff of content, when content differs.
+    /// A unified diff of content, when content differs, secrets masked
+    /// ([`super::diff::unified_diff`]).
     pub diff: Option<String>,
-    /// Content derived from a secret: the report shows `<redacted>` instead of any content.
+    /// Content derived from a secret: the report shows its digests as `<redacted>`.
     pub sensitive: bool,
     /// The resource is replaced (removed and re-created), not changed in place.
     pub replace: bool,
+    /// The full SHA-256 (`sha256:` + 64 hex digits) of the live and desired content, when the
+    /// `content` attribute changed; audit digests use it instead of the short digest.
+    pub content_sha256: (Option<String>, Option<String>),
+    /// The real live values of attributes whose shown value is masked (a replaced line, a
+    /// password hash), by attribute path: for audit digests only.
+    pub real_before: BTreeMap<String, SecretString>,
+    /// The real desired values of attributes whose shown value is masked.
+    pub real_after: BTreeMap<String, SecretString>,
 }
 
 impl Plan {
@@ -89,20 +102,80 @@ impl Plan {
     pub fn set_change(&mut self, change: ChangeType) {
         self.change = Some(change);
     }
+
+    /// Records a change of content by digest: `sha256:` + 16 hex digits in the attribute, the
+    /// full digest in [`Plan::content_sha256`]. `None` is a side where the file does not exist.
+    pub fn content(&mut self, live: Option<&str>, desired: Option<&str>) {
+        self.attribute("content", live.map(short_digest), desired.map(short_digest));
+        self.content_sha256 = (live.map(full_digest), desired.map(full_digest));
+    }
 }
 
-/// Unified diff between two texts, labelled with the path; `None` when equal.
-pub fn unified_diff(path: &str, before: &str, after: &str) -> Option<String> {
-    if before == after {
-        return None;
+/// `sha256:` and the first 16 hex digits of a text's digest, to name content in attributes.
+pub fn short_digest(text: &str) -> String {
+    let mut d = full_digest(text);
+    d.truncate("sha256:".len() + 16);
+    d
+}
+
+/// `sha256:` and the 64 hex digits of a text's digest.
+pub fn full_digest(text: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    )
+}
+
+/// The real values of a change, secrets included, in the canonical text audit digests are
+/// keyed over: one `PATH=VALUE` line per changed attribute in report order, `<absent>` for a
+/// missing value, `content` as its full `sha256:` digest. A side is `None` when every value on
+/// it is missing (the resource did not exist, or is removed). Never serialized; its `Debug`
+/// shows only `<redacted>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sealed {
+    /// The live side.
+    pub before: Option<SecretString>,
+    /// The desired side.
+    pub after: Option<SecretString>,
+}
+
+impl Sealed {
+    /// The canonical text of both sides of a plan.
+    pub fn of(plan: &Plan) -> Self {
+        let side = |after: bool| {
+            let values: Vec<(&str, Option<&str>)> = plan
+                .attributes
+                .iter()
+                .map(|a| {
+                    let (value, full, real) = if after {
+                        (&a.after, &plan.content_sha256.1, &plan.real_after)
+                    } else {
+                        (&a.before, &plan.content_sha256.0, &plan.real_before)
+                    };
+                    let value = match (a.path.as_str(), full) {
+                        ("content", Some(full)) if value.is_some() => Some(full.as_str()),
+                        _ => match real.get(&a.path) {
+                            Some(real) if value.is_some() => Some(real.expose()),
+                            _ => value.as_deref(),
+                        },
+                    };
+                    (a.path.as_str(), value)
+                })
+                .collect();
+            if values.iter().all(|(_, v)| v.is_none()) {
+                return None;
+            }
+            let text: String = values
+                .iter()
+                .map(|(path, v)| format!("{path}={}\n", v.unwrap_or("<absent>")))
+                .collect();
+            Some(SecretString::new(text))
+        };
+        Self {
+            before: side(false),
+            after: side(true),
+        }
     }
-    let diff = similar::TextDiff::from_lines(before, after);
-    let text = diff
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("{path} (live)"), &format!("{path} (desired)"))
-        .to_string();
-    Some(text)
 }
 
 /// One task's result.
@@ -138,6 +211,9 @@ pub struct TaskReport {
     pub handler: bool,
     /// Milliseconds spent.
     pub duration_ms: u64,
+    /// The real values of the change, for audit digests only.
+    #[serde(skip)]
+    pub sealed: Sealed,
 }
 
 impl TaskReport {
@@ -155,6 +231,7 @@ impl TaskReport {
             replace: false,
             handler: false,
             duration_ms: 0,
+            sealed: Sealed::default(),
         }
     }
 
@@ -181,8 +258,8 @@ impl TaskReport {
             .attributes
             .iter()
             .map(|a| {
-                let hide = |v: &Option<String>| {
-                    v.as_ref().map(|v| {
+                let hide = |v: Option<&str>| {
+                    v.map(|v| {
                         if plan.sensitive && a.path == "content" {
                             REDACTED.to_owned()
                         } else {
@@ -192,16 +269,16 @@ impl TaskReport {
                 };
                 AttributeChange {
                     path: a.path.clone(),
-                    before: hide(&a.before),
-                    after: hide(&a.after),
+                    before: hide(a.before.as_deref()),
+                    after: hide(a.after.as_deref()),
                 }
             })
             .collect();
-        self.diff = match (&plan.diff, plan.sensitive) {
-            (Some(_), true) => Some(format!("{REDACTED}\n")),
-            (Some(diff), false) => Some(redactor.redact(diff).into_owned()),
-            (None, _) => None,
-        };
+        self.diff = plan
+            .diff
+            .as_deref()
+            .map(|d| redactor.redact(d).into_owned());
+        self.sealed = Sealed::of(plan);
         self
     }
 
@@ -356,26 +433,64 @@ mod tests {
     use driftless_crds::secret::SecretString;
 
     #[test]
-    fn secrets_are_redacted_and_sensitive_content_hidden() {
+    fn secrets_are_redacted_and_sensitive_digests_hidden() {
         let redactor = Redactor::new([SecretString::new("hunter2")]);
         let mut plan = Plan::new("file:/etc/token");
         plan.attribute("owner", Some("hunter2".into()), Some("root".into()));
-        plan.attribute("content", None, Some("tok=abc".into()));
-        plan.diff = unified_diff("/etc/token", "", "tok=abc\n");
+        plan.content(Some("port=1\ntok=hunter2\n"), Some("port=2\ntok=hunter2\n"));
+        plan.diff = crate::apply::diff::unified_diff(
+            "/etc/token",
+            "port=1\ntok=hunter2\n",
+            "port=2\ntok=hunter2\n",
+            &redactor,
+        );
         plan.sensitive = true;
         let r = TaskReport::new("t", "file", Status::Changed).with_plan(&plan, &redactor);
         assert_eq!(r.attributes[0].before.as_deref(), Some(REDACTED));
+        assert_eq!(r.attributes[1].before.as_deref(), Some(REDACTED));
         assert_eq!(r.attributes[1].after.as_deref(), Some(REDACTED));
-        assert_eq!(r.diff.as_deref(), Some("<redacted>\n"));
+        let diff = r.diff.as_deref().unwrap();
+        assert!(
+            diff.contains("-port=1\n+port=2\n tok=<redacted>\n"),
+            "{diff}"
+        );
         let json = serde_json::to_string(&r).unwrap();
-        assert!(!json.contains("hunter2") && !json.contains("abc"), "{json}");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(!format!("{r:?}").contains("hunter2"));
+        // The sealed values are the real ones, and differ between the sides.
+        let before = r.sealed.before.as_ref().unwrap().expose();
+        assert!(
+            before.starts_with("owner=hunter2\ncontent=sha256:"),
+            "{before}"
+        );
+        assert_eq!(before.len(), "owner=hunter2\ncontent=sha256:\n".len() + 64);
+        assert_ne!(r.sealed.before, r.sealed.after);
     }
 
     #[test]
-    fn unified_diff_marks_lines() {
-        let d = unified_diff("/etc/motd", "a\nb\n", "a\nc\n").unwrap();
-        assert!(d.contains("--- /etc/motd (live)"), "{d}");
-        assert!(d.contains("-b\n+c\n"), "{d}");
-        assert_eq!(unified_diff("/x", "same", "same"), None);
+    fn sealed_sides_are_absent_when_every_value_is() {
+        let mut plan = Plan::new("user:bob");
+        plan.set_change(ChangeType::Added);
+        plan.attribute("uid", None, Some("1001".into()));
+        let sealed = Sealed::of(&plan);
+        assert_eq!(sealed.before, None);
+        assert_eq!(sealed.after.unwrap().expose(), "uid=1001\n");
+    }
+
+    #[test]
+    fn masked_values_are_shown_and_real_ones_sealed() {
+        let mut plan = Plan::new("lineInFile:/etc/app");
+        plan.attribute(
+            "line",
+            Some("pw=<redacted>".into()),
+            Some("pw=${secret:PW}".into()),
+        );
+        plan.real_before
+            .insert("line".into(), SecretString::new("pw=old"));
+        let r = TaskReport::new("t", "lineInFile", Status::Changed)
+            .with_plan(&plan, &Redactor::default());
+        assert_eq!(r.attributes[0].before.as_deref(), Some("pw=<redacted>"));
+        assert_eq!(r.sealed.before.unwrap().expose(), "line=pw=old\n");
+        assert!(!format!("{plan:?}").contains("pw=old"));
     }
 }

@@ -8,9 +8,11 @@
 //!   that sink acknowledged it. A batch a sink did not take stays spooled and is sent by a later
 //!   run (at-least-once; records carry a unique `id` for de-duplication).
 //! - Records are redacted before they are spooled: secrets never reach the disk or a sink.
+//! - Their digests are keyed with the host's [`AuditKey`], kept in the spool root.
 //!
 //! Layout: `SPOOL/POLICY/SINK/BATCH.jsonl`, `BATCH` = `UNIXNANOS-PID-SEQ` (sorts by time).
 
+pub mod key;
 pub mod record;
 pub mod sinks;
 
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use driftless_crds::apply_policy::AuditConfig;
 use driftless_crds::secret::Lookup;
 
+pub use key::AuditKey;
 pub use record::{AuditRecord, RecordContext};
 use sinks::Sink;
 
@@ -248,6 +251,21 @@ pub fn deliver(
     use driftless_crds::secret::Redactor;
     let host = host_name();
     let mut problems = Vec::new();
+    let audited = config
+        .resources
+        .iter()
+        .any(|l| matches!(&l.resource, Resource::ApplyPolicy(p) if p.spec.audit.is_some()));
+    let key = if audited && report.policies.iter().any(|p| !p.check_only) {
+        AuditKey::load_or_create(spool_root)
+            .map_err(|e| {
+                problems.push(format!(
+                    "cannot use the audit key: {e}; records are written without digests"
+                ))
+            })
+            .ok()
+    } else {
+        None
+    };
     for loaded in &config.resources {
         let Resource::ApplyPolicy(policy) = &loaded.resource else {
             continue;
@@ -258,6 +276,7 @@ pub fn deliver(
         let name = policy.metadata.name.clone().unwrap_or_default();
         let mut ctx = RecordContext {
             host: host.clone(),
+            key: key.clone(),
             ..RecordContext::default()
         };
         ctx.revisions.insert(

@@ -3,12 +3,13 @@
 use driftless_crds::drift_report::{AttributeChange, ChangeType};
 use driftless_crds::secret::Redactor;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::key::AuditKey;
 use crate::apply::report::{ApplyReport, PolicyReport, Status, TaskReport};
 
 /// What changed, where, when, and under which policy revision. Everything in it has been
-/// redacted: secret values appear only as `<redacted>`.
+/// redacted: secret values appear only as `<redacted>`, in the diff only where they are. The
+/// digests are over the real values, keyed with the host's [`AuditKey`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
@@ -36,14 +37,17 @@ pub struct AuditRecord {
     /// `added`, `changed` or `removed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<ChangeType>,
-    /// SHA-256 (hex) of the changed attributes' values before the change (see
-    /// [`state_digest`]); `None` when the resource did not exist.
+    /// HMAC-SHA256 (hex) under the host's audit key of the real values before the change, in
+    /// the canonical text of [`crate::apply::report::Sealed`]; `None` when the resource did not
+    /// exist (or the key could not be used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before_sha256: Option<String>,
-    /// SHA-256 (hex) of the changed attributes' values after the change; `None` when the
-    /// resource was removed.
+    pub before_hmac_sha256: Option<String>,
+    /// The same over the values after the change; `None` when the resource was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_sha256: Option<String>,
+    pub after_hmac_sha256: Option<String>,
+    /// Which key made the digests: [`AuditKey::id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key_id: Option<String>,
     /// Attributes before → after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<AttributeChange>,
@@ -62,30 +66,15 @@ pub struct RecordContext {
     pub host: String,
     /// Policy name → (revision, generation).
     pub revisions: std::collections::BTreeMap<String, (String, Option<i64>)>,
+    /// The host's audit key; without it records carry no digests.
+    pub key: Option<AuditKey>,
 }
 
-/// The digest of one side of a change: SHA-256 over `path=value\n` for every attribute, in
-/// order (`<absent>` for a missing value). `None` when every value on that side is missing
-/// (the resource did not exist, or was removed).
-pub fn state_digest(attributes: &[AttributeChange], after: bool) -> Option<String> {
-    let values: Vec<(&str, Option<&str>)> = attributes
-        .iter()
-        .map(|a| {
-            let v = if after { &a.after } else { &a.before };
-            (a.path.as_str(), v.as_deref())
-        })
-        .collect();
-    if values.iter().all(|(_, v)| v.is_none()) {
-        return None;
-    }
-    let mut hasher = Sha256::new();
-    for (path, value) in values {
-        hasher.update(path.as_bytes());
-        hasher.update(b"=");
-        hasher.update(value.unwrap_or("<absent>").as_bytes());
-        hasher.update(b"\n");
-    }
-    Some(hex::encode(hasher.finalize()))
+fn digest(
+    ctx: &RecordContext,
+    side: Option<&driftless_crds::secret::SecretString>,
+) -> Option<String> {
+    Some(ctx.key.as_ref()?.digest(side?.expose()))
 }
 
 impl AuditRecord {
@@ -124,8 +113,9 @@ impl AuditRecord {
             kind: task.kind.clone(),
             resource: redact(&task.resource),
             change: task.change,
-            before_sha256: state_digest(&attributes, false),
-            after_sha256: state_digest(&attributes, true),
+            before_hmac_sha256: digest(ctx, task.sealed.before.as_ref()),
+            after_hmac_sha256: digest(ctx, task.sealed.after.as_ref()),
+            hmac_key_id: ctx.key.as_ref().map(AuditKey::id),
             diff: task.diff.as_deref().map(redact),
             attributes,
             handler: task.handler,
@@ -165,19 +155,22 @@ impl AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::report::{Plan, Sealed};
     use driftless_crds::apply_policy::ApplyMode;
-    use driftless_crds::secret::SecretString;
+    use driftless_crds::secret::{SecretString, REDACTED};
 
-    fn report() -> ApplyReport {
-        let mut changed = TaskReport::new("motd", "file", Status::Changed);
-        changed.resource = "file:/etc/motd".into();
-        changed.change = Some(ChangeType::Changed);
-        changed.attributes = vec![AttributeChange {
-            path: "content".into(),
-            before: Some("old hunter2".into()),
-            after: Some("new".into()),
-        }];
-        changed.diff = Some("-old hunter2\n+new\n".into());
+    /// A change of a file that holds a secret: `port=1` → `port=2` next to `pw=hunter2`.
+    fn changed(redactor: &Redactor) -> TaskReport {
+        let (live, desired) = ("port=1\npw=hunter2\n", "port=2\npw=hunter2\n");
+        let mut plan = Plan::new("file:/etc/app.conf");
+        plan.content(Some(live), Some(desired));
+        plan.diff = crate::apply::diff::unified_diff("/etc/app.conf", live, desired, redactor);
+        plan.sensitive = true;
+        TaskReport::new("app", "file", Status::Changed).with_plan(&plan, redactor)
+    }
+
+    fn report(redactor: &Redactor) -> ApplyReport {
+        let changed = changed(redactor);
         let unchanged = TaskReport::new("other", "file", Status::Unchanged);
         ApplyReport {
             dry_run: false,
@@ -200,43 +193,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_record_per_change_redacted() {
+    fn ctx(key: Option<AuditKey>) -> RecordContext {
         let mut ctx = RecordContext {
             host: "node-1".into(),
+            key,
             ..RecordContext::default()
         };
         ctx.revisions
             .insert("base".into(), ("abc123".into(), Some(4)));
+        ctx
+    }
+
+    #[test]
+    fn one_record_per_change_with_keyed_digests_of_the_real_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = AuditKey::load_or_create(dir.path()).unwrap();
         let redactor = Redactor::new([SecretString::new("hunter2")]);
-        let records = AuditRecord::from_report(&report(), &ctx, &redactor);
+        let records =
+            AuditRecord::from_report(&report(&redactor), &ctx(Some(key.clone())), &redactor);
         assert_eq!(records.len(), 1);
         let r = &records[0];
         assert_eq!(r.policy, "base");
         assert_eq!(r.revision, "abc123");
         assert_eq!(r.generation, Some(4));
-        assert_eq!(r.resource, "file:/etc/motd");
+        assert_eq!(r.resource, "file:/etc/app.conf");
         assert!(r.id.starts_with("node-1-"));
         let line = r.json_line();
         assert!(!line.contains("hunter2"), "{line}");
-        assert!(line.contains("<redacted>"));
-        assert_ne!(r.before_sha256, r.after_sha256);
-        assert_eq!(r.before_sha256.as_ref().unwrap().len(), 64);
+        // The digests differ although both content attributes show `<redacted>`.
+        assert_eq!(r.attributes[0].before.as_deref(), Some(REDACTED));
+        assert_eq!(r.attributes[0].after.as_deref(), Some(REDACTED));
+        assert_ne!(r.before_hmac_sha256, r.after_hmac_sha256);
+        // Anyone with the key recomputes them from the real content.
+        let full = crate::apply::report::full_digest("port=2\npw=hunter2\n");
+        assert_eq!(
+            r.after_hmac_sha256.as_deref(),
+            Some(key.digest(&format!("content={full}\n")).as_str())
+        );
+        assert_eq!(r.hmac_key_id.as_deref(), Some(key.id().as_str()));
+        // The diff hides only the secret.
+        let diff = r.diff.as_deref().unwrap();
+        assert!(
+            diff.contains("-port=1\n+port=2\n pw=<redacted>\n"),
+            "{diff}"
+        );
         let back: AuditRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(&back, r);
-        let mut dry = report();
+        let mut dry = report(&redactor);
         dry.dry_run = true;
-        assert!(AuditRecord::from_report(&dry, &ctx, &redactor).is_empty());
+        assert!(AuditRecord::from_report(&dry, &ctx(None), &redactor).is_empty());
     }
 
     #[test]
-    fn digests_of_added_and_removed() {
-        let added = [AttributeChange {
-            path: "uid".into(),
-            before: None,
-            after: Some("1001".into()),
-        }];
-        assert_eq!(state_digest(&added, false), None);
-        assert!(state_digest(&added, true).is_some());
+    fn without_a_key_there_are_no_digests_and_added_has_no_before() {
+        let redactor = Redactor::default();
+        let records = AuditRecord::from_report(&report(&redactor), &ctx(None), &redactor);
+        assert_eq!(records[0].before_hmac_sha256, None);
+        assert_eq!(records[0].hmac_key_id, None);
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = TaskReport::new("bob", "user", Status::Changed);
+        let mut plan = Plan::new("user:bob");
+        plan.set_change(ChangeType::Added);
+        plan.attribute("uid", None, Some("1001".into()));
+        task.sealed = Sealed::of(&plan);
+        let policy = PolicyReport {
+            policy: "base".into(),
+            origin: "b.yaml".into(),
+            mode: ApplyMode::Enforce,
+            check_only: false,
+            tasks: vec![],
+        };
+        let ctx = ctx(Some(AuditKey::load_or_create(dir.path()).unwrap()));
+        let r = AuditRecord::from_task(&policy, &task, &ctx, chrono::Utc::now(), 0, &redactor);
+        assert_eq!(r.before_hmac_sha256, None);
+        assert!(r.after_hmac_sha256.is_some());
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! A drift check is a dry run of every policy (never a change, `Audit` policies included); each
 //! task that would change is one [`DriftItem`] in the DriftReport item shape, after the policy's
-//! ignore rules. Tasks that fail to check make the check an error.
+//! ignore rules, with the same unified diff `apply --dry-run` shows. Tasks that fail to check
+//! make the check an error. [`items`] bounds the items for a node's DriftReport.
 
+pub mod edit;
 pub mod ignore;
+pub mod items;
 pub mod resolve;
 
 use std::collections::BTreeMap;
@@ -43,14 +46,7 @@ pub fn from_report(report: &ApplyReport) -> DriftCheck {
     for policy in &report.policies {
         for task in &policy.tasks {
             match task.status {
-                Status::Changed => items.push(DriftItem {
-                    address: task.resource.clone(),
-                    domain: task.kind.clone(),
-                    source: Some(format!("{}/{}", policy.policy, task.task)),
-                    change: task.change.unwrap_or(ChangeType::Changed),
-                    replace: task.replace,
-                    attributes: task.attributes.clone(),
-                }),
+                Status::Changed => items.extend(items::item(policy, task)),
                 Status::Failed => errors.push(format!(
                     "{}/{}: {}",
                     policy.policy,
@@ -116,6 +112,10 @@ impl DriftCheck {
                 for a in &item.attributes {
                     let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
                     let _ = writeln!(out, "      {}: {} → {}", a.path, v(&a.before), v(&a.after));
+                }
+                // Indented as `apply` prints it, so the two read the same.
+                for line in item.diff.iter().flat_map(|d| d.lines()) {
+                    let _ = writeln!(out, "      {line}");
                 }
             }
         }

@@ -67,6 +67,7 @@ pub fn threshold_item(breach: &Breach) -> DriftItem {
                 after: None,
             },
         ],
+        diff: None,
     }
 }
 

@@ -698,6 +698,7 @@ mod tests {
             change: driftless_crds::drift_report::ChangeType::Changed,
             replace: false,
             attributes: vec![],
+            diff: None,
         };
         Outcome::Planned {
             plan: plan::ParsedPlan {

@@ -359,6 +359,7 @@ impl State<'_> {
             change,
             replace: replace && section == Section::Planned,
             attributes,
+            diff: None,
         };
         match section {
             Section::Planned => {
@@ -394,6 +395,7 @@ impl State<'_> {
             change,
             replace,
             attributes,
+            diff: None,
         });
         Ok(())
     }

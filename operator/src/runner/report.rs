@@ -168,6 +168,7 @@ mod tests {
                 change: ChangeType::Changed,
                 replace: false,
                 attributes: vec![],
+                diff: None,
             })
             .collect();
         ParsedPlan {

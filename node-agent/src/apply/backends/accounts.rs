@@ -195,6 +195,9 @@ pub struct Change {
     pub before: Option<String>,
     /// Value after; `None` when the account is removed.
     pub after: Option<String>,
+    /// The real values when `before`/`after` are shown as `<redacted>` (a password hash), for
+    /// audit digests only.
+    pub real: (Option<SecretString>, Option<SecretString>),
 }
 
 fn change(attribute: &str, before: Option<String>, after: Option<String>) -> Change {
@@ -202,6 +205,7 @@ fn change(attribute: &str, before: Option<String>, after: Option<String>) -> Cha
         attribute: attribute.into(),
         before,
         after,
+        real: (None, None),
     }
 }
 
@@ -579,21 +583,26 @@ impl AccountDb {
                     let mut fields = vec![spec.name.clone(), hash];
                     fields.extend(aging.iter().map(|s| (*s).to_owned()));
                     shadow.set(fields);
-                    if spec.password_hash.is_some() {
-                        changes.push(change("passwordHash", None, Some(REDACTED.into())));
+                    if let Some(hash) = &spec.password_hash {
+                        let mut c = change("passwordHash", None, Some(REDACTED.into()));
+                        c.real = (None, Some(hash.clone()));
+                        changes.push(c);
                     }
                 }
                 Some(mut fields) => {
                     if let Some(hash) = &spec.password_hash {
                         if fields[1] != hash.expose() {
+                            let live = SecretString::new(fields[1].clone());
                             fields[1] = hash.expose().to_owned();
                             fields[2] = today;
                             shadow.set(fields);
-                            changes.push(change(
+                            let mut c = change(
                                 "passwordHash",
                                 Some(REDACTED.into()),
                                 Some(REDACTED.into()),
-                            ));
+                            );
+                            c.real = (Some(live), Some(hash.clone()));
+                            changes.push(c);
                         }
                     }
                 }
@@ -968,6 +977,10 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].before.as_deref(), Some(REDACTED));
         assert!(!format!("{changes:?}").contains("new$hash"));
+        // The real hashes travel for audit digests only.
+        let (before, after) = &changes[0].real;
+        assert_eq!(before.as_ref().map(|s| s.expose()), Some("$6$abc$def"));
+        assert_eq!(after.as_ref().map(|s| s.expose()), Some("$6$new$hash"));
     }
 
     #[test]

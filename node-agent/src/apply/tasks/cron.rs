@@ -5,9 +5,9 @@ use driftless_crds::apply_policy::CronTask;
 use driftless_crds::common::Presence;
 use driftless_crds::drift_report::ChangeType;
 
-use super::util::{digest, read_optional, Attrs, DesiredFile};
+use super::util::{read_optional, Attrs, DesiredFile};
 use super::{Context, Plan, Task, TaskError};
-use crate::apply::report::unified_diff;
+use crate::apply::diff::unified_diff;
 
 const MACROS: &[&str] = &[
     "@reboot",
@@ -94,8 +94,8 @@ impl Task for CronTask {
             let path = ctx.path_nofollow(&self.host_path())?;
             if let Some(live) = read_optional(&path, &self.host_path())? {
                 plan.set_change(ChangeType::Removed);
-                plan.attribute("content", Some(digest(&live)), None);
-                plan.diff = unified_diff(&self.host_path(), &live, "");
+                plan.content(Some(&live), None);
+                plan.diff = unified_diff(&self.host_path(), &live, "", ctx.redactor);
             }
             return Ok(plan);
         }

@@ -5,9 +5,9 @@ use driftless_crds::apply_policy::FileTask;
 use driftless_crds::common::Presence;
 use driftless_crds::drift_report::ChangeType;
 
-use super::util::{digest, read_optional, Attrs, DesiredFile};
+use super::util::{read_optional, Attrs, DesiredFile};
 use super::{Context, Plan, Task, TaskError};
-use crate::apply::report::unified_diff;
+use crate::apply::diff::unified_diff;
 
 /// Helpers of this task type.
 trait Helpers {
@@ -80,8 +80,8 @@ impl Task for FileTask {
                 } else {
                     String::new()
                 };
-                plan.attribute("content", Some(digest(&live)), None);
-                plan.diff = unified_diff(&self.path, &live, "");
+                plan.content(Some(&live), None);
+                plan.diff = unified_diff(&self.path, &live, "", ctx.redactor);
             }
             return Ok(plan);
         }

@@ -5,10 +5,12 @@
 
 use driftless_crds::apply_policy::LineInFileTask;
 use driftless_crds::common::Presence;
+use driftless_crds::secret::SecretString;
 use regex::Regex;
 
 use super::util::{read_optional, DesiredFile};
 use super::{Context, Plan, Task, TaskError};
+use crate::apply::diff::mask_replaced_line;
 
 /// What the edit needs, compiled.
 pub struct Edit {
@@ -177,7 +179,18 @@ impl Task for LineInFileTask {
         };
         let mut plan = desired.plan(ctx, resource)?;
         if plan.is_change() && self.state == Presence::Present {
-            plan.attribute("line", matched, self.line.clone());
+            let mut shown = matched.clone();
+            // The replaced live line may hold an earlier value of the line's secret: shown
+            // masked, kept whole for audit digests.
+            if let (Some(live), Some(line)) = (&matched, &self.line) {
+                let line = ctx.expand("lineInFile.line", line)?;
+                if line.is_secret() {
+                    shown = Some(mask_replaced_line(live, &line.value, ctx.redactor));
+                    plan.real_before
+                        .insert("line".into(), SecretString::new(live.clone()));
+                }
+            }
+            plan.attribute("line", shown, self.line.clone());
         }
         Ok(plan)
     }

@@ -9,7 +9,7 @@ use crate::apply::backends::mount::{
     find_entry, is_mounted, mount_table, remove_entry, set_entry, set_mounted, FstabEntry,
 };
 use crate::apply::backends::{read_optional, write_atomic};
-use crate::apply::report::unified_diff;
+use crate::apply::diff::unified_diff;
 
 const FSTAB: &str = "/etc/fstab";
 
@@ -89,7 +89,7 @@ impl Task for MountTask {
             let old = find_entry(&before, &self.path).map(|e| e.line());
             let new = find_entry(&after, &self.path).map(|e| e.line());
             plan.attribute("fstab", old, new);
-            plan.diff = unified_diff(FSTAB, &before, &after);
+            plan.diff = unified_diff(FSTAB, &before, &after, ctx.redactor);
         }
         if let Some(want) = want_mounted(self) {
             let is = is_mounted(&mount_table(&ctx.root.paths)?, &self.path);

@@ -8,7 +8,7 @@ use crate::apply::backends::sysctl::{
     persisted_value, read_live, set_persisted, values_equal, write_live,
 };
 use crate::apply::backends::{read_optional, write_atomic};
-use crate::apply::report::unified_diff;
+use crate::apply::diff::unified_diff;
 
 fn check(task: &SysctlTask) -> Result<(), TaskError> {
     let valid_name = !task.name.is_empty()
@@ -80,7 +80,7 @@ impl Task for SysctlTask {
                     persisted_value(&text, &self.name),
                     Some(value(self)),
                 );
-                plan.diff = unified_diff(&self.file, &before, &after);
+                plan.diff = unified_diff(&self.file, &before, &after, ctx.redactor);
             }
         }
         Ok(plan)

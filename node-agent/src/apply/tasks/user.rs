@@ -30,9 +30,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
-/// Copies account changes into a plan.
+/// Copies account changes into a plan (real values of masked ones aside, for audit digests).
 pub fn record(plan: &mut Plan, changes: Vec<Change>) {
     for c in changes {
+        if let Some(real) = c.real.0 {
+            plan.real_before.insert(c.attribute.clone(), real);
+        }
+        if let Some(real) = c.real.1 {
+            plan.real_after.insert(c.attribute.clone(), real);
+        }
         plan.attribute(c.attribute, c.before, c.after);
     }
 }

@@ -6,6 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::{Context, Plan, TaskError};
+use crate::apply::diff::unified_diff;
 
 /// Parses an octal mode such as `"0644"` or `"2755"`.
 pub fn parse_mode(text: &str) -> Result<u32, TaskError> {
@@ -221,13 +222,6 @@ pub struct DesiredFile {
     pub sensitive: bool,
 }
 
-/// `sha256:` and the first 16 hex digits of a text's digest, to name content in attributes.
-pub fn digest(text: &str) -> String {
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(text.as_bytes());
-    format!("sha256:{}", &hex::encode(hash)[..16])
-}
-
 impl DesiredFile {
     /// Compares with the live file and plans the differences (`resource` names it in reports).
     pub fn plan(&self, ctx: &Context, resource: String) -> Result<Plan, TaskError> {
@@ -242,8 +236,8 @@ impl DesiredFile {
         let Some(meta) = meta else {
             plan.set_change(driftless_crds::drift_report::ChangeType::Added);
             let content = self.content.as_deref().unwrap_or("");
-            plan.attribute("content", None, Some(digest(content)));
-            plan.diff = crate::apply::report::unified_diff(&self.host_path, "", content);
+            plan.content(None, Some(content));
+            plan.diff = unified_diff(&self.host_path, "", content, ctx.redactor);
             self.attrs.plan_new(Some(self.default_mode), &mut plan);
             return Ok(plan);
         };
@@ -256,8 +250,8 @@ impl DesiredFile {
         if let Some(content) = &self.content {
             let live = read_optional(&path, &self.host_path)?.unwrap_or_default();
             if &live != content {
-                plan.attribute("content", Some(digest(&live)), Some(digest(content)));
-                plan.diff = crate::apply::report::unified_diff(&self.host_path, &live, content);
+                plan.content(Some(&live), Some(content));
+                plan.diff = unified_diff(&self.host_path, &live, content, ctx.redactor);
             }
         }
         self.attrs.plan(ctx, &meta, &mut plan);

@@ -239,7 +239,9 @@ impl Collector for Btrfs {
         {
             filesystems.push(read_filesystem(&self.dir.join(name))?);
         }
-        export(filesystems, out);
+        if !filesystems.is_empty() {
+            export(filesystems, out);
+        }
         Ok(())
     }
 }

@@ -68,8 +68,12 @@ fn numbered_entries(dir: &Path, prefix: &str) -> Vec<(String, String)> {
 }
 
 impl Edac {
-    fn collect(&self, f: &mut [Family]) -> Result<(), CollectError> {
-        for (entry, controller) in numbered_entries(&self.mc, "mc") {
+    fn collect(
+        &self,
+        controllers: Vec<(String, String)>,
+        f: &mut [Family],
+    ) -> Result<(), CollectError> {
+        for (entry, controller) in controllers {
             let dir = self.mc.join(&entry);
             let label = || vec![("controller", controller.clone())];
             let row = |csrow: &str| {
@@ -100,8 +104,12 @@ impl Edac {
 
 impl Collector for Edac {
     fn update(&self, out: &mut Vec<Family>) -> Result<(), CollectError> {
+        let controllers = numbered_entries(&self.mc, "mc");
+        if controllers.is_empty() {
+            return Ok(());
+        }
         let mut f = families(FAMILIES);
-        let result = self.collect(&mut f);
+        let result = self.collect(controllers, &mut f);
         out.extend(f);
         result
     }

@@ -141,6 +141,9 @@ impl Collector for Xfs {
             let text = std::fs::read_to_string(&path).map_err(|e| failed(&path, e))?;
             devices.push((name, parse(&text).map_err(|e| failed(&path, e))?));
         }
+        if devices.is_empty() {
+            return Ok(());
+        }
         let mut families: Vec<Family> = FIELDS
             .iter()
             .map(|f| Family::new(format!("node_xfs_{}", f.2), f.3, Kind::Counter))

@@ -247,7 +247,8 @@ mod tests {
 hits                            4    8772612\nc_min                           4    33554432\n\
 arc_no_grow                     1    0\nweird                           4    x\n";
         assert!(parse_named(text).is_err());
-        let rows = parse_named(&text.replace("4    x", "7    x")).unwrap();
+        let fixed = text.replace("4    x", "7    x");
+        let rows = parse_named(&fixed).unwrap();
         assert_eq!(rows, [("hits", 8772612), ("c_min", 33554432)]);
         assert!(parse_named("no header\n").is_err());
         let io = "12 3 0x00 1 80 2225326830828 32953476980628\n\

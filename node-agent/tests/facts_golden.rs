@@ -270,7 +270,7 @@ fn storage_tree_is_what_a_user_expects() {
     // Tape aliases (nst0, st0a) are the same drive.
     assert!(!text.contains("device=\"nst0\"") && !text.contains("device=\"st0a\""));
     has("node_tape_io_time_seconds_total{device=\"st1\"} 18494.02217544");
-    has("node_xfs_read_calls_total{device=\"dm-0\"} 7048");
+    has("node_xfs_read_calls_total{device=\"dm-0\"} 80103");
     assert!(!text.contains("node_xfs_read_calls_total{device=\"stats\"}"));
     has("node_zfs_arc_hits 8772612");
     has("node_zfs_fm_erpt_dropped 18");

@@ -233,21 +233,20 @@ fn export(s: &ServerStats, out: &mut Vec<Family>) {
         "Total number NFSd Requests by method and protocol.",
         Kind::Counter,
     );
-    let v2 = V2.iter().map(|n| Some(*n)).skip(1);
-    let v3 = V3.iter().map(|n| Some(*n)).skip(1);
-    let versions: [(&str, Vec<(usize, Option<&str>)>); 3] = [
-        ("2", v2.enumerate().map(|(i, n)| (i + 1, n)).collect()),
-        ("3", v3.enumerate().map(|(i, n)| (i + 1, n)).collect()),
-        ("4", V4_OPS.iter().copied().enumerate().collect()),
-    ];
-    for ((proto, names), values) in versions.iter().zip(&s.procs) {
-        for (i, name) in names {
-            if let Some(method) = name {
-                requests.push(
-                    vec![("method", (*method).into()), ("proto", (*proto).into())],
-                    at(values, *i),
-                );
-            }
+    let mut push = |proto: &str, method: &str, values: &[u64], i: usize| {
+        let labels = vec![("method", method.to_owned()), ("proto", proto.to_owned())];
+        requests.push(labels, at(values, i));
+    };
+    // node_exporter leaves out the NULL procedures.
+    for (i, method) in V2.iter().enumerate().skip(1) {
+        push("2", method, &s.procs[0], i);
+    }
+    for (i, method) in V3.iter().enumerate().skip(1) {
+        push("3", method, &s.procs[1], i);
+    }
+    for (i, method) in V4_OPS.iter().enumerate() {
+        if let Some(method) = method {
+            push("4", method, &s.procs[2], i);
         }
     }
     out.push(requests);

@@ -194,8 +194,11 @@ impl Zfs {
     }
 }
 
-/// The rows of an `objset-*` kstat: (dataset named so far, name, value) of the `uint64` rows.
-pub fn parse_objset(text: &str) -> Result<Vec<(Option<&str>, &str, u64)>, String> {
+/// A row of an `objset-*` kstat: the dataset named so far, the kstat name, its value.
+pub type ObjsetRow<'a> = (Option<&'a str>, &'a str, u64);
+
+/// The `uint64` rows of an `objset-*` kstat.
+pub fn parse_objset(text: &str) -> Result<Vec<ObjsetRow<'_>>, String> {
     let mut dataset = None;
     let mut started = false;
     let mut rows = Vec::new();

@@ -106,6 +106,34 @@ pub enum CollectorName {
     Filefd,
     /// Socket statistics.
     Sockstat,
+    /// bcache cache sets, backing and cache devices.
+    Bcache,
+    /// Bonding interfaces: configured and active slaves.
+    Bonding,
+    /// Btrfs space allocation and devices.
+    Btrfs,
+    /// EDAC memory controller error counters.
+    Edac,
+    /// Fibre Channel host adapters.
+    Fibrechannel,
+    /// InfiniBand devices and port counters.
+    Infiniband,
+    /// IP Virtual Server totals and backends.
+    Ipvs,
+    /// Linux software RAID (md) arrays.
+    Mdadm,
+    /// NFS client RPC statistics.
+    Nfs,
+    /// NFS server statistics.
+    Nfsd,
+    /// NVMe controllers (`node_nvme_info`).
+    Nvme,
+    /// SCSI tape drive statistics.
+    Tapestats,
+    /// XFS per-filesystem statistics.
+    Xfs,
+    /// OpenZFS kstats and pool state.
+    Zfs,
 }
 
 /// Which collectors run. Every collector is on unless listed in `disable`; `enable`, when set,

@@ -4,6 +4,9 @@
 //! escapes, a missing mount point, no PSI, no sockstat6). The exposition is compared with
 //! `fixtures/facts/<tree>.prom`; values that depend on the test machine or the clock are masked.
 //!
+//! The storage, fabric and RPC collectors have their own synthetic trees (`fixtures/facts/storage`
+//! and `storage-edge`, written by `fixtures/facts/make_storage.py`).
+//!
 //! Regenerate the golden files with `DRIFTLESS_BLESS=1 cargo test -p driftless-agent --test facts_golden`.
 #![allow(clippy::unwrap_used)]
 
@@ -190,4 +193,105 @@ fn collector_flags_select_collectors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// The flags that run only the storage, fabric and RPC collectors.
+const STORAGE: &[&str] = &[
+    "--collector.disable-defaults",
+    "--collector.bcache",
+    "--collector.bonding",
+    "--collector.btrfs",
+    "--collector.edac",
+    "--collector.fibrechannel",
+    "--collector.infiniband",
+    "--collector.ipvs",
+    "--collector.mdadm",
+    "--collector.nfs",
+    "--collector.nfsd",
+    "--collector.nvme",
+    "--collector.tapestats",
+    "--collector.xfs",
+    "--collector.zfs",
+];
+
+#[test]
+fn storage_tree_matches_golden() {
+    golden("storage", STORAGE);
+}
+
+#[test]
+fn storage_edge_tree_matches_golden() {
+    golden("storage-edge", STORAGE);
+}
+
+#[test]
+fn storage_tree_is_what_a_user_expects() {
+    let text = scrape(&fixtures().join("storage"), STORAGE);
+    let has = |line: &str| {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "missing {line:?}:\n{text}"
+        )
+    };
+    // bcache's human-readable units: 1.1G dirty, -59.7k proportional term.
+    has("node_bcache_dirty_data_bytes{backing_device=\"bdev0\",uuid=\"5c2f4d3e-7d8a-4a3b-9d6c-0e1f2a3b4c5d\"} 1178599424");
+    has("node_bcache_writeback_rate_proportional_term{backing_device=\"bdev0\",uuid=\"5c2f4d3e-7d8a-4a3b-9d6c-0e1f2a3b4c5d\"} -61116");
+    has("node_bonding_active{master=\"bond0\"} 1");
+    has("node_bonding_slaves{master=\"bond1\"} 2");
+    // Device sizes are 512-byte sectors; raid5 on three devices stores 1.5 bytes per byte.
+    has("node_btrfs_device_size_bytes{device=\"loop0\",uuid=\"0abb23a9-9b4b-4d7c-8fbd-2aa3c5a1f1d4\"} 10737418240");
+    has("node_btrfs_allocation_ratio{block_group_type=\"data\",mode=\"raid5\",uuid=\"7f07c59f-6136-449c-ab87-e1cf2328731b\"} 1.5");
+    has("node_btrfs_info{label=\"\",uuid=\"7f07c59f-6136-449c-ab87-e1cf2328731b\"} 1");
+    has("node_edac_csrow_correctable_errors_total{controller=\"1\",csrow=\"unknown\"} 6");
+    assert!(!text.contains("controller=\"power\""));
+    // Unimplemented FC counters (all ones) are left out; 0x prefixes are dropped.
+    assert!(!text.contains("node_fibrechannel_dumped_frames_total"));
+    has("node_fibrechannel_nos_total{fc_host=\"host0\"} 18");
+    assert!(text.contains("fabric_name=\"0\",fc_host=\"host0\",port_id=\"000002\""));
+    // InfiniBand data counters count 4-byte words; N/A counters are left out.
+    has("node_infiniband_port_data_received_bytes_total{device=\"mlx4_0\",port=\"1\"} 8884894436");
+    has("node_infiniband_rate_bytes_per_second{device=\"mlx4_0\",port=\"1\"} 5000000000");
+    assert!(!text.contains("node_infiniband_link_downed_total{device=\"mlx4_0\",port=\"2\"}"));
+    has("node_infiniband_vl15_dropped_total{device=\"mlx4_0\",port=\"2\"} 0");
+    // IPVS: one real server behind two listings of one service is summed; IPv4-mapped IPv6
+    // addresses print as IPv4.
+    has("node_ipvs_backend_weight{local_address=\"192.168.0.57\",local_mark=\"\",local_port=\"3306\",proto=\"TCP\",remote_address=\"192.168.50.21\",remote_port=\"3306\"} 150");
+    assert!(text.contains("remote_address=\"10.0.0.1\",remote_port=\"53\"} 3\n"));
+    has("node_ipvs_backend_connections_active{local_address=\"\",local_mark=\"10001000\",local_port=\"0\",proto=\"FWM\",remote_address=\"192.168.50.26\",remote_port=\"3306\"} 0");
+    has("node_md_state{device=\"md6\",state=\"recovering\"} 1");
+    has("node_md_blocks_synced{device=\"md6\"} 16775552");
+    has("node_md_blocks_synced{device=\"md8\"} 0");
+    has("node_md_state{device=\"md9\",state=\"check\"} 1");
+    has("node_md_disks{device=\"md3\",state=\"spare\"} 1");
+    has("node_md_disks_required{device=\"md10\"} 2");
+    has("node_nfs_requests_total{method=\"Root\",proto=\"2\"} 0");
+    has("node_nfsd_server_threads 8");
+    has("node_nvme_info{device=\"nvme1\",firmware_revision=\"GPJ99E5Q\",model=\"WD \\\"Black\\\" SN850X\\\\2TB\",serial=\"22444M800123\",state=\"resetting\"} 1");
+    // Tape aliases (nst0, st0a) are the same drive.
+    assert!(!text.contains("device=\"nst0\"") && !text.contains("device=\"st0a\""));
+    has("node_tape_io_time_seconds_total{device=\"st1\"} 18494.02217544");
+    has("node_xfs_read_calls_total{device=\"dm-0\"} 80103");
+    assert!(!text.contains("node_xfs_read_calls_total{device=\"stats\"}"));
+    has("node_zfs_arc_hits 8772612");
+    has("node_zfs_fm_erpt_dropped 18");
+    has("node_zfs_zpool_dataset_writes{dataset=\"poolz1/a_b\",zpool=\"poolz1\"} 4");
+    has("node_zfs_zpool_state{state=\"degraded\",zpool=\"poolz1\"} 1");
+    assert!(!text.contains("arc_raw_size"));
+}
+
+/// A host without any of these (the recorded machine has no bcache, bonding, md, NFS, ...):
+/// every collector succeeds and exports nothing.
+#[test]
+fn absent_subsystems_export_nothing() {
+    let text = scrape(&fixtures().join("edge"), STORAGE);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            line.starts_with("node_scrape_collector_"),
+            "unexpected {line}"
+        );
+        if line.starts_with("node_scrape_collector_success") {
+            assert!(line.ends_with(" 1"), "{line}");
+        }
+    }
+    assert_eq!(text.matches("node_scrape_collector_success{").count(), 14);
 }

@@ -13,22 +13,38 @@ use driftless_crds::facts_policy::{Collectors, CustomFact};
 use crate::host::HostPaths;
 use crate::metrics::{encode_families, Family, Kind};
 
+mod kfiles;
+
+pub mod bcache;
+pub mod bonding;
+pub mod btrfs;
 pub mod command;
 pub mod cpu;
 pub mod diskstats;
+pub mod edac;
+pub mod fibrechannel;
 pub mod file;
 pub mod filefd;
 pub mod filesystem;
+pub mod infiniband;
+pub mod ipvs;
 pub mod loadavg;
+pub mod mdadm;
 pub mod meminfo;
 pub mod netdev;
+pub mod nfs;
+pub mod nfsd;
+pub mod nvme;
 pub mod os;
 pub mod pressure;
 pub mod sockstat;
 pub mod stat;
+pub mod tapestats;
 pub mod time;
 pub mod uname;
 pub mod vmstat;
+pub mod xfs;
+pub mod zfs;
 
 /// Why a collector produced nothing.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +112,21 @@ pub struct CollectorInfo {
 /// Every collector, in the order they run.
 pub const REGISTRY: &[CollectorInfo] = &[
     CollectorInfo {
+        name: "bcache",
+        default_enabled: true,
+        factory: bcache::new,
+    },
+    CollectorInfo {
+        name: "bonding",
+        default_enabled: true,
+        factory: bonding::new,
+    },
+    CollectorInfo {
+        name: "btrfs",
+        default_enabled: true,
+        factory: btrfs::new,
+    },
+    CollectorInfo {
         name: "cpu",
         default_enabled: true,
         factory: cpu::new,
@@ -104,6 +135,16 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "diskstats",
         default_enabled: true,
         factory: diskstats::new,
+    },
+    CollectorInfo {
+        name: "edac",
+        default_enabled: true,
+        factory: edac::new,
+    },
+    CollectorInfo {
+        name: "fibrechannel",
+        default_enabled: true,
+        factory: fibrechannel::new,
     },
     CollectorInfo {
         name: "filefd",
@@ -116,9 +157,24 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: filesystem::new,
     },
     CollectorInfo {
+        name: "infiniband",
+        default_enabled: true,
+        factory: infiniband::new,
+    },
+    CollectorInfo {
+        name: "ipvs",
+        default_enabled: true,
+        factory: ipvs::new,
+    },
+    CollectorInfo {
         name: "loadavg",
         default_enabled: true,
         factory: loadavg::new,
+    },
+    CollectorInfo {
+        name: "mdadm",
+        default_enabled: true,
+        factory: mdadm::new,
     },
     CollectorInfo {
         name: "meminfo",
@@ -129,6 +185,21 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "netdev",
         default_enabled: true,
         factory: netdev::new,
+    },
+    CollectorInfo {
+        name: "nfs",
+        default_enabled: true,
+        factory: nfs::new,
+    },
+    CollectorInfo {
+        name: "nfsd",
+        default_enabled: true,
+        factory: nfsd::new,
+    },
+    CollectorInfo {
+        name: "nvme",
+        default_enabled: true,
+        factory: nvme::new,
     },
     CollectorInfo {
         name: "os",
@@ -151,6 +222,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: stat::new,
     },
     CollectorInfo {
+        name: "tapestats",
+        default_enabled: true,
+        factory: tapestats::new,
+    },
+    CollectorInfo {
         name: "time",
         default_enabled: true,
         factory: time::new,
@@ -164,6 +240,16 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "vmstat",
         default_enabled: true,
         factory: vmstat::new,
+    },
+    CollectorInfo {
+        name: "xfs",
+        default_enabled: true,
+        factory: xfs::new,
+    },
+    CollectorInfo {
+        name: "zfs",
+        default_enabled: true,
+        factory: zfs::new,
     },
     CollectorInfo {
         name: "command",

@@ -200,6 +200,91 @@ pub struct DriftReportStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub history: Vec<Summary>,
+    /// Nodes: the result of every policy that selects the node, by kind and name (at most 256).
+    /// The operator counts these into each policy's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub policies: Vec<PolicyResult>,
+}
+
+/// Most policy results a node's report holds.
+pub const MAX_POLICIES: usize = 256;
+
+/// The kinds of policies a node agent runs.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum PolicyKind {
+    /// An ApplyPolicy.
+    ApplyPolicy,
+    /// A FactsPolicy.
+    FactsPolicy,
+    /// A LogPipeline.
+    LogPipeline,
+}
+
+impl PolicyKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [PolicyKind; 3] = [
+        PolicyKind::ApplyPolicy,
+        PolicyKind::FactsPolicy,
+        PolicyKind::LogPipeline,
+    ];
+
+    /// The kind's name (`ApplyPolicy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::ApplyPolicy => "ApplyPolicy",
+            PolicyKind::FactsPolicy => "FactsPolicy",
+            PolicyKind::LogPipeline => "LogPipeline",
+        }
+    }
+}
+
+/// Where one policy stands on one node.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum PolicyState {
+    /// Enforced or checked, and nothing differs (ApplyPolicy); running with no threshold
+    /// breached (FactsPolicy); every source and sink running (LogPipeline).
+    InSync,
+    /// Something differs (ApplyPolicy in Audit, or what Enforce corrected in its last run), or a
+    /// threshold is breached (FactsPolicy).
+    Drifted,
+    /// The last run failed (a task, a collector, a sink that cannot start).
+    Failed,
+    /// The node refused this generation (it fails a check on the node, or a secret it needs
+    /// cannot be read); the previous good generation, if any, keeps running.
+    Refused,
+}
+
+/// The result of one policy on one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyResult {
+    /// The policy's kind.
+    pub kind: PolicyKind,
+    /// The policy's name.
+    pub name: String,
+    /// The `metadata.generation` of the policy this result is about.
+    pub generation: i64,
+    /// Where the policy stands.
+    pub state: PolicyState,
+    /// Items out of sync (ApplyPolicy) or thresholds breached (FactsPolicy).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drifted: u32,
+    /// Items changed by the last Enforce run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changed: u32,
+    /// Tasks, collectors or pipeline parts that failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u32,
+    /// Why it failed or was refused, secrets redacted (at most 1024 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the result was produced.
+    pub checked_at: Time,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -13,6 +13,7 @@ pub mod facts_policy;
 pub mod generate;
 pub mod log_pipeline;
 pub mod one_of;
+pub mod rbac;
 pub mod resource;
 pub mod secret;
 pub mod time;

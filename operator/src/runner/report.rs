@@ -84,6 +84,7 @@ pub fn build_status(
                 error: None,
                 artifact,
                 history,
+                policies: Vec::new(),
             }
         }
         Outcome::Failed(error) => {
@@ -104,6 +105,7 @@ pub fn build_status(
                 error: Some(error),
                 artifact,
                 history,
+                policies: Vec::new(),
             }
         }
     }

@@ -132,6 +132,10 @@ pub struct DriftItem {
     /// 65536 bytes per report; a cut diff ends with a `[diff cut: ...]` line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// Nodes: an ApplyPolicy in Enforce mode found this drift and corrected it in its last run
+    /// (the host matches again; the item shows what was repaired).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub corrected: bool,
 }
 
 /// Summary of the latest check.

@@ -4,11 +4,15 @@
 pub mod apply;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod drift;
+pub mod events;
 pub mod facts;
 pub mod host;
 pub mod logs;
 pub mod metrics;
 pub mod s3;
 pub mod server;
+pub mod status;
+pub mod topology;

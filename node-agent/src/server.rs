@@ -151,6 +151,7 @@ pub struct AppState {
     /// Node collectors run on every scrape (none when facts are off).
     pub scraper: RwLock<Option<Arc<Scraper>>>,
     facts: RwLock<Option<Arc<crate::facts::runtime::Facts>>>,
+    node_status: RwLock<Option<Arc<crate::status::SharedStatus>>>,
     sources: RwLock<Vec<Arc<dyn MetricsSource>>>,
     flight: tokio::sync::Mutex<Option<Arc<Exposition>>>,
     completed: AtomicU64,
@@ -175,6 +176,7 @@ impl AppState {
             config: Mutex::new(config),
             scraper: RwLock::new(None),
             facts: RwLock::new(None),
+            node_status: RwLock::new(None),
             sources: RwLock::new(Vec::new()),
             flight: tokio::sync::Mutex::new(None),
             completed: AtomicU64::new(0),
@@ -194,6 +196,13 @@ impl AppState {
         self.add_source(facts.clone());
         if let Ok(mut current) = self.facts.write() {
             *current = Some(facts);
+        }
+    }
+
+    /// Sets the node's status, served at `/report`.
+    pub fn set_node_status(&self, status: Arc<crate::status::SharedStatus>) {
+        if let Ok(mut current) = self.node_status.write() {
+            *current = Some(status);
         }
     }
 
@@ -332,14 +341,19 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn serve_report(State(state): State<Arc<AppState>>) -> Response {
-    let Some(facts) = state.facts() else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no node report: facts are not running\n",
-        )
-            .into_response();
+    let status = state.node_status.read().ok().and_then(|s| s.clone());
+    let report = match (status, state.facts()) {
+        (Some(status), _) => status.report(),
+        (None, Some(facts)) => facts.report(),
+        (None, None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                "no node report: the agent is not running\n",
+            )
+                .into_response()
+        }
     };
-    match serde_json::to_string_pretty(&facts.report()) {
+    match serde_json::to_string_pretty(&report) {
         Ok(mut json) => {
             json.push('\n');
             ([(header::CONTENT_TYPE, "application/json")], json).into_response()

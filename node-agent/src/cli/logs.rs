@@ -81,8 +81,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let errors = pipelines.apply(&wanted, &secrets);
     if !errors.is_empty() {
-        for e in &errors {
-            tracing::error!(error = %e, "pipeline not started");
+        for (pipeline, e) in &errors {
+            tracing::error!(%pipeline, error = %e, "pipeline not started");
         }
         anyhow::bail!("{} pipeline(s) could not start", errors.len());
     }
@@ -102,8 +102,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 _ = hangup.recv() => {
                     match load(&dir, &secrets) {
                         Ok(config) => {
-                            for e in pipelines.apply(&wanted_of(&config), &secrets) {
-                                tracing::error!(error = %e, "pipeline not reloaded");
+                            for (pipeline, e) in pipelines.apply(&wanted_of(&config), &secrets) {
+                                tracing::error!(%pipeline, error = %e, "pipeline not reloaded");
                             }
                             tracing::info!(pipelines = ?pipelines.names(), "configuration reloaded");
                         }
@@ -121,61 +121,4 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 fn wanted_of(config: &Config) -> BTreeMap<String, LogPipelineSpec> {
     wanted(config)
-}
-
-/// Log pipeline flags of `driftless agent`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct AgentArgs {
-    /// State directory; log checkpoints are kept in `STATE/logs/checkpoints`.
-    #[arg(
-        long,
-        default_value = "/var/lib/driftless",
-        env = "DRIFTLESS_STATE_DIR"
-    )]
-    pub state_dir: PathBuf,
-}
-
-/// The agent's pipelines: started with the agent, reloaded with its configuration.
-static AGENT_PIPELINES: std::sync::Mutex<Option<Pipelines>> = std::sync::Mutex::new(None);
-
-/// Starts the configuration's pipelines inside `driftless agent` and adds their metrics to
-/// `/metrics`. A pipeline that cannot start is logged; the agent keeps running.
-pub fn start_in_agent(
-    state: &crate::server::AppState,
-    host: HostPaths,
-    args: &AgentArgs,
-    config: &Config,
-    secrets: &StandaloneSecrets,
-) {
-    let metrics = LogMetrics::default();
-    state.add_source(std::sync::Arc::new(metrics.clone()));
-    let mut pipelines = Pipelines::new(host, args.state_dir.clone(), metrics);
-    for e in pipelines.apply(&wanted(config), secrets) {
-        tracing::error!(error = %e, "log pipeline not started");
-    }
-    if !pipelines.names().is_empty() {
-        tracing::info!(pipelines = ?pipelines.names(), "log pipelines running");
-    }
-    if let Ok(mut slot) = AGENT_PIPELINES.lock() {
-        *slot = Some(pipelines);
-    }
-}
-
-/// Applies a reloaded configuration to the agent's pipelines.
-pub fn reload_in_agent(config: &Config, secrets: &StandaloneSecrets) {
-    if let Ok(mut slot) = AGENT_PIPELINES.lock() {
-        if let Some(pipelines) = slot.as_mut() {
-            for e in pipelines.apply(&wanted(config), secrets) {
-                tracing::error!(error = %e, "log pipeline not reloaded");
-            }
-        }
-    }
-}
-
-/// Stops the agent's pipelines (each writes its checkpoint).
-pub fn stop_in_agent() {
-    let pipelines = AGENT_PIPELINES.lock().ok().and_then(|mut slot| slot.take());
-    if let Some(mut pipelines) = pipelines {
-        pipelines.stop_all();
-    }
 }

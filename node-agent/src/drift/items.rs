@@ -60,6 +60,7 @@ pub fn item(policy: &PolicyReport, task: &TaskReport) -> Option<DriftItem> {
         replace: task.replace,
         attributes: task.attributes.clone(),
         diff: task.diff.clone(),
+        corrected: !policy.check_only,
     })
 }
 

@@ -68,6 +68,7 @@ pub fn threshold_item(breach: &Breach) -> DriftItem {
             },
         ],
         diff: None,
+        corrected: false,
     }
 }
 

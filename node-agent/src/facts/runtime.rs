@@ -17,9 +17,12 @@ use super::report::NodeReport;
 use super::s3push::Pusher;
 use super::thresholds::{Evaluator, Shared, Transition};
 use crate::config::Config;
+use crate::events::{Events, NodeEvent, Severity};
 use crate::host::HostPaths;
 use crate::metrics::MetricsSource;
 use crate::server::AppState;
+use crate::status::{Entry, SharedStatus};
+use driftless_crds::drift_report::{PolicyKind, PolicyResult, PolicyState};
 
 /// At most this many snapshots wait while S3 is unreachable.
 pub const MAX_PENDING_SNAPSHOTS: usize = 32;
@@ -35,6 +38,10 @@ pub struct Facts {
     policy: RwLock<Option<(String, FactsPolicySpec)>>,
     breached: Mutex<Vec<Transition>>,
     report: Mutex<NodeReport>,
+    status: Arc<SharedStatus>,
+    events: Arc<Events>,
+    generation: RwLock<i64>,
+    wake: tokio::sync::Notify,
 }
 
 /// The first FactsPolicy of a configuration: its name and spec.
@@ -59,6 +66,8 @@ impl Facts {
         disable_defaults: bool,
         switches: Vec<(String, bool)>,
         node: String,
+        status: Arc<SharedStatus>,
+        events: Arc<Events>,
     ) -> Self {
         Self {
             paths,
@@ -70,6 +79,10 @@ impl Facts {
             breached: Mutex::new(Vec::new()),
             report: Mutex::new(NodeReport::new(&node)),
             node,
+            status,
+            events,
+            generation: RwLock::new(0),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -82,6 +95,13 @@ impl Facts {
         lookup: &dyn Lookup,
     ) -> anyhow::Result<()> {
         let policy = facts_policy(config);
+        let generation = config
+            .of_kind("FactsPolicy")
+            .find_map(|l| match &l.resource {
+                driftless_crds::resource::Resource::FactsPolicy(p) => p.metadata.generation,
+                _ => None,
+            })
+            .unwrap_or(0);
         let spec = policy.as_ref().map(|(_, s)| s);
         let mut settings = Settings::new(self.paths.clone());
         if let Some(spec) = spec {
@@ -124,10 +144,44 @@ impl Facts {
         if let Ok(mut current) = self.pusher.write() {
             *current = pusher;
         }
+        let name = policy.as_ref().map(|(n, _)| n.clone());
         if let Ok(mut current) = self.policy.write() {
             *current = policy;
         }
+        if let Ok(mut current) = self.generation.write() {
+            *current = generation;
+        }
+        let no_thresholds = self
+            .thresholds
+            .0
+            .lock()
+            .map(|e| e.states().is_empty())
+            .unwrap_or(true);
+        self.status.update(|s, now| {
+            s.retain(
+                PolicyKind::FactsPolicy,
+                &|n| name.as_deref() == Some(n),
+                now,
+            );
+            if let (Some(name), true) = (&name, no_thresholds) {
+                s.set(facts_entry(name, generation, &[], now), now);
+            }
+        });
+        // Evaluate the new settings now, not after the old interval.
+        self.wake.notify_one();
         Ok(())
+    }
+
+    /// Records a FactsPolicy that could not be set up on this node as failed (the previous
+    /// settings keep running).
+    pub fn failed(&self, name: &str, generation: i64, message: &str) {
+        self.status.update(|s, now| {
+            let mut entry = facts_entry(name, generation, &[], now);
+            entry.result.state = PolicyState::Failed;
+            entry.result.failed = 1;
+            entry.result.message = Some(crate::status::cut_message(message));
+            s.set(entry, now);
+        });
     }
 
     /// Transitions seen so far (most recent last, at most 100), for the node's report.
@@ -160,7 +214,10 @@ impl Facts {
             if has_work {
                 self.tick(&state, push_interval, &mut last_push).await;
             }
-            tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval.max(Duration::from_secs(1))) => {}
+                () = self.wake.notified() => {}
+            }
         }
     }
 
@@ -220,6 +277,19 @@ impl Facts {
         if let Ok(mut report) = self.report.lock() {
             report.record(now, &breaches);
         }
+        let current = self
+            .policy
+            .read()
+            .ok()
+            .and_then(|p| p.as_ref().map(|(n, _)| n.clone()));
+        if let Some(name) = current {
+            let generation = self.generation.read().map(|g| *g).unwrap_or(0);
+            self.status
+                .update(|s, now| s.set(facts_entry(&name, generation, &breaches, now), now));
+        }
+        for t in &transitions {
+            self.events.emit(transition_event(t));
+        }
         for t in &transitions {
             match t {
                 Transition::Breached {
@@ -249,6 +319,61 @@ impl Facts {
             pusher.enqueue(now, &facts, &families);
             pusher.flush().await;
         }
+    }
+}
+
+/// The FactsPolicy's result: `Drifted` while a threshold is breached. Pure.
+pub fn facts_entry(
+    name: &str,
+    generation: i64,
+    breaches: &[super::thresholds::Breach],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Entry {
+    Entry {
+        result: PolicyResult {
+            kind: PolicyKind::FactsPolicy,
+            name: name.to_owned(),
+            generation,
+            state: if breaches.is_empty() {
+                PolicyState::InSync
+            } else {
+                PolicyState::Drifted
+            },
+            drifted: u32::try_from(breaches.len()).unwrap_or(u32::MAX),
+            changed: 0,
+            failed: 0,
+            message: None,
+            checked_at: crate::status::time(now),
+        },
+        items: breaches.iter().map(super::report::threshold_item).collect(),
+    }
+}
+
+/// The node event of a threshold transition. The note names the policy, threshold and
+/// severity but not the value, so a flapping threshold is one Event with a count.
+pub fn transition_event(t: &Transition) -> NodeEvent {
+    match t {
+        Transition::Breached {
+            policy,
+            threshold,
+            severity,
+            ..
+        } => NodeEvent {
+            severity: Severity::Warning,
+            reason: "ThresholdBreached",
+            action: "Evaluate",
+            note: format!("FactsPolicy {policy}: threshold {threshold} ({severity}) breached"),
+        },
+        Transition::Cleared {
+            policy,
+            threshold,
+            severity,
+        } => NodeEvent {
+            severity: Severity::Normal,
+            reason: "ThresholdCleared",
+            action: "Evaluate",
+            note: format!("FactsPolicy {policy}: threshold {threshold} ({severity}) cleared"),
+        },
     }
 }
 

@@ -487,12 +487,13 @@ impl Pipelines {
 
     /// Makes the running set match `wanted` (name → spec): unchanged pipelines keep running,
     /// changed ones are stopped (checkpoint written) and started again, removed ones stopped.
-    /// A pipeline that fails to build is reported and, if it was running, keeps its old version.
+    /// A pipeline that fails to build is reported (with its name) and, if it was running, keeps
+    /// its old version.
     pub fn apply(
         &mut self,
         wanted: &BTreeMap<String, LogPipelineSpec>,
         lookup: &dyn Lookup,
-    ) -> Vec<LogError> {
+    ) -> Vec<(String, LogError)> {
         let mut errors = Vec::new();
         let removed: Vec<String> = self
             .running
@@ -523,7 +524,7 @@ impl Pipelines {
                 }
                 Err(e) => {
                     tracing::error!(pipeline = %name, error = %e, "cannot start pipeline");
-                    errors.push(e);
+                    errors.push((name.clone(), e));
                     if let Some(old_spec) = old_spec {
                         if let Ok(running) = self.start(name, &old_spec, lookup) {
                             self.running.insert(name.clone(), running);

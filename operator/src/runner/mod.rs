@@ -699,6 +699,7 @@ mod tests {
             replace: false,
             attributes: vec![],
             diff: None,
+            corrected: false,
         };
         Outcome::Planned {
             plan: plan::ParsedPlan {

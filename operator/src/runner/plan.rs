@@ -360,6 +360,7 @@ impl State<'_> {
             replace: replace && section == Section::Planned,
             attributes,
             diff: None,
+            corrected: false,
         };
         match section {
             Section::Planned => {
@@ -396,6 +397,7 @@ impl State<'_> {
             replace,
             attributes,
             diff: None,
+            corrected: false,
         });
         Ok(())
     }

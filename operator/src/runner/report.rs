@@ -171,6 +171,7 @@ mod tests {
                 replace: false,
                 attributes: vec![],
                 diff: None,
+                corrected: false,
             })
             .collect();
         ParsedPlan {

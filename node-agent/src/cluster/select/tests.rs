@@ -1,0 +1,212 @@
+use super::*;
+use serde_json::json;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn motd(generation: i64, selector: Value, content: &str) -> Value {
+    json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "ApplyPolicy",
+        "metadata": {"name": "motd", "generation": generation},
+        "spec": {
+            "nodeSelector": selector,
+            "secrets": [{"name": "TOKEN", "secretKeyRef": {"name": "motd", "key": "token"}}],
+            "tasks": [{"name": "write", "file": {"path": "/etc/motd", "content": content}}]
+        }
+    })
+}
+
+fn pipeline(name: &str, generation: i64, pattern: &str) -> Value {
+    json!({
+        "apiVersion": "driftless.dev/v1alpha1",
+        "kind": "LogPipeline",
+        "metadata": {"name": name, "generation": generation},
+        "spec": {
+            "sources": [{"name": "app", "include": ["/var/log/app.log"]}],
+            "transforms": [{"exclude": {"field": "message", "pattern": pattern}}],
+            "sinks": [{"name": "out", "file": {"directory": "/tmp/out"}}]
+        }
+    })
+}
+
+fn secrets() -> SecretValues {
+    [(
+        ("motd".to_owned(), "token".to_owned()),
+        Ok(SecretString::new("s3cr3t")),
+    )]
+    .into()
+}
+
+fn names(d: &Decision) -> Vec<String> {
+    d.config
+        .resources
+        .iter()
+        .map(|l| format!("{}/{}", l.resource.kind(), l.resource.name()))
+        .collect()
+}
+
+#[test]
+fn selects_by_node_labels_and_follows_label_changes() {
+    let objects = [motd(
+        1,
+        json!({"matchLabels": {"role": "web"}}),
+        "hello ${secret:TOKEN}\n",
+    )];
+    let mut last = BTreeMap::new();
+    let web = labels(&[("role", "web")]);
+    let d = decide(&objects, &web, "driftless", &secrets(), &mut last);
+    assert_eq!(names(&d), ["ApplyPolicy/motd"]);
+    assert!(d.refusals.is_empty(), "{:?}", d.refusals);
+    assert_eq!(d.secrets["TOKEN"].expose(), "s3cr3t");
+    let db = labels(&[("role", "db")]);
+    let d = decide(&objects, &db, "driftless", &secrets(), &mut last);
+    assert!(
+        names(&d).is_empty(),
+        "a node that stops matching stops running it"
+    );
+    assert!(last.is_empty(), "and forgets its last good version");
+    assert!(needed_secrets(&objects, &db, "driftless").is_empty());
+    assert_eq!(needed_secrets(&objects, &web, "driftless").len(), 1);
+}
+
+#[test]
+fn a_bad_new_generation_is_refused_and_the_last_good_keeps_running() {
+    let mut last = BTreeMap::new();
+    let node = labels(&[]);
+    let good = [pipeline("app", 1, "^debug")];
+    let d = decide(&good, &node, "driftless", &secrets(), &mut last);
+    assert_eq!(names(&d), ["LogPipeline/app"]);
+    let bad = [pipeline("app", 2, "(unclosed")];
+    let d = decide(&bad, &node, "driftless", &secrets(), &mut last);
+    assert_eq!(
+        names(&d),
+        ["LogPipeline/app"],
+        "the previous version keeps running"
+    );
+    assert_eq!(d.refusals.len(), 1);
+    let r = &d.refusals[0];
+    assert_eq!(
+        (r.kind, r.name.as_str(), r.generation),
+        (PolicyKind::LogPipeline, "app", 2)
+    );
+    assert!(r.message.contains("spec.transforms[0]"), "{}", r.message);
+    match &d.config.resources[0].resource {
+        Resource::LogPipeline(p) => assert_eq!(p.metadata.generation, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    // A policy refused on its first generation does not run at all.
+    let mut fresh = BTreeMap::new();
+    let d = decide(&bad, &node, "driftless", &secrets(), &mut fresh);
+    assert!(names(&d).is_empty());
+    assert_eq!(d.refusals.len(), 1);
+}
+
+#[test]
+fn secrets_must_be_readable_in_the_secrets_namespace() {
+    let mut last = BTreeMap::new();
+    let node = labels(&[]);
+    let mut object = motd(1, Value::Null, "x ${secret:TOKEN}");
+    object["spec"]["secrets"][0]["secretKeyRef"]["namespace"] = json!("kube-system");
+    let d = decide(&[object.clone()], &node, "driftless", &secrets(), &mut last);
+    assert!(names(&d).is_empty());
+    assert!(
+        d.refusals[0]
+            .message
+            .contains("spec.secrets[0].secretKeyRef.namespace"),
+        "{}",
+        d.refusals[0].message
+    );
+    assert!(
+        needed_secrets(&[object], &node, "driftless").is_empty(),
+        "never read elsewhere"
+    );
+    let missing: SecretValues = [(
+        ("motd".to_owned(), "token".to_owned()),
+        Err("not found".to_owned()),
+    )]
+    .into();
+    let d = decide(
+        &[motd(1, Value::Null, "x")],
+        &node,
+        "driftless",
+        &missing,
+        &mut last,
+    );
+    assert!(
+        d.refusals[0].message.contains("not found"),
+        "{}",
+        d.refusals[0].message
+    );
+    // An undeclared reference is refused with its field path.
+    let mut undeclared = motd(1, Value::Null, "x ${secret:OTHER}");
+    undeclared["spec"]["secrets"] = json!([]);
+    let d = decide(&[undeclared], &node, "driftless", &secrets(), &mut last);
+    assert!(
+        d.refusals[0].message.contains("spec.tasks[0].file.content"),
+        "{}",
+        d.refusals[0].message
+    );
+    // The secret value is in no refusal.
+    assert!(d.refusals.iter().all(|r| !r.message.contains("s3cr3t")));
+}
+
+#[test]
+fn one_facts_policy_per_node() {
+    let facts = |name: &str| {
+        json!({
+            "apiVersion": "driftless.dev/v1alpha1",
+            "kind": "FactsPolicy",
+            "metadata": {"name": name, "generation": 1},
+            "spec": {}
+        })
+    };
+    let mut last = BTreeMap::new();
+    let d = decide(
+        &[facts("zeta"), facts("alpha")],
+        &labels(&[]),
+        "driftless",
+        &secrets(),
+        &mut last,
+    );
+    assert_eq!(names(&d), ["FactsPolicy/alpha"]);
+    assert_eq!(d.refusals.len(), 1);
+    assert_eq!(d.refusals[0].name, "zeta");
+    assert!(d.refusals[0].message.contains("FactsPolicy alpha"));
+}
+
+#[test]
+fn an_invalid_selector_is_refused() {
+    let object = motd(
+        1,
+        json!({"matchExpressions": [{"key": "role", "operator": "Sometimes", "values": ["a"]}]}),
+        "x",
+    );
+    let mut last = BTreeMap::new();
+    let d = decide(&[object], &labels(&[]), "driftless", &secrets(), &mut last);
+    assert!(names(&d).is_empty());
+    assert!(
+        d.refusals[0].message.starts_with("spec.nodeSelector"),
+        "{}",
+        d.refusals[0].message
+    );
+}
+
+#[test]
+fn a_changed_secret_value_changes_the_digest() {
+    let objects = [motd(1, Value::Null, "x ${secret:TOKEN}")];
+    let mut last = BTreeMap::new();
+    let a = decide(&objects, &labels(&[]), "driftless", &secrets(), &mut last);
+    let other: SecretValues = [(
+        ("motd".to_owned(), "token".to_owned()),
+        Ok(SecretString::new("rotated")),
+    )]
+    .into();
+    let b = decide(&objects, &labels(&[]), "driftless", &other, &mut last);
+    assert_ne!(a.digests["ApplyPolicy/motd"], b.digests["ApplyPolicy/motd"]);
+    assert!(!a.digests["ApplyPolicy/motd"].contains("s3cr3t"));
+}

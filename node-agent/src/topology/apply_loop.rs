@@ -1,0 +1,382 @@
+//! The agent's apply loop: runs every ApplyPolicy it holds on start, whenever the policy
+//! changes, and every `spec.interval`; `Enforce` applies, `Audit` only checks.
+//!
+//! Guarantees:
+//! - Runs never overlap: one policy at a time, on the blocking pool, in name order of the due
+//!   policies.
+//! - A failing task only fails its policy's run: facts and log forwarding run elsewhere.
+//! - Each run updates the node's status (result and items), the `driftless_apply_*` metrics and
+//!   the policy's audit trail (`spec.audit`), and emits an `ApplyFailed` event when a task failed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driftless_crds::apply_policy::ApplyPolicy;
+use driftless_crds::drift_report::{PolicyKind, PolicyResult, PolicyState};
+use driftless_crds::resource::Resource;
+use driftless_crds::secret::Lookup;
+use tokio::sync::Notify;
+
+use crate::apply::report::{ApplyReport, PolicyReport, Status};
+use crate::apply::{self, Environment, Options, Root};
+use crate::config::{Config, Loaded, Origin};
+use crate::events::{Events, NodeEvent, Severity};
+use crate::metrics::{Family, Kind, MetricsSource};
+use crate::status::{cut_message, Entry, SharedStatus};
+
+/// A lookup shared across threads.
+pub type SharedLookup = Arc<dyn Lookup + Send + Sync>;
+
+/// One ApplyPolicy as the loop holds it.
+#[derive(Clone)]
+pub struct Wanted {
+    /// The policy.
+    pub policy: ApplyPolicy,
+    /// Where it came from (a file, or `ApplyPolicy/NAME` in a cluster).
+    pub origin: Origin,
+    /// Digest of the secret values it uses: a changed secret runs it again.
+    pub secrets_digest: String,
+}
+
+struct Held {
+    wanted: Wanted,
+    next: Instant,
+}
+
+/// The last run of each policy, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+struct LastRun {
+    tasks: BTreeMap<&'static str, usize>,
+    runs: BTreeMap<&'static str, u64>,
+    at: f64,
+    seconds: f64,
+}
+
+/// The loop. Create with [`ApplyLoop::new`], feed with [`ApplyLoop::set`], drive with
+/// [`ApplyLoop::run`].
+pub struct ApplyLoop {
+    root: Root,
+    config_dir: PathBuf,
+    spool: PathBuf,
+    status: Arc<SharedStatus>,
+    events: Arc<Events>,
+    held: Mutex<(BTreeMap<String, Held>, Option<SharedLookup>)>,
+    last: Mutex<BTreeMap<String, LastRun>>,
+    wake: Notify,
+}
+
+impl ApplyLoop {
+    /// A loop for the host at `root`; `config_dir` is where relative `src` paths are read
+    /// (the configuration directory, standalone), `spool` where audit records wait.
+    pub fn new(
+        root: Root,
+        config_dir: PathBuf,
+        spool: PathBuf,
+        status: Arc<SharedStatus>,
+        events: Arc<Events>,
+    ) -> Self {
+        Self {
+            root,
+            config_dir,
+            spool,
+            status,
+            events,
+            held: Mutex::new((BTreeMap::new(), None)),
+            last: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Makes the held policies `wanted`: new or changed ones (spec, generation or secret values)
+    /// run at once; removed ones stop running and leave the status and metrics.
+    pub fn set(&self, wanted: Vec<Wanted>, lookup: SharedLookup) {
+        let now = Instant::now();
+        let names: Vec<String> = wanted.iter().map(|w| name_of(&w.policy)).collect();
+        if let Ok(mut guard) = self.held.lock() {
+            let (held, current) = &mut *guard;
+            held.retain(|name, _| names.contains(name));
+            for w in wanted {
+                let name = name_of(&w.policy);
+                let same = held.get(&name).is_some_and(|h| {
+                    h.wanted.policy.spec == w.policy.spec
+                        && h.wanted.policy.metadata.generation == w.policy.metadata.generation
+                        && h.wanted.secrets_digest == w.secrets_digest
+                });
+                if same {
+                    if let Some(h) = held.get_mut(&name) {
+                        h.wanted.origin = w.origin;
+                    }
+                } else {
+                    held.insert(
+                        name,
+                        Held {
+                            wanted: w,
+                            next: now,
+                        },
+                    );
+                }
+            }
+            *current = Some(lookup);
+        }
+        if let Ok(mut last) = self.last.lock() {
+            last.retain(|name, _| names.contains(name));
+        }
+        self.status.update(|s, now| {
+            s.retain(
+                PolicyKind::ApplyPolicy,
+                &|n| names.iter().any(|k| k == n),
+                now,
+            )
+        });
+        self.wake.notify_one();
+    }
+
+    /// Names of the held policies.
+    pub fn names(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .map(|g| g.0.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs due policies forever (until the runtime stops).
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let (due, next) = self.due(Instant::now());
+            if due.is_empty() {
+                let wait = next.map_or(Duration::from_secs(3600), |n| {
+                    n.saturating_duration_since(Instant::now())
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.wake.notified() => {}
+                }
+                continue;
+            }
+            let this = self.clone();
+            let ran = tokio::task::spawn_blocking(move || this.run_batch(due)).await;
+            if let Err(error) = ran {
+                tracing::error!(%error, "apply run stopped unexpectedly");
+            }
+        }
+    }
+
+    /// The due policies (with the lookup) and when the next one is due otherwise.
+    fn due(&self, now: Instant) -> (Vec<(Wanted, SharedLookup)>, Option<Instant>) {
+        let Ok(mut guard) = self.held.lock() else {
+            return (Vec::new(), None);
+        };
+        let (held, lookup) = &mut *guard;
+        let Some(lookup) = lookup.clone() else {
+            return (Vec::new(), None);
+        };
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for h in held.values_mut() {
+            if h.next <= now {
+                due.push((h.wanted.clone(), lookup.clone()));
+                h.next = now
+                    + h.wanted
+                        .policy
+                        .spec
+                        .interval
+                        .get()
+                        .max(Duration::from_secs(1));
+            }
+            next = Some(next.map_or(h.next, |n| n.min(h.next)));
+        }
+        (due, next)
+    }
+
+    /// Runs policies one after the other (blocking).
+    fn run_batch(&self, due: Vec<(Wanted, SharedLookup)>) {
+        let facts = serde_json::to_value(crate::facts::inventory::gather(&self.root.paths))
+            .unwrap_or(serde_json::Value::Null);
+        for (wanted, lookup) in due {
+            self.run_one(&wanted, lookup.as_ref(), &facts);
+        }
+    }
+
+    fn run_one(
+        &self,
+        wanted: &Wanted,
+        lookup: &(dyn Lookup + Send + Sync),
+        facts: &serde_json::Value,
+    ) {
+        let name = name_of(&wanted.policy);
+        let started = Instant::now();
+        let config = Config {
+            resources: vec![Loaded {
+                resource: Resource::ApplyPolicy(Box::new(wanted.policy.clone())),
+                origin: wanted.origin.clone(),
+            }],
+        };
+        let env = Environment {
+            root: &self.root,
+            facts,
+            secrets: lookup,
+            config_dir: &self.config_dir,
+        };
+        let report = apply::apply(&config, &env, &Options::default());
+        let seconds = started.elapsed().as_secs_f64();
+        for problem in crate::audit::deliver(&report, &config, lookup, &self.spool) {
+            tracing::warn!(policy = %name, %problem, "audit");
+        }
+        let Some(policy_report) = report.policies.first() else {
+            return;
+        };
+        let generation = wanted.policy.metadata.generation.unwrap_or(0);
+        let entry = entry_of(&report, policy_report, generation, chrono::Utc::now());
+        let counts = report.counts();
+        tracing::info!(
+            policy = %name,
+            check_only = policy_report.check_only,
+            changed = counts.changed,
+            failed = counts.failed,
+            unchanged = counts.unchanged,
+            seconds,
+            "policy run"
+        );
+        if entry.result.state == PolicyState::Failed {
+            self.events.emit(NodeEvent {
+                severity: Severity::Warning,
+                reason: "ApplyFailed",
+                action: "Apply",
+                note: format!(
+                    "ApplyPolicy {name}: {}",
+                    entry.result.message.as_deref().unwrap_or("a task failed")
+                ),
+            });
+        }
+        if let Ok(mut last) = self.last.lock() {
+            let run = last.entry(name.clone()).or_default();
+            run.tasks.clear();
+            for task in &policy_report.tasks {
+                *run.tasks.entry(task.status.as_str()).or_default() += 1;
+            }
+            let result = if counts.failed > 0 {
+                "failure"
+            } else {
+                "success"
+            };
+            *run.runs.entry(result).or_default() += 1;
+            run.at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            run.seconds = seconds;
+        }
+        let held = self
+            .held
+            .lock()
+            .map(|g| g.0.contains_key(&name))
+            .unwrap_or(false);
+        if held {
+            self.status.update(|s, now| s.set(entry, now));
+        }
+    }
+}
+
+fn name_of(policy: &ApplyPolicy) -> String {
+    policy.metadata.name.clone().unwrap_or_default()
+}
+
+/// The result and items of one policy's run. Pure.
+pub fn entry_of(
+    report: &ApplyReport,
+    policy: &PolicyReport,
+    generation: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Entry {
+    let mut changed = 0u32;
+    let mut failed = 0u32;
+    let mut failures = Vec::new();
+    for task in &policy.tasks {
+        match task.status {
+            Status::Changed => changed += 1,
+            Status::Failed => {
+                failed += 1;
+                failures.push(format!(
+                    "{}: {}",
+                    task.task,
+                    task.message.as_deref().unwrap_or("failed")
+                ));
+            }
+            _ => {}
+        }
+    }
+    let state = if failed > 0 {
+        PolicyState::Failed
+    } else if policy.check_only && changed > 0 {
+        PolicyState::Drifted
+    } else {
+        PolicyState::InSync
+    };
+    let one = ApplyReport {
+        dry_run: report.dry_run,
+        policies: vec![policy.clone()],
+    };
+    Entry {
+        result: PolicyResult {
+            kind: PolicyKind::ApplyPolicy,
+            name: policy.policy.clone(),
+            generation,
+            state,
+            drifted: if policy.check_only { changed } else { 0 },
+            changed: if policy.check_only { 0 } else { changed },
+            failed,
+            message: (!failures.is_empty()).then(|| cut_message(&failures.join("; "))),
+            checked_at: crate::status::time(now),
+        },
+        items: crate::drift::items::node_items(&one).items,
+    }
+}
+
+impl MetricsSource for ApplyLoop {
+    fn encode(&self, out: &mut String) {
+        let Ok(last) = self.last.lock() else { return };
+        let mut tasks = Family::new(
+            "driftless_apply_tasks",
+            "Tasks of each ApplyPolicy by the state its last run left them in",
+            Kind::Gauge,
+        );
+        let mut runs = Family::new(
+            "driftless_apply_runs_total",
+            "ApplyPolicy runs since the agent started, by result",
+            Kind::Counter,
+        );
+        let mut at = Family::new(
+            "driftless_apply_last_run_timestamp_seconds",
+            "Unix time the last run of each ApplyPolicy ended",
+            Kind::Gauge,
+        );
+        let mut took = Family::new(
+            "driftless_apply_last_run_duration_seconds",
+            "How long the last run of each ApplyPolicy took",
+            Kind::Gauge,
+        );
+        for (policy, run) in last.iter() {
+            for state in ["unchanged", "changed", "failed", "skipped"] {
+                let n = run.tasks.get(state).copied().unwrap_or(0);
+                tasks.push(
+                    vec![("policy", policy.clone()), ("state", state.to_owned())],
+                    n as f64,
+                );
+            }
+            for result in ["failure", "success"] {
+                let n = run.runs.get(result).copied().unwrap_or(0);
+                runs.push(
+                    vec![("policy", policy.clone()), ("result", result.to_owned())],
+                    n as f64,
+                );
+            }
+            at.push(vec![("policy", policy.clone())], run.at);
+            took.push(vec![("policy", policy.clone())], run.seconds);
+        }
+        for family in [tasks, runs, at, took] {
+            family.encode(out);
+        }
+    }
+}

@@ -19,10 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use driftless_crds::drift_report::{DriftReport, PolicyKind, PolicyResult, PolicyState};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, LabelSelectorRequirement, Time,
-};
-use kube::core::{Expression, Selector, SelectorExt as _};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::{Selector, SelectorExt as _};
 use kube::ResourceExt as _;
 use serde_json::{json, Map, Value};
 
@@ -77,8 +75,9 @@ pub struct ReportIndex<'a> {
 
 impl<'a> ReportIndex<'a> {
     /// Indexes node reports. A report counts when it carries the [`NODE_LABEL`] label and is
-    /// named `node-<that label>` (so a report cannot speak for another node under a different
-    /// name). When a report lists a policy twice, the result with the highest generation counts.
+    /// named as the agent names it, `node-<that label, lower-case>` (so a report cannot speak
+    /// for another node under a different name). When a report lists a policy twice, the
+    /// result with the highest generation counts.
     pub fn new(reports: impl IntoIterator<Item = &'a DriftReport>) -> Self {
         let mut nodes: HashMap<&'a str, HashMap<(PolicyKind, &'a str), &'a PolicyResult>> =
             HashMap::new();
@@ -120,11 +119,12 @@ impl<'a> ReportIndex<'a> {
 }
 
 /// The node a node's DriftReport speaks for: its [`NODE_LABEL`] label, when the report is named
-/// `node-<label>`.
+/// `node-<label, lower-case>`.
 pub fn report_node(report: &DriftReport) -> Option<&str> {
     let node = report.labels().get(NODE_LABEL)?;
-    let name = report.metadata.name.as_deref()?;
-    (name.strip_prefix("node-") == Some(node.as_str()) && !node.is_empty()).then_some(node.as_str())
+    let name = report.metadata.name.as_deref()?.strip_prefix("node-")?;
+    (!node.is_empty() && name.len() == node.len() && name == node.to_ascii_lowercase())
+        .then_some(node.as_str())
 }
 
 /// Computed status of one policy. Which fields a kind's status has: see [`PolicyStatus::to_json`].
@@ -242,97 +242,15 @@ pub fn owned_view(kind: PolicyKind, status: &Value) -> Value {
     Value::Object(view)
 }
 
-/// Checks a label selector the way the API server checks those of built-in objects, and
-/// compiles it. `None` selects every node.
+/// Compiles a label selector exactly as the node agents do (`kube`'s conversion), so a policy
+/// counts as targeting the nodes that run it: a selector is invalid when an operator is not
+/// `In`, `NotIn`, `Exists` or `DoesNotExist`, or `In` / `NotIn` has no `values` (agents refuse
+/// such a policy on every node). `None` selects every node.
 pub fn compile_selector(selector: Option<&LabelSelector>) -> Result<Selector, String> {
-    let mut compiled = Selector::default();
-    let Some(selector) = selector else {
-        return Ok(compiled);
-    };
-    for (key, value) in selector.match_labels.iter().flatten() {
-        check_key(key).map_err(|e| format!("matchLabels key {key:?}: {e}"))?;
-        check_value(value).map_err(|e| format!("matchLabels[{key:?}] value {value:?}: {e}"))?;
-        compiled.extend([Expression::Equal(key.clone(), value.clone())]);
+    match selector {
+        None => Ok(Selector::default()),
+        Some(selector) => Selector::try_from(selector.clone()).map_err(|e| e.0),
     }
-    for (i, req) in selector.match_expressions.iter().flatten().enumerate() {
-        compiled.extend([expression(req).map_err(|e| format!("matchExpressions[{i}]: {e}"))?]);
-    }
-    Ok(compiled)
-}
-
-fn expression(req: &LabelSelectorRequirement) -> Result<Expression, String> {
-    let key = &req.key;
-    check_key(key).map_err(|e| format!("key {key:?}: {e}"))?;
-    let values = req.values.clone().unwrap_or_default();
-    for value in &values {
-        check_value(value).map_err(|e| format!("value {value:?}: {e}"))?;
-    }
-    let set = || values.iter().cloned().collect();
-    match req.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => Err(format!(
-            "operator {} needs at least one value",
-            req.operator
-        )),
-        "Exists" | "DoesNotExist" if !values.is_empty() => {
-            Err(format!("operator {} takes no values", req.operator))
-        }
-        "In" => Ok(Expression::In(key.clone(), set())),
-        "NotIn" => Ok(Expression::NotIn(key.clone(), set())),
-        "Exists" => Ok(Expression::Exists(key.clone())),
-        "DoesNotExist" => Ok(Expression::DoesNotExist(key.clone())),
-        other => Err(format!(
-            "unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
-        )),
-    }
-}
-
-/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
-fn check_name(name: &str) -> Result<(), String> {
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() || name.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
-    }
-    if !alnum(name.chars().next())
-        || !alnum(name.chars().last())
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(
-            "must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-/// A qualified name: `[prefix/]name`, the prefix a DNS subdomain.
-fn check_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        if prefix.len() > 253 || !prefix.split('.').all(label_ok) {
-            return Err("the prefix must be a DNS subdomain".into());
-        }
-    }
-    check_name(name)
-}
-
-fn check_value(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Ok(());
-    }
-    check_name(value)
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, `...` marking the cut.

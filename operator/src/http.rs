@@ -20,11 +20,12 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// A registry with the build info metric.
+    /// A registry with the build info metric (`driftless_operator_build_info`). The registry
+    /// has no prefix: components register under `sub_registry_with_prefix("driftless")`.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("driftless_operator");
+        let mut registry = Registry::default();
         registry.register(
-            "build",
+            "driftless_operator_build",
             "Driftless operator build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
@@ -70,4 +71,27 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::metrics::ScanMetrics;
+
+    #[test]
+    fn metric_names_carry_one_prefix() {
+        let mut state = HttpState::new();
+        let scan = ScanMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
+        scan.queue_depth.set(2);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &state.registry).unwrap();
+        assert!(
+            out.contains(&format!(
+                r#"driftless_operator_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{out}"
+        );
+        assert!(out.contains("\ndriftless_scan_queue_depth 2"), "{out}");
+    }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::http::{router, HttpState};
+use driftless_operator::policy::controller::{IsLeader, PolicyStatusController};
+use driftless_operator::policy::metrics::PolicyMetrics;
 use driftless_operator::preflight;
 use driftless_operator::scan::controller::{JobDefaults, ScanController, Settings};
 use driftless_operator::scan::metrics::ScanMetrics;
@@ -171,6 +173,8 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
         .with_context(|| format!("checking the API server at {server}"))?;
     let mut state = HttpState::new();
     let metrics = ScanMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
+    let policy_metrics =
+        PolicyMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
     let identity = if scan.identity.is_empty() {
         format!("{}-{}", hostname(), std::process::id())
     } else {
@@ -195,6 +199,12 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
         metrics,
     );
     tokio::spawn(controller.clone().run());
+    // Policy statuses are written by the replica that holds the scan controller's Lease.
+    let leader = controller.clone();
+    let is_leader: IsLeader = Arc::new(move || leader.is_leader());
+    let policies =
+        PolicyStatusController::start(client.clone(), &namespace, policy_metrics, is_leader);
+    tokio::spawn(policies.run());
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,13 +1,16 @@
 //! The Helm chart, rendered by the real `helm`: what a cluster admin relies on when installing
-//! it. RBAC is least privilege (exact rule sets, no wildcards, leases only in a Role, the agent
-//! writes nothing cluster-wide but Events), the pods are hardened (the agent is unprivileged
-//! unless `agent.apply.enabled`), the host is mounted read-only, and values.schema.json rejects
-//! bad values.
+//! it. RBAC is least privilege (exact rule sets, no wildcards, leases only in a Role, the agent's
+//! grants are exactly the calls its code makes: `driftless_crds::rbac::AGENT_API_CALLS`), a
+//! ValidatingAdmissionPolicy keeps each agent to its own node, the pods are hardened (the agent
+//! runs as a non-root user without capabilities unless `agent.apply.enabled`), the host is
+//! mounted read-only, and values.schema.json rejects bad values.
 //!
 //! Needs `helm` (env `HELM`, `PATH`, or the directory `.ci/install-tools.sh` installs into). When
 //! it is missing the tests fail and say how to install it, unless `DRIFTLESS_SKIP_TOOLS=1`.
 
 use std::collections::BTreeSet;
+
+use driftless_crds::rbac::{Scope, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -279,17 +282,31 @@ fn chart_passes_helm_lint() {
 #[test]
 fn no_role_uses_wildcards_or_escalation_verbs() {
     let Some(helm) = helm_or_skip() else { return };
-    for extra in [&[][..], &["--set", "agent.apply.enabled=true"][..]] {
+    for (extra, count, what) in [
+        (
+            &[][..],
+            7,
+            "operator: ClusterRole + leader-election Role; scan runner: ClusterRole; agent: \
+             ClusterRole + Roles for reports, secrets and node Events",
+        ),
+        (&["--set", "agent.apply.enabled=true"][..], 7, "as above"),
+        (
+            &[
+                "--set",
+                "agent.source=configMap",
+                "--set-string",
+                "agent.config.files.host\\.yaml=kind: ApplyPolicy",
+            ][..],
+            3,
+            "a standalone agent has no RBAC at all",
+        ),
+    ] {
         let docs = render(&helm, extra);
         let roles: Vec<_> = docs
             .iter()
             .filter(|d| matches!(kind_of(d), "ClusterRole" | "Role"))
             .collect();
-        assert_eq!(
-            roles.len(),
-            5,
-            "operator and agent each have a ClusterRole and a Role; the scan runner a ClusterRole"
-        );
+        assert_eq!(roles.len(), count, "{extra:?}: {what}");
         for role in roles {
             for rule in role["rules"].as_array().expect("rules") {
                 for field in ["apiGroups", "resources", "verbs"] {
@@ -309,21 +326,24 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
     }
 }
 
+/// The operator's grants: what operator/src calls (reflectors on DriftScans, Jobs and
+/// DriftReports; Job create/delete; DriftScan status by server-side apply; Secrets and CRDs by
+/// GET; kube-runtime's events.k8s.io Recorder) plus what the policy status controller reads
+/// (the three policy kinds, Nodes, DriftReports) and writes (the policies' status).
 #[test]
 fn operator_rbac_is_exactly_what_it_needs() {
     let Some(helm) = helm_or_skip() else { return };
     let docs = render(&helm, &[]);
     let name = "driftless-operator";
     let cluster_role = object(&docs, "ClusterRole", name);
-    let read = ["get", "list", "watch"];
-    let status = ["get", "patch", "update"];
+    let watch = ["list", "watch"];
     expect_grants(
         cluster_role,
         vec![
             triples(
                 "driftless.dev",
                 &["applypolicies", "factspolicies", "logpipelines"],
-                &["get", "list", "watch", "patch"],
+                &watch,
             ),
             triples(
                 "driftless.dev",
@@ -332,46 +352,24 @@ fn operator_rbac_is_exactly_what_it_needs() {
                     "factspolicies/status",
                     "logpipelines/status",
                 ],
-                &status,
+                &["patch"],
             ),
-            triples(
-                "driftless.dev",
-                &["driftscans"],
-                &["get", "list", "watch", "patch", "update"],
-            ),
-            triples("driftless.dev", &["driftscans/status"], &status),
-            triples(
-                "driftless.dev",
-                &["applypolicies/finalizers", "driftscans/finalizers"],
-                &["update"],
-            ),
+            triples("", &["nodes"], &watch),
             triples(
                 "driftless.dev",
                 &["driftreports"],
-                &[
-                    "get", "list", "watch", "create", "patch", "update", "delete",
-                ],
+                &["get", "list", "watch"],
             ),
-            triples("driftless.dev", &["driftreports/status"], &status),
-            triples("", &["nodes"], &read),
-            triples(
-                "apps",
-                &["controllerrevisions"],
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
-            triples(
-                "batch",
-                &["jobs"],
-                &["get", "list", "watch", "create", "delete"],
-            ),
-            triples("", &["pods"], &read),
-            triples("", &["events"], &["create", "patch"]),
+            triples("driftless.dev", &["driftscans"], &["get", "list", "watch"]),
+            triples("driftless.dev", &["driftscans/status"], &["patch"]),
+            triples("driftless.dev", &["driftscans/finalizers"], &["update"]),
+            triples("batch", &["jobs"], &["list", "watch", "create", "delete"]),
             triples("events.k8s.io", &["events"], &["create", "patch"]),
             triples("", &["secrets"], &["get"]),
             triples(
                 "apiextensions.k8s.io",
                 &["customresourcedefinitions"],
-                &["get", "list"],
+                &["get"],
             ),
         ],
     );
@@ -427,13 +425,9 @@ fn scan_runner_rbac_is_bound_per_namespace() {
             triples(
                 "driftless.dev",
                 &["driftreports"],
-                &["get", "create", "patch", "update"],
+                &["get", "create", "patch"],
             ),
-            triples(
-                "driftless.dev",
-                &["driftreports/status"],
-                &["get", "patch", "update"],
-            ),
+            triples("driftless.dev", &["driftreports/status"], &["patch"]),
             triples("", &["secrets"], &["get"]),
         ],
     );
@@ -473,53 +467,226 @@ fn scan_runner_rbac_is_bound_per_namespace() {
     );
 }
 
+/// What a ServiceAccount may do, from every binding naming it: (namespace or "*" for
+/// cluster-wide, apiGroup, resource, verb).
+fn effective_grants(
+    docs: &[Value],
+    account: &str,
+    namespace: &str,
+) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for binding in docs
+        .iter()
+        .filter(|d| matches!(kind_of(d), "ClusterRoleBinding" | "RoleBinding"))
+    {
+        let names_account = binding["subjects"].as_array().is_some_and(|subjects| {
+            subjects.iter().any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == account && s["namespace"] == namespace
+            })
+        });
+        if !names_account {
+            continue;
+        }
+        let role_kind = binding["roleRef"]["kind"].as_str().expect("roleRef.kind");
+        let role_name = binding["roleRef"]["name"].as_str().expect("roleRef.name");
+        let (scope, role) = if kind_of(binding) == "ClusterRoleBinding" {
+            assert_eq!(role_kind, "ClusterRole", "{binding}");
+            ("*".to_owned(), object(docs, "ClusterRole", role_name))
+        } else {
+            let ns = binding["metadata"]["namespace"]
+                .as_str()
+                .expect("RoleBinding namespace")
+                .to_owned();
+            let role = docs
+                .iter()
+                .find(|d| {
+                    kind_of(d) == role_kind
+                        && name_of(d) == role_name
+                        && (role_kind == "ClusterRole" || d["metadata"]["namespace"] == ns.as_str())
+                })
+                .unwrap_or_else(|| panic!("{role_kind}/{role_name} of {binding} not rendered"));
+            (ns, role)
+        };
+        for (group, resource, verb) in grants(role) {
+            out.insert((scope.clone(), group, resource, verb));
+        }
+    }
+    out
+}
+
+/// What `AGENT_API_CALLS` says the agent calls, with each scope placed where the chart puts it.
+fn agent_calls(secrets_namespace: &str) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for call in AGENT_API_CALLS {
+        let scope = match call.scope {
+            Scope::Cluster => "*",
+            Scope::Reports => NAMESPACE,
+            Scope::Secrets => secrets_namespace,
+            Scope::NodeEvents => NODE_EVENTS_NAMESPACE,
+        };
+        for verb in call.verbs {
+            out.insert((
+                scope.to_owned(),
+                call.group.to_owned(),
+                call.resource.to_owned(),
+                (*verb).to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// The agent's ServiceAccount can do exactly what the agent's code calls (the table the agent's
+/// client enforces), in exactly the namespaces the calls go to: nothing more, nothing less.
 #[test]
-fn agent_writes_nothing_cluster_wide_but_events() {
+fn agent_rbac_is_exactly_the_agent_api_call_table() {
     let Some(helm) = helm_or_skip() else { return };
-    for extra in [&[][..], &["--set", "agent.apply.enabled=true"][..]] {
+    for (extra, secrets_namespace) in [
+        (&[][..], NAMESPACE),
+        (&["--set", "agent.apply.enabled=true"][..], NAMESPACE),
+        (
+            &["--set", "agent.secretsNamespace=policy-secrets"][..],
+            "policy-secrets",
+        ),
+    ] {
         let docs = render(&helm, extra);
-        let name = "driftless-agent";
-        let cluster_role = object(&docs, "ClusterRole", name);
-        let read = ["get", "list", "watch"];
-        expect_grants(
-            cluster_role,
-            vec![
-                triples(
-                    "driftless.dev",
-                    &["applypolicies", "factspolicies", "logpipelines"],
-                    &read,
-                ),
-                triples("apps", &["controllerrevisions"], &read),
-                triples("", &["nodes"], &["get"]),
-                triples("", &["events"], &["create", "patch"]),
-                triples("events.k8s.io", &["events"], &["create", "patch"]),
-            ],
+        let expected = agent_calls(secrets_namespace);
+        let actual = effective_grants(&docs, "driftless-agent", NAMESPACE);
+        let missing: Vec<_> = expected.difference(&actual).collect();
+        let extra_grants: Vec<_> = actual.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra_grants.is_empty(),
+            "{extra:?}: agent RBAC missing {missing:?}, not in AGENT_API_CALLS {extra_grants:?}"
         );
-        for (group, resource, verb) in grants(cluster_role) {
-            if WRITE_VERBS.contains(&verb.as_str()) {
-                assert_eq!(
-                    resource, "events",
+        // Nothing is written cluster-wide, and Secrets are only read by name.
+        for (scope, group, resource, verb) in &actual {
+            if scope == "*" {
+                assert!(
+                    !WRITE_VERBS.contains(&verb.as_str()),
                     "agent may {verb} {group}/{resource} cluster-wide"
                 );
             }
+            if resource == "secrets" {
+                assert_eq!((scope.as_str(), verb.as_str()), (secrets_namespace, "get"));
+            }
         }
-        let role = object(&docs, "Role", name);
-        assert_eq!(role["metadata"]["namespace"], NAMESPACE);
-        expect_grants(
-            role,
-            vec![triples(
-                "driftless.dev",
-                &["driftreports", "driftreports/status"],
-                &["get", "create", "patch", "update"],
-            )],
+        let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+        assert_eq!(
+            env(container(daemonset), "DRIFTLESS_SECRETS_NAMESPACE")["value"],
+            secrets_namespace
         );
-        for kind in ["ClusterRoleBinding", "RoleBinding"] {
-            let binding = object(&docs, kind, name);
-            assert_eq!(binding["roleRef"]["name"], name);
-            assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
-            assert_eq!(binding["subjects"][0]["name"], name);
-            assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+    }
+}
+
+/// The ValidatingAdmissionPolicy: matches only the agent's ServiceAccount, covers every write
+/// the agent makes to a shared place (its report, its Events), keys on the node name of the
+/// token, fails closed, and can be turned off.
+#[test]
+fn agent_admission_policy_keeps_each_agent_to_its_own_node() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let name = "driftless-agent-own-node";
+    let policy = object(&docs, "ValidatingAdmissionPolicy", name);
+    assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert!(
+        policy["metadata"].get("namespace").is_none(),
+        "cluster-scoped"
+    );
+    let spec = &policy["spec"];
+    assert_eq!(spec["failurePolicy"], "Fail");
+    let conditions = spec["matchConditions"].as_array().expect("matchConditions");
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(
+        conditions[0]["expression"],
+        format!(
+            "request.userInfo.username == \"system:serviceaccount:{NAMESPACE}:driftless-agent\""
+        )
+    );
+    // Every write of the agent outside the cluster scope (reports, Events) is matched, on
+    // create and update (patches and server-side apply are updates, or creates).
+    let mut matched = BTreeSet::new();
+    for rule in spec["matchConstraints"]["resourceRules"]
+        .as_array()
+        .expect("resourceRules")
+    {
+        let operations = strings(&rule["operations"]);
+        assert!(
+            operations.contains(&"CREATE") && operations.contains(&"UPDATE"),
+            "{rule}"
+        );
+        assert_eq!(strings(&rule["apiVersions"]), ["*"], "{rule}");
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                matched.insert((group.to_owned(), resource.to_owned()));
+            }
         }
+    }
+    for call in AGENT_API_CALLS {
+        let writes = call.verbs.iter().any(|v| WRITE_VERBS.contains(v));
+        if writes && matches!(call.scope, Scope::Reports | Scope::NodeEvents) {
+            assert!(
+                matched.contains(&(call.group.to_owned(), call.resource.to_owned())),
+                "{}/{} is written by the agent but not checked by the policy",
+                call.group,
+                call.resource
+            );
+        }
+    }
+    let variables = spec["variables"].as_array().expect("variables");
+    let node = variables
+        .iter()
+        .find(|v| v["name"] == "nodeName")
+        .expect("variable nodeName");
+    assert!(node["expression"]
+        .as_str()
+        .expect("expression")
+        .contains("request.userInfo.extra['authentication.kubernetes.io/node-name']"));
+    let validations: Vec<&str> = spec["validations"]
+        .as_array()
+        .expect("validations")
+        .iter()
+        .map(|v| v["expression"].as_str().expect("expression"))
+        .collect();
+    assert_eq!(validations[0], "variables.nodeName != ''", "fails closed");
+    assert!(validations
+        .iter()
+        .any(|e| e.contains("'node-' + variables.nodeName")
+            && e.contains("object.metadata.labels['driftless.dev/node'] == variables.nodeName")));
+    assert!(validations
+        .iter()
+        .any(|e| e.contains("object.regarding.kind == 'Node'")
+            && e.contains("object.regarding.name == variables.nodeName")));
+    let binding = object(&docs, "ValidatingAdmissionPolicyBinding", name);
+    assert_eq!(binding["spec"]["policyName"], name);
+    assert_eq!(strings(&binding["spec"]["validationActions"]), ["Deny"]);
+
+    // Another ServiceAccount name is what the policy matches.
+    let docs = render(&helm, &["--set", "agent.serviceAccount.name=node-agent"]);
+    let policy = object(&docs, "ValidatingAdmissionPolicy", name);
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        format!("request.userInfo.username == \"system:serviceaccount:{NAMESPACE}:node-agent\"")
+    );
+
+    // Off on request, and absent for a standalone agent (it writes nothing to the API server).
+    for extra in [
+        &["--set", "agent.admissionPolicy.enabled=false"][..],
+        &[
+            "--set",
+            "agent.source=configMap",
+            "--set-string",
+            "agent.config.files.host\\.yaml=kind: ApplyPolicy",
+        ][..],
+    ] {
+        let docs = render(&helm, extra);
+        assert!(
+            all_of_kind(&docs, "ValidatingAdmissionPolicy").is_empty(),
+            "{extra:?}"
+        );
+        assert!(
+            all_of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty(),
+            "{extra:?}"
+        );
     }
 }
 
@@ -607,7 +774,7 @@ fn operator_deployment_is_hardened() {
     );
 }
 
-/// Host mounts and scheduling that hold in both agent modes.
+/// Host mounts and scheduling that hold in both agent profiles and both sources.
 fn check_agent_common(daemonset: &Value) {
     let pod = pod_spec(daemonset);
     assert_eq!(pod["serviceAccountName"], "driftless-agent");
@@ -623,8 +790,8 @@ fn check_agent_common(daemonset: &Value) {
     let c = container(daemonset);
     assert_eq!(strings(&c["args"]).first(), Some(&"agent"));
     assert_eq!(arg_after(c, "--root"), Some("/host"));
-    assert_eq!(arg_after(c, "--config"), Some("/etc/driftless/config"));
     assert_eq!(arg_after(c, "--listen"), Some("0.0.0.0:9779"));
+    assert_eq!(arg_after(c, "--state-dir"), Some("/var/lib/driftless"));
     assert_eq!(
         env(c, "NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
@@ -654,8 +821,76 @@ fn check_agent_common(daemonset: &Value) {
     assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
 }
 
+fn init_containers(daemonset: &Value) -> Vec<&Value> {
+    pod_spec(daemonset)["initContainers"]
+        .as_array()
+        .map(|c| c.iter().collect())
+        .unwrap_or_default()
+}
+
+/// Cluster mode is the default: the agent takes its policies from the API server and needs no
+/// ConfigMap; it gets a ServiceAccount token and the settings of its report and Secrets.
 #[test]
-fn agent_is_unprivileged_and_reads_the_host_read_only_by_default() {
+fn agent_runs_in_cluster_mode_by_default() {
+    let Some(helm) = helm_or_skip() else { return };
+    let docs = render(&helm, &[]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    let c = container(daemonset);
+    let args = strings(&c["args"]);
+    assert_eq!(args.get(1), Some(&"--kubernetes"), "{args:?}");
+    assert!(
+        !args.contains(&"--config") && !args.contains(&"--standalone"),
+        "{args:?}"
+    );
+    assert_eq!(
+        env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(env(c, "DRIFTLESS_SECRETS_NAMESPACE")["value"], NAMESPACE);
+    assert_eq!(env(c, "DRIFTLESS_REPORT_INTERVAL_SECONDS")["value"], "300");
+    assert_eq!(pod_spec(daemonset)["automountServiceAccountToken"], true);
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    assert!(
+        !mounts
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/driftless/config"),
+        "no config mount in cluster mode: {mounts:?}"
+    );
+    assert!(all_of_kind(&docs, "ConfigMap").is_empty());
+
+    let docs = render(&helm, &["--set", "agent.reportIntervalSeconds=60"]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    assert_eq!(
+        env(container(daemonset), "DRIFTLESS_REPORT_INTERVAL_SECONDS")["value"],
+        "60"
+    );
+
+    // Config files are a ConfigMap-mode setting: refused rather than silently ignored.
+    let chart = chart_dir();
+    let out = helm_cmd(
+        &helm,
+        &[
+            "template",
+            RELEASE,
+            chart.to_str().expect("UTF-8 path"),
+            "--kube-version",
+            KUBE_VERSION,
+            "--set-string",
+            "agent.config.files.host\\.yaml=kind: ApplyPolicy",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only read with agent.source=configMap"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The read-only profile (the default): a non-root user with the `adm` group, no capabilities,
+/// a read-only root filesystem and host, and an init container that gives it the state dir.
+#[test]
+fn agent_is_non_root_and_reads_the_host_read_only_by_default() {
     let Some(helm) = helm_or_skip() else { return };
     let docs = render(&helm, &[]);
     let daemonset = object(&docs, "DaemonSet", "driftless-agent");
@@ -663,8 +898,15 @@ fn agent_is_unprivileged_and_reads_the_host_read_only_by_default() {
     check_agent_common(daemonset);
     let pod = pod_spec(daemonset);
     assert_eq!(pod["hostPID"], false);
+    assert_eq!(
+        pod["securityContext"]["supplementalGroups"],
+        serde_json::json!([4]),
+        "adm: Debian/Ubuntu logs are root:adm 0640"
+    );
     let sc = &container(daemonset)["securityContext"];
-    assert_eq!(sc["runAsUser"], 0, "root to read root-owned host files");
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["runAsGroup"], 65532);
+    assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["privileged"], false);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -688,14 +930,72 @@ fn agent_is_unprivileged_and_reads_the_host_read_only_by_default() {
             assert_eq!(mount["mountPath"], "/var/lib/driftless", "{mount}");
         }
     }
-    // Without config files there is no ConfigMap; the image's empty config dir is used.
-    assert!(all_of_kind(&docs, "ConfigMap").is_empty());
+
+    // The init container: same image, chown of the state dir only, root with CAP_CHOWN and
+    // CAP_DAC_OVERRIDE (to descend into the agent's 0700 directories) and nothing else.
+    let inits = init_containers(daemonset);
+    assert_eq!(inits.len(), 1);
+    let init = inits[0];
+    assert_eq!(init["image"], container(daemonset)["image"]);
+    assert_eq!(
+        strings(&init["command"]),
+        ["chown", "-R", "-h", "65532:65532", "/var/lib/driftless"]
+    );
+    let isc = &init["securityContext"];
+    assert_eq!(isc["runAsUser"], 0);
+    assert_eq!(isc["privileged"], false);
+    assert_eq!(isc["allowPrivilegeEscalation"], false);
+    assert_eq!(isc["readOnlyRootFilesystem"], true);
+    assert_eq!(strings(&isc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(
+        strings(&isc["capabilities"]["add"]),
+        ["CHOWN", "DAC_OVERRIDE"]
+    );
+    let init_mounts = init["volumeMounts"].as_array().expect("init mounts");
+    assert_eq!(init_mounts.len(), 1, "only the state dir: {init_mounts:?}");
+    assert_eq!(init_mounts[0]["name"], "state");
+    assert_eq!(init_mounts[0]["mountPath"], "/var/lib/driftless");
+
     assert!(
         !all_of_kind(&docs, "Service")
             .iter()
             .any(|s| name_of(s).contains("agent")),
         "the agent metrics Service is opt-in"
     );
+
+    // Another user and groups go to the container, the pod and the init container's chown.
+    let docs = render(
+        &helm,
+        &[
+            "--set",
+            "agent.securityContext.runAsUser=1000",
+            "--set",
+            "agent.securityContext.runAsGroup=1001",
+            "--set",
+            "agent.securityContext.supplementalGroups={4,190}",
+        ],
+    );
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    let sc = &container(daemonset)["securityContext"];
+    assert_eq!(
+        (&sc["runAsUser"], &sc["runAsGroup"]),
+        (&1000.into(), &1001.into())
+    );
+    assert_eq!(
+        pod_spec(daemonset)["securityContext"]["supplementalGroups"],
+        serde_json::json!([4, 190])
+    );
+    assert_eq!(
+        strings(&init_containers(daemonset)[0]["command"])[3],
+        "1000:1001"
+    );
+    // uid 0 (to read root-only host files as their owner) is allowed, and says so.
+    let docs = render(&helm, &["--set", "agent.securityContext.runAsUser=0"]);
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    let sc = &container(daemonset)["securityContext"];
+    assert_eq!(sc["runAsUser"], 0);
+    assert_eq!(sc["runAsNonRoot"], false);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
 }
 
 #[test]
@@ -710,6 +1010,7 @@ fn agent_apply_mode_is_privileged_with_a_writable_host() {
         "systemctl needs the host's PID namespace"
     );
     let sc = &container(daemonset)["securityContext"];
+    assert_eq!(sc["runAsUser"], 0);
     assert_eq!(sc["privileged"], true);
     assert_ne!(
         sc["allowPrivilegeEscalation"], false,
@@ -717,14 +1018,25 @@ fn agent_apply_mode_is_privileged_with_a_writable_host() {
     );
     let (root, _) = mount_at(daemonset, "/host");
     assert!(!is_read_only(root), "/host is read-write in apply mode");
+    assert!(
+        init_containers(daemonset).is_empty(),
+        "a root agent owns the state dir already"
+    );
+    assert!(pod_spec(daemonset)["securityContext"]
+        .get("supplementalGroups")
+        .is_none());
 }
 
+/// ConfigMap mode: the standalone agent reads /etc/driftless/config, gets no ServiceAccount
+/// token and no RBAC, and refuses to start without a ConfigMap to read.
 #[test]
-fn agent_config_and_metrics_service_are_optional() {
+fn agent_config_map_mode_is_standalone() {
     let Some(helm) = helm_or_skip() else { return };
     let docs = render(
         &helm,
         &[
+            "--set",
+            "agent.source=configMap",
             "--set-string",
             "agent.config.files.host\\.yaml=kind: ApplyPolicy",
             "--set",
@@ -734,12 +1046,63 @@ fn agent_config_and_metrics_service_are_optional() {
     let config_map = object(&docs, "ConfigMap", "driftless-agent-config");
     assert_eq!(config_map["data"]["host.yaml"], "kind: ApplyPolicy");
     let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    check_agent_common(daemonset);
+    let c = container(daemonset);
+    let args = strings(&c["args"]);
+    assert_eq!(args.get(1), Some(&"--standalone"), "{args:?}");
+    assert_eq!(arg_after(c, "--config"), Some("/etc/driftless/config"));
+    assert!(!args.contains(&"--kubernetes"), "{args:?}");
     let (mount, volume) = mount_at(daemonset, "/etc/driftless/config");
     assert!(is_read_only(mount));
     assert_eq!(volume["configMap"]["name"], "driftless-agent-config");
+    assert_eq!(pod_spec(daemonset)["automountServiceAccountToken"], false);
+    assert!(
+        effective_grants(&docs, "driftless-agent", NAMESPACE).is_empty(),
+        "a standalone agent is granted nothing"
+    );
+    assert_eq!(
+        init_containers(daemonset).len(),
+        1,
+        "still non-root, so still the state dir init container"
+    );
     let service = object(&docs, "Service", "driftless-agent-metrics");
     assert_eq!(service["spec"]["clusterIP"], "None", "headless");
     assert_eq!(service["spec"]["ports"][0]["port"], 9779);
+
+    let docs = render(
+        &helm,
+        &[
+            "--set",
+            "agent.source=configMap",
+            "--set",
+            "agent.config.existingConfigMap=host-policies",
+        ],
+    );
+    assert!(all_of_kind(&docs, "ConfigMap").is_empty());
+    let daemonset = object(&docs, "DaemonSet", "driftless-agent");
+    let (_, volume) = mount_at(daemonset, "/etc/driftless/config");
+    assert_eq!(volume["configMap"]["name"], "host-policies");
+
+    let chart = chart_dir();
+    let out = helm_cmd(
+        &helm,
+        &[
+            "template",
+            RELEASE,
+            chart.to_str().expect("UTF-8 path"),
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "agent.source=configMap",
+        ],
+    );
+    assert!(!out.status.success(), "configMap mode without a ConfigMap");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("agent.source=configMap needs agent.config.files"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -790,6 +1153,10 @@ fn values_schema_rejects_invalid_values() {
         ("operator.image.pullPolicy=Sometimes", "pullPolicy"),
         ("agent.apply.enabled=maybe", "enabled"),
         ("agent.tpyo=1", "tpyo"),
+        ("agent.source=apiserver", "agent.source"),
+        ("agent.reportIntervalSeconds=1", "reportIntervalSeconds"),
+        ("agent.securityContext.runAsUser=-1", "runAsUser"),
+        ("agent.secretsNamespace=Not_A_Namespace", "secretsNamespace"),
     ] {
         let out = helm_cmd(
             &helm,

@@ -89,3 +89,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "driftless.agent.fullname" . }}-config
 {{- end }}
 {{- end }}
+
+{{/* Namespace the agents read policy Secrets from: agent.secretsNamespace or the release namespace. */}}
+{{- define "driftless.agent.secretsNamespace" -}}
+{{- default .Release.Namespace .Values.agent.secretsNamespace }}
+{{- end }}
+
+{{/* "true" when the agent takes its policies from the API server (agent.source=kubernetes), else empty. */}}
+{{- define "driftless.agent.clusterMode" -}}
+{{- if and .Values.agent.enabled (eq .Values.agent.source "kubernetes") }}true{{ end }}
+{{- end }}

@@ -252,7 +252,8 @@ async fn scenario(
         "ApplyPolicy",
         &policy_name,
         json!({
-            "nodeSelector": {"matchLabels": {"role": "web"}},
+            // Policies are cluster-wide: select only this run's Nodes.
+            "nodeSelector": {"matchLabels": {"role": "web", "driftless.dev/e2e-run": scope.namespace}},
             "interval": "3s",
             "secrets": [{"name": "TOKEN", "secretKeyRef": {"name": "motd", "key": "token"}}],
             "tasks": [{"name": "motd", "file": {"path": "/etc/motd", "content": "welcome ${secret:TOKEN}\n"}}],
@@ -263,6 +264,7 @@ async fn scenario(
     let expected = format!("welcome {SECRET}\n");
     for agent in &agents[..2] {
         let path = agent.root.join("etc/motd");
+        eprintln!("cluster: waiting");
         poll(&format!("{} on {}", path.display(), agent.node), || {
             let path = path.clone();
             let expected = expected.clone();
@@ -275,6 +277,7 @@ async fn scenario(
         "node c does not match"
     );
     // TARGETED 2, IN-SYNC 2, Ready True.
+    eprintln!("cluster: waiting for ApplyPolicy status 2/2 Ready");
     poll("ApplyPolicy status 2/2 Ready", || async {
         let s = status(scope, "ApplyPolicy", &policy_name).await?;
         Ok((s["targeted"] == 2
@@ -285,6 +288,7 @@ async fn scenario(
     .await?;
     // Every node has its report.
     for agent in &agents {
+        eprintln!("cluster: waiting");
         poll(&format!("the report of {}", agent.node), || async {
             Ok(report(scope, &agent.node)
                 .await?
@@ -295,6 +299,7 @@ async fn scenario(
     // A hand-made change is repaired within an interval, and the report shows it corrected.
     let tampered = agents[0].root.join("etc/motd");
     std::fs::write(&tampered, "changed by hand\n")?;
+    eprintln!("cluster: waiting for the repaired file and its report item");
     poll("the repaired file and its report item", || async {
         let fixed = std::fs::read_to_string(&tampered).ok() == Some(expected.clone());
         let r = report(scope, &agents[0].node).await?.unwrap_or(Value::Null);
@@ -311,10 +316,12 @@ async fn scenario(
     // Relabelling c makes it take the policy.
     label_node(&client, &names[2], "web").await?;
     let c_motd = agents[2].root.join("etc/motd");
+    eprintln!("cluster: waiting for node c takes the policy after relabelling");
     poll("node c takes the policy after relabelling", || async {
         Ok((std::fs::read_to_string(&c_motd).ok() == Some(expected.clone())).then_some(()))
     })
     .await?;
+    eprintln!("cluster: waiting for ApplyPolicy status 3/3");
     poll("ApplyPolicy status 3/3", || async {
         let s = status(scope, "ApplyPolicy", &policy_name).await?;
         Ok((s["targeted"] == 3 && s["inSync"] == 3).then_some(()))
@@ -346,6 +353,7 @@ async fn scenario(
         )
         .await?;
     apply(&scope.api("FactsPolicy")?, &fp).await?;
+    eprintln!("cluster: waiting for the breach in node a's report");
     poll("the breach in node a's report", || async {
         let r = report(scope, &agents[0].node).await?.unwrap_or(Value::Null);
         Ok(result(&r, "FactsPolicy", &fp_name)
@@ -358,6 +366,7 @@ async fn scenario(
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eprintln!("cluster: waiting for one ThresholdBreached Event with a count");
     let breached = poll("one ThresholdBreached Event with a count", || async {
         let list = events.list(&ListParams::default()).await?;
         let mine: Vec<Event> = list
@@ -376,6 +385,7 @@ async fn scenario(
     })
     .await?;
     assert!(breached.note.unwrap_or_default().contains("queue-long"));
+    eprintln!("cluster: waiting for FactsPolicy status");
     poll("FactsPolicy status", || async {
         let s = status(scope, "FactsPolicy", &fp_name).await?;
         Ok((s["targeted"] == 1).then_some(()))
@@ -398,6 +408,7 @@ async fn scenario(
         )
     };
     apply(&scope.api("LogPipeline")?, &lp(10 << 20, "^DEBUG")?).await?;
+    eprintln!("cluster: waiting for LogPipeline running on node a");
     poll("LogPipeline running on node a", || async {
         let r = report(scope, &agents[0].node).await?.unwrap_or(Value::Null);
         Ok(result(&r, "LogPipeline", &lp_name)
@@ -429,6 +440,7 @@ async fn scenario(
     tokio::time::sleep(Duration::from_millis(800)).await;
     // A bad regex: refused on the node, the previous version keeps forwarding.
     apply(&scope.api("LogPipeline")?, &lp(20 << 20, "(unclosed")?).await?;
+    eprintln!("cluster: waiting for the bad LogPipeline refused");
     poll("the bad LogPipeline refused", || async {
         let r = report(scope, &agents[0].node).await?.unwrap_or(Value::Null);
         Ok(result(&r, "LogPipeline", &lp_name)
@@ -436,12 +448,14 @@ async fn scenario(
             .map(|_| ()))
     })
     .await?;
+    eprintln!("cluster: waiting for LogPipeline status Stalled");
     poll("LogPipeline status Stalled", || async {
         let s = status(scope, "LogPipeline", &lp_name).await?;
         Ok((condition(&s, "Stalled").as_deref() == Some("True")).then_some(()))
     })
     .await?;
     let written = writer.join().expect("writer thread")?;
+    eprintln!("cluster: waiting for every line in the sink");
     let lines = poll("every line in the sink", || async {
         let mut got = Vec::new();
         for entry in std::fs::read_dir(&sink).into_iter().flatten().flatten() {

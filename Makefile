@@ -12,7 +12,7 @@ EXAMPLE_ENV    := config/examples/standalone.env
 run:
 	cargo run --release -q -p driftless-agent -- validate --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV)
 	-cargo run --release -q -p driftless-agent -- --log-format text apply --dry-run --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV)
-	cargo run --release -q -p driftless-agent -- --log-format text agent --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV) --listen 127.0.0.1:9779
+	cargo run --release -q -p driftless-agent -- --log-format text agent --dry-run --config $(EXAMPLE_CONFIG) --env-file $(EXAMPLE_ENV) --listen 127.0.0.1:9779
 
 ## Install every tool the tests use, then run formatting, lints and every test.
 test:

@@ -50,6 +50,10 @@ pub struct Args {
     /// reloads at once).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Change nothing on the host: every ApplyPolicy only checks and reports drift, as in
+    /// `Audit` mode.
+    #[arg(long)]
+    dry_run: bool,
     /// Address of the HTTP endpoints.
     #[arg(long, default_value = "0.0.0.0:9779", env = "DRIFTLESS_LISTEN")]
     listen: SocketAddr,
@@ -141,6 +145,7 @@ fn settings(
         disable_defaults: args.collectors.disable_defaults,
         switches: args.collectors.switches.clone(),
         node,
+        dry_run: args.dry_run,
     }
 }
 

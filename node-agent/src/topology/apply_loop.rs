@@ -58,6 +58,7 @@ struct LastRun {
 /// [`ApplyLoop::run`].
 pub struct ApplyLoop {
     root: Root,
+    dry_run: bool,
     config_dir: PathBuf,
     spool: PathBuf,
     status: Arc<SharedStatus>,
@@ -69,9 +70,11 @@ pub struct ApplyLoop {
 
 impl ApplyLoop {
     /// A loop for the host at `root`; `config_dir` is where relative `src` paths are read
-    /// (the configuration directory, standalone), `spool` where audit records wait.
+    /// (the configuration directory, standalone), `spool` where audit records wait. With
+    /// `dry_run` every policy only checks, as in `Audit` mode.
     pub fn new(
         root: Root,
+        dry_run: bool,
         config_dir: PathBuf,
         spool: PathBuf,
         status: Arc<SharedStatus>,
@@ -79,6 +82,7 @@ impl ApplyLoop {
     ) -> Self {
         Self {
             root,
+            dry_run,
             config_dir,
             spool,
             status,
@@ -219,7 +223,11 @@ impl ApplyLoop {
             secrets: lookup,
             config_dir: &self.config_dir,
         };
-        let report = apply::apply(&config, &env, &Options::default());
+        let options = Options {
+            dry_run: self.dry_run,
+            ..Options::default()
+        };
+        let report = apply::apply(&config, &env, &options);
         let seconds = started.elapsed().as_secs_f64();
         for problem in crate::audit::deliver(&report, &config, lookup, &self.spool) {
             tracing::warn!(policy = %name, %problem, "audit");

@@ -77,6 +77,8 @@ pub struct Settings {
     pub switches: Vec<(String, bool)>,
     /// The node's name.
     pub node: String,
+    /// Check only: every ApplyPolicy runs as in `Audit` mode.
+    pub dry_run: bool,
 }
 
 /// The agent's running parts.
@@ -109,6 +111,7 @@ impl Topology {
             Root {
                 paths: settings.host.clone(),
             },
+            settings.dry_run,
             settings.config_dir.clone(),
             settings.audit_spool.clone(),
             status.clone(),

@@ -137,14 +137,22 @@ pub fn guard<B>(
     }
 }
 
+/// The layer that puts [`guard`] in front of a client's service.
+pub fn layer(
+    requests: Requests,
+) -> tower::filter::FilterLayer<
+    impl Fn(http::Request<kube::client::Body>) -> Result<http::Request<kube::client::Body>, Refused>
+        + Clone,
+> {
+    tower::filter::FilterLayer::new(move |request: http::Request<kube::client::Body>| {
+        guard(&requests, request)
+    })
+}
+
 /// A client for `config` whose requests go through [`guard`].
 pub fn client(config: kube::Config, requests: Requests) -> anyhow::Result<kube::Client> {
-    let layer =
-        tower::filter::FilterLayer::new(move |request: http::Request<kube::client::Body>| {
-            guard(&requests, request)
-        });
     Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&layer)
+        .with_layer(&layer(requests))
         .build())
 }
 

@@ -503,3 +503,6 @@ async fn follow(
         applied = Some(print);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,11 +9,13 @@
 //!   to 60 s); the newest status is written once it can be.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use driftless_crds::drift_report::DriftReport;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
+// The tokio clock (the system clock in production) so that tests can move it.
+use tokio::time::Instant;
 
 use crate::status::SharedStatus;
 

@@ -25,7 +25,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # --no-fail-fast: one failing test binary must not keep the later ones (the e2e suite among
 # them) from running and being counted.
+set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 # One closing line for the whole run: the last binary cargo reports may hold no test at all.
 # A test that could not run (no KUBECONFIG, no systemd, no docker, no helm) returns early, which
 # the harness counts as passed; each prints one `skipped: ...` line straight to stderr, and those
@@ -33,3 +36,4 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      /^skipped: / { skipped += 1 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", passed - skipped, failed, ignored + skipped }' "$log"
+exit "$status"

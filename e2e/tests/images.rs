@@ -1,6 +1,8 @@
 //! The container images, built from `operator/Dockerfile` and `node-agent/Dockerfile` and run
-//! the way the chart runs them: the agent as uid 0 with no capabilities, a read-only root
-//! filesystem and a read-only host tree at `/host`; the operator with no cluster to talk to.
+//! the way the chart runs them: the agent as the chart's default DaemonSet does without
+//! `agent.apply.enabled` (user 65532:65532 with the supplementary group 4, `adm`, no
+//! capabilities, no privilege escalation, a read-only root filesystem, a state directory owned
+//! by that user and a read-only host tree at `/host`); the operator with no cluster to talk to.
 //!
 //! Needs a Docker engine; with none, the tests print `skipped: no docker: ...`. The base image
 //! `debian:bookworm-slim` is built from the machine's Debian mirror by `.ci/base-image.sh` (no
@@ -19,6 +21,12 @@ const OPERATOR_IMAGE: &str = "driftless/operator:test";
 
 /// Exit code of `.ci/base-image.sh` when there is no usable Docker engine.
 const NO_DOCKER: i32 = 3;
+
+/// User and group the chart's DaemonSet runs the agent as (`agent.securityContext`), and its
+/// supplementary group (4, `adm` on Debian and Ubuntu: the group of the host's logs).
+const AGENT_UID: u32 = 65532;
+const AGENT_GID: u32 = 65532;
+const AGENT_SUPPLEMENTARY_GID: u32 = 4;
 
 /// The fixture host's os-release PRETTY_NAME and MemTotal, looked for in `driftless facts`.
 const PRETTY_NAME: &str = "Driftless Fixture Linux 9.9 (Test)";
@@ -212,8 +220,8 @@ fn fixture_host() -> tempfile::TempDir {
         std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir fixture");
         std::fs::write(&path, content).expect("write fixture file");
     }
-    // The container's root has no CAP_DAC_OVERRIDE: the tree must be world-readable, like a
-    // real host's /etc and /proc, even when the test runs as another user.
+    // The agent runs as user 65532 without capabilities: the tree must be world-readable, like
+    // a real host's /etc and /proc, whichever user owns the fixture files.
     make_world_readable(dir.path());
     dir
 }
@@ -229,24 +237,31 @@ fn make_world_readable(path: &Path) {
     }
 }
 
-/// `docker run` arguments of the hardened agent: what the chart's default DaemonSet grants.
+/// `docker run` arguments of the hardened agent: what the chart's default DaemonSet grants
+/// (`agent-daemonset.yaml` without `agent.apply.enabled`): runAsUser/runAsGroup 65532,
+/// supplementalGroups [4], capabilities drop ALL, allowPrivilegeEscalation false,
+/// readOnlyRootFilesystem, an emptyDir at /tmp and the state hostPath at /var/lib/driftless.
 fn hardened_agent_args(host: &Path) -> Vec<String> {
     let root = repo_root();
     [
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--tmpfs",
-        "/tmp",
-        // The DaemonSet mounts a hostPath here; a tmpfs stands in for it.
-        "--tmpfs",
-        "/var/lib/driftless:mode=0700",
-        "--env-file",
+        "--user".to_owned(),
+        format!("{AGENT_UID}:{AGENT_GID}"),
+        "--group-add".to_owned(),
+        AGENT_SUPPLEMENTARY_GID.to_string(),
+        "--read-only".to_owned(),
+        "--cap-drop".to_owned(),
+        "ALL".to_owned(),
+        "--security-opt".to_owned(),
+        "no-new-privileges".to_owned(),
+        "--tmpfs".to_owned(),
+        "/tmp".to_owned(),
+        // The DaemonSet mounts a hostPath here, which its init container gives to the agent's
+        // user; a tmpfs owned by that user stands in for it.
+        "--tmpfs".to_owned(),
+        format!("/var/lib/driftless:uid={AGENT_UID},gid={AGENT_GID},mode=0700"),
+        "--env-file".to_owned(),
     ]
-    .iter()
-    .map(|s| (*s).to_owned())
+    .into_iter()
     .chain([
         root.join("config/examples/standalone.env")
             .display()
@@ -359,6 +374,8 @@ fn agent_image_serves_healthz_unprivileged() {
     args.extend([
         AGENT_IMAGE,
         "agent",
+        // The chart's ConfigMap mode; cluster mode is chosen only in a pod without --config.
+        "--standalone",
         "--config",
         "/etc/driftless/config",
         "--root",
@@ -397,6 +414,42 @@ fn agent_image_serves_healthz_unprivileged() {
     };
     assert_eq!(answer.0, 200, "/healthz status, body {:?}", answer.1);
     assert_eq!(answer.1.trim(), "ok");
+
+    // The agent process runs as the chart's user and groups with no capabilities at all.
+    let status = docker_ok(&["exec", &name, "cat", "/proc/1/status"]);
+    let status = text(&status.stdout);
+    let field = |key: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in /proc/1/status:\n{status}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let uid = AGENT_UID.to_string();
+    let gid = AGENT_GID.to_string();
+    assert!(
+        field("Uid:").iter().all(|id| *id == uid),
+        "the agent runs as uid {uid}:\n{status}"
+    );
+    assert!(
+        field("Gid:").iter().all(|id| *id == gid),
+        "the agent runs as gid {gid}:\n{status}"
+    );
+    assert!(
+        field("Groups:").contains(&AGENT_SUPPLEMENTARY_GID.to_string()),
+        "the agent has the supplementary group {AGENT_SUPPLEMENTARY_GID}:\n{status}"
+    );
+    for caps in ["CapPrm:", "CapEff:", "CapBnd:"] {
+        assert!(
+            field(caps)
+                .iter()
+                .all(|c| c.trim_start_matches('0').is_empty()),
+            "the agent has no capabilities ({caps}):\n{status}"
+        );
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"], "no privilege escalation");
 
     let logs = docker_ok(&["logs", &name]);
     let logs = format!("{}{}", text(&logs.stdout), text(&logs.stderr));

@@ -135,8 +135,8 @@ pub struct SecretKeyRef {
     pub name: String,
     /// Key inside the Secret's `data`.
     pub key: String,
-    /// Namespace of the Secret. Cluster-scoped policies default to the namespace Driftless is
-    /// installed in; namespaced resources may only read their own namespace.
+    /// Namespace of the Secret. Node agents read Secrets only in the chart's `secretsNamespace`
+    /// (default: the release namespace): absent means that namespace, any other is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }

@@ -898,6 +898,10 @@ fn agent_is_non_root_and_reads_the_host_read_only_by_default() {
     let daemonset = object(&docs, "DaemonSet", "driftless-agent");
     assert_eq!(daemonset["metadata"]["namespace"], NAMESPACE);
     check_agent_common(daemonset);
+    assert!(
+        strings(&container(daemonset)["args"]).contains(&"--dry-run"),
+        "a read-only host: ApplyPolicies only check"
+    );
     let pod = pod_spec(daemonset);
     assert_eq!(pod["hostPID"], false);
     assert_eq!(
@@ -1010,6 +1014,10 @@ fn agent_apply_mode_is_privileged_with_a_writable_host() {
         pod_spec(daemonset)["hostPID"],
         true,
         "systemctl needs the host's PID namespace"
+    );
+    assert!(
+        !strings(&container(daemonset)["args"]).contains(&"--dry-run"),
+        "apply mode enforces"
     );
     let sc = &container(daemonset)["securityContext"];
     assert_eq!(sc["runAsUser"], 0);

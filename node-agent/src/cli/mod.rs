@@ -73,8 +73,10 @@ enum Command {
     Validate(validate::Args),
     /// Print the host's facts inventory as JSON.
     Facts(facts::Args),
-    /// Run the agent: load the configuration and serve /healthz and /metrics until stopped.
-    /// SIGHUP reloads the configuration; an invalid one is refused and the last good one stays.
+    /// Run the agent: ApplyPolicies, facts and log pipelines from a configuration directory
+    /// (--standalone) or the API server (--kubernetes, the default in a pod), serving /healthz,
+    /// /metrics and /report until stopped. A changed directory or SIGHUP reloads it; an invalid
+    /// configuration is refused and the last good one stays.
     Agent(agent::Args),
     /// Make the host match its ApplyPolicies (or, with --dry-run, show what would change).
     Apply(apply::Args),

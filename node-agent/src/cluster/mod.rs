@@ -8,7 +8,8 @@
 //!   the node runs; the [`Topology`] runs it.
 //! - Secret keys are read with one GET each in the secrets namespace, again every
 //!   `--secret-refresh-seconds` and whenever the set of keys changes. Values live in memory only.
-//! - The selected policies (never secret values) are cached in `STATE/cluster/policies.json`:
+//! - The last good version of each selected policy (never secret values) is cached in
+//!   `STATE/cluster/policies.json`; a restarted agent starts from those last good versions, and
 //!   when the API server cannot be reached at start, the agent runs the cached policies and
 //!   catches up once the watches work.
 //! - The node's DriftReport is written by [`report`], Events by [`events`].
@@ -425,7 +426,9 @@ async fn follow(
 ) {
     let secrets_api: Api<Secret> = Api::namespaced(client, &secrets_namespace);
     let mut secrets = SecretCache::default();
-    let mut last_good = BTreeMap::new();
+    // The last good versions survive a restart: they are what the cache holds.
+    let cached = read_cache(&cache).unwrap_or_default();
+    let (mut last_good, mut good_raw) = select::seed(&cached.objects);
     let mut applied: Option<String> = None;
     let started = Instant::now();
     let mut offline = false;
@@ -479,14 +482,10 @@ async fn follow(
             continue;
         }
         if !offline {
-            let selected: Vec<Value> = objects
-                .iter()
-                .filter(|o| select::selects(o, &labels).unwrap_or(false))
-                .cloned()
-                .collect();
+            good_raw = select::good_objects(&objects, &labels, &decision.refusals, &good_raw);
             let cached = Cached {
                 labels: labels.clone(),
-                objects: selected,
+                objects: good_raw.values().cloned().collect(),
             };
             if let Err(error) = write_cache(&cache, &cached) {
                 tracing::warn!(%error, cache = %cache.display(), "cannot cache the policies");

@@ -73,6 +73,53 @@ fn generation_of(object: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// A policy object's key, when it is one of the three kinds.
+pub fn key_of(object: &Value) -> Option<Key> {
+    Some((kind_of(object)?, name_of(object)))
+}
+
+/// The raw objects of the versions that run on the node after a decision: each selected
+/// policy that was not refused, and for a refused one the version `previous` held (its last
+/// good). This is what the node caches, so a restart keeps the last good versions. Pure.
+pub fn good_objects(
+    objects: &[Value],
+    labels: &BTreeMap<String, String>,
+    refusals: &[Refusal],
+    previous: &BTreeMap<Key, Value>,
+) -> BTreeMap<Key, Value> {
+    let refused: BTreeSet<Key> = refusals.iter().map(|r| (r.kind, r.name.clone())).collect();
+    let mut out = BTreeMap::new();
+    for object in objects {
+        let Some(key) = key_of(object) else { continue };
+        if !selects(object, labels).unwrap_or(false) && !refused.contains(&key) {
+            continue;
+        }
+        if refused.contains(&key) {
+            if let Some(old) = previous.get(&key) {
+                out.insert(key, old.clone());
+            }
+        } else {
+            out.insert(key, object.clone());
+        }
+    }
+    out
+}
+
+/// Last good versions from cached objects (each parsed again; one that no longer parses is
+/// dropped).
+pub fn seed(cached: &[Value]) -> (BTreeMap<Key, Resource>, BTreeMap<Key, Value>) {
+    let mut resources = BTreeMap::new();
+    let mut raw = BTreeMap::new();
+    for object in cached {
+        let Some(key) = key_of(object) else { continue };
+        if let Ok(resource) = resource::parse(object.clone()) {
+            resources.insert(key.clone(), resource);
+            raw.insert(key, object.clone());
+        }
+    }
+    (resources, raw)
+}
+
 /// Whether `object` selects a node with `labels`; `Err` when its selector is invalid.
 pub fn selects(object: &Value, labels: &BTreeMap<String, String>) -> Result<bool, String> {
     let Some(raw) = object

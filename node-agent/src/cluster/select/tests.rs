@@ -210,3 +210,29 @@ fn a_changed_secret_value_changes_the_digest() {
     assert_ne!(a.digests["ApplyPolicy/motd"], b.digests["ApplyPolicy/motd"]);
     assert!(!a.digests["ApplyPolicy/motd"].contains("s3cr3t"));
 }
+
+#[test]
+fn the_cache_keeps_the_last_good_version_across_a_restart() {
+    let node = labels(&[]);
+    let good = [pipeline("app", 1, "^debug")];
+    let mut last = BTreeMap::new();
+    let d = decide(&good, &node, "driftless", &secrets(), &mut last);
+    let raw = good_objects(&good, &node, &d.refusals, &BTreeMap::new());
+    assert_eq!(raw.len(), 1);
+    // Generation 2 is bad: the cache keeps generation 1.
+    let bad = [pipeline("app", 2, "(unclosed")];
+    let d = decide(&bad, &node, "driftless", &secrets(), &mut last);
+    let raw = good_objects(&bad, &node, &d.refusals, &raw);
+    let cached: Vec<Value> = raw.values().cloned().collect();
+    assert_eq!(cached[0]["metadata"]["generation"], 1);
+    // A restarted agent seeds its last good versions from the cache and keeps running
+    // generation 1 while generation 2 is refused.
+    let (mut seeded, _) = seed(&cached);
+    let d = decide(&bad, &node, "driftless", &secrets(), &mut seeded);
+    assert_eq!(names(&d), ["LogPipeline/app"]);
+    assert_eq!(d.refusals.len(), 1);
+    match &d.config.resources[0].resource {
+        Resource::LogPipeline(p) => assert_eq!(p.metadata.generation, Some(1)),
+        other => panic!("{other:?}"),
+    }
+}

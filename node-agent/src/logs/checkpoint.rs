@@ -30,6 +30,10 @@ pub struct FileEntry {
     pub fp: String,
     /// Offset of the first byte not yet acknowledged by every sink.
     pub offset: u64,
+    /// Size of the file when it was last looked at (0 in checkpoints written before this
+    /// field existed): with `offset`, a lower bound of what is unread if the file is lost.
+    #[serde(default)]
+    pub size: u64,
 }
 
 /// The checkpoint of one pipeline.
@@ -102,6 +106,7 @@ mod tests {
                 fp_len: 10,
                 fp: "ab".into(),
                 offset: 42,
+                size: 50,
             }],
         );
         save(&path, &cp).unwrap();

@@ -354,6 +354,9 @@ impl Pipeline {
             for _ in 0..stats.errors {
                 self.metrics.error("read");
             }
+            for _ in 0..stats.rotated_unread {
+                self.metrics.error("rotated_unread");
+            }
             read_any |= stats.bytes_read > 0 || events.len() > before;
             offsets.extend(file_offsets.into_iter().map(|(id, off)| (si, id, off)));
         }

@@ -11,13 +11,22 @@
 //!   again from offset 0;
 //! - inode reuse: a new file on a recycled inode has other first bytes, so it is a new file;
 //! - identical files (same bytes, other inodes) are different files;
-//! - deletion while open: the file is read to its end through the open descriptor, then closed.
+//! - deletion while open: the file is read to its end through the open descriptor, then closed;
+//! - rotation while the agent is down: a checkpointed file that is no longer matched by the
+//!   globs is looked for in its directory, by device and inode (renamed: `app.log.1`,
+//!   `app.log-20261204`, any name) or by fingerprint under a rotation name (copied and
+//!   truncated), and read from its checkpoint to its end, then forgotten; rotation names
+//!   modified after it (rotated more than once while down) are read from their beginning. A
+//!   rotated file that was compressed (`.gz`, recognised by the fingerprint of its
+//!   decompressed start) or deleted before its end was read is reported: a warning naming the
+//!   file and the unread bytes, and `errors_total{kind="rotated_unread"}`.
 //!
 //! Caveat: a copy that appears while its original has not been truncated yet is held back for
 //! [`COPY_GRACE`]; if the original is not truncated by then the copy is read as a file of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::Read as _;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -272,6 +281,49 @@ pub struct ReadStats {
     pub lag: u64,
     /// Errors while reading.
     pub errors: u64,
+    /// Rotated files reported with an unread tail that cannot be read (compressed, deleted).
+    pub rotated_unread: u64,
+}
+
+/// Whether `name` is a rotation name of `base` (`base.1`, `base-20261204`, `base.2026-12-04`,
+/// `base_3`, ...), and if so whether it is compressed (`.gz`, `.bz2`, `.xz`, `.zst`).
+pub fn rotation_name(name: &str, base: &str) -> Option<bool> {
+    let rest = name.strip_prefix(base)?;
+    let mut chars = rest.chars();
+    if !matches!(chars.next(), Some('.' | '-' | '_')) {
+        return None;
+    }
+    let rest = chars.as_str();
+    let (stem, compressed) = [".gz", ".bz2", ".xz", ".zst"]
+        .iter()
+        .find_map(|ext| rest.strip_suffix(ext).map(|s| (s, true)))
+        .unwrap_or((rest, false));
+    let generation = !stem.is_empty()
+        && stem.starts_with(|c: char| c.is_ascii_digit())
+        && stem.chars().all(|c| c.is_ascii_digit() || c == '-');
+    generation.then_some(compressed)
+}
+
+fn entry_fingerprint(e: &FileEntry) -> Fingerprint {
+    Fingerprint {
+        len: e.fp_len,
+        hash: e.fp.clone(),
+    }
+}
+
+/// The fingerprint of the decompressed start of a gzip file and its decompressed size
+/// (modulo 2^32, from the trailer).
+fn gzip_identity(path: &Path, fp_len: u32) -> Option<(Vec<u8>, u64)> {
+    let file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut trailer = [0u8; 4];
+    file.read_exact_at(&mut trailer, len.checked_sub(4)?).ok()?;
+    let mut head = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .take(fp_len as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some((head, u32::from_le_bytes(trailer) as u64))
 }
 
 /// A file source.
@@ -302,6 +354,7 @@ pub struct FileSource {
     /// transforms, only `raw` file sinks), so lines are not parsed.
     pub raw_only: bool,
     rotate: usize,
+    unread_reports: u64,
 }
 
 fn glob(pattern: &str, what: &str, source: &str) -> Result<Glob, LogError> {
@@ -404,6 +457,7 @@ impl FileSource {
             scan_interval: Duration::from_millis(250),
             raw_only: false,
             rotate: 0,
+            unread_reports: 0,
         })
     }
 
@@ -612,6 +666,178 @@ impl FileSource {
         }
         self.truncated
             .retain(|(_, _, at)| now.duration_since(*at) < COPY_GRACE * 4);
+        if first {
+            let known: HashSet<(u64, u64)> = restored.iter().map(|(e, _)| (e.dev, e.ino)).collect();
+            for (entry, used) in restored {
+                if !used {
+                    self.recover(entry, &known, now);
+                }
+            }
+        }
+    }
+
+    /// Starts reading a file outside the globs (a rotated file) from `offset`; it is closed
+    /// and forgotten once read to its end.
+    fn track_rotated(
+        &mut self,
+        host_path: String,
+        file: File,
+        head: &[u8],
+        offset: u64,
+        now: Instant,
+    ) {
+        let Ok(meta) = file.metadata() else {
+            return;
+        };
+        let fp = fingerprint(head, head.len() as u32).unwrap_or(Fingerprint {
+            len: 0,
+            hash: String::new(),
+        });
+        let id = self.next_id;
+        self.next_id += 1;
+        self.files.push(Tracked {
+            id,
+            host_path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fp,
+            read_offset: offset,
+            carry: Vec::new(),
+            assembler: self.assembler(),
+            committed: offset,
+            reported: offset,
+            last_size: meta.len(),
+            last_data: now,
+            gone_since: Some(now),
+            final_offset: None,
+            container: None,
+            file: Some(file),
+        });
+    }
+
+    /// A checkpointed file no longer matched by the globs (rotated while the agent was down):
+    /// finds it in its directory and reads it from its checkpoint, with the rotations newer
+    /// than it from their start; reports what cannot be read.
+    fn recover(&mut self, entry: FileEntry, known: &HashSet<(u64, u64)>, now: Instant) {
+        let Some((dir, base)) = entry.path.rsplit_once('/') else {
+            return;
+        };
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let Ok(listing) = std::fs::read_dir(self.host.host(dir)) else {
+            return;
+        };
+        let tracked: HashSet<(u64, u64)> = self
+            .files
+            .iter()
+            .filter(|t| t.file.is_some())
+            .map(|t| (t.dev, t.ino))
+            .collect();
+        let fp = entry_fingerprint(&entry);
+        // (host path, local path, rotation name: Some(compressed)).
+        let mut siblings = Vec::new();
+        for item in listing.flatten() {
+            let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !item.file_type().is_ok_and(|k| k.is_file()) {
+                continue;
+            }
+            let host_path = if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            };
+            siblings.push((host_path, item.path(), rotation_name(&name, base)));
+        }
+        siblings.sort();
+        let mut same_inode = None;
+        let mut copy = None;
+        for (host_path, local, rotation) in &siblings {
+            if *rotation == Some(true) {
+                continue;
+            }
+            let Ok(file) = File::open(local) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if tracked.contains(&key) {
+                continue;
+            }
+            let head = Self::head(&file, self.fp_bytes, meta.len());
+            let fp_ok = entry.fp_len == 0 || matches(&head, &fp);
+            if fp_ok && key == (entry.dev, entry.ino) {
+                same_inode = Some((host_path.clone(), file, head, meta));
+                break;
+            }
+            if fp_ok
+                && copy.is_none()
+                && rotation.is_some()
+                && entry.fp_len >= MIN_FP_FOR_COPY
+                && !known.contains(&key)
+            {
+                copy = Some((host_path.clone(), file, head, meta));
+            }
+        }
+        if let Some((host_path, file, head, meta)) = same_inode.or(copy) {
+            let modified = meta.modified().ok();
+            let unread = meta.len().saturating_sub(entry.offset);
+            if entry.offset < meta.len() {
+                tracing::info!(source = %self.name, file = %host_path, was = %entry.path, offset = entry.offset, unread_bytes = unread, "reading the rest of a file rotated while the agent was down");
+                self.track_rotated(host_path.clone(), file, &head, entry.offset, now);
+            }
+            // Rotated more than once: the rotations written after it were never seen.
+            for (newer_path, local, rotation) in &siblings {
+                if *rotation != Some(false) || *newer_path == host_path {
+                    continue;
+                }
+                let Ok(file) = File::open(local) else {
+                    continue;
+                };
+                let Ok(m) = file.metadata() else {
+                    continue;
+                };
+                let key = (m.dev(), m.ino());
+                let newer = matches!((m.modified(), modified), (Ok(a), Some(b)) if a >= b);
+                if !newer
+                    || known.contains(&key)
+                    || tracked.contains(&key)
+                    || self.files.iter().any(|t| (t.dev, t.ino) == key)
+                {
+                    continue;
+                }
+                tracing::info!(source = %self.name, file = %newer_path, "reading a file rotated while the agent was down from its start");
+                let head = Self::head(&file, self.fp_bytes, m.len());
+                self.track_rotated(newer_path.clone(), file, &head, 0, now);
+            }
+            return;
+        }
+        for (host_path, local, rotation) in &siblings {
+            if *rotation != Some(true) || !host_path.ends_with(".gz") || entry.fp_len == 0 {
+                continue;
+            }
+            let Some((head, size)) = gzip_identity(local, entry.fp_len) else {
+                continue;
+            };
+            if !matches(&head, &fp) {
+                continue;
+            }
+            let unread = size.saturating_sub(entry.offset);
+            if unread > 0 {
+                self.unread_reports += 1;
+                tracing::warn!(source = %self.name, file = %host_path, was = %entry.path, offset = entry.offset, unread_bytes = unread, "a file rotated while the agent was down was compressed before its end was read; its unread lines are not delivered");
+            }
+            return;
+        }
+        let unread = entry.size.saturating_sub(entry.offset);
+        if unread > 0 {
+            self.unread_reports += 1;
+            tracing::warn!(source = %self.name, file = %entry.path, offset = entry.offset, unread_bytes = unread, "a file was deleted or moved out of its directory while the agent was down before its end was read; at least unread_bytes are not delivered");
+        } else {
+            tracing::info!(source = %self.name, file = %entry.path, offset = entry.offset, "a checkpointed file is gone; lines appended to it after the last checkpoint, if any, were not read");
+        }
     }
 
     fn assembler(&self) -> Assembler {
@@ -639,7 +865,10 @@ impl FileSource {
         out: &mut Vec<Event>,
         offsets: &mut Vec<(u64, u64)>,
     ) -> ReadStats {
-        let mut stats = ReadStats::default();
+        let mut stats = ReadStats {
+            rotated_unread: std::mem::take(&mut self.unread_reports),
+            ..Default::default()
+        };
         let n = self.files.len();
         if n == 0 {
             return stats;
@@ -945,6 +1174,7 @@ impl FileSource {
                 fp_len: t.fp.len,
                 fp: t.fp.hash.clone(),
                 offset: t.committed,
+                size: t.last_size,
             })
             .collect();
         // Before the first scan, keep what was restored.
@@ -982,6 +1212,7 @@ mod tests {
             fp_len: fp.len,
             fp: fp.hash,
             offset,
+            size: offset,
         }
     }
 
@@ -994,6 +1225,19 @@ mod tests {
             ("/var/log".into(), usize::MAX)
         );
         assert_eq!(walk_base("/var/*/x/*.log"), ("/var".into(), 3));
+    }
+
+    #[test]
+    fn rotation_names() {
+        assert_eq!(rotation_name("app.log.1", "app.log"), Some(false));
+        assert_eq!(rotation_name("app.log-20261204", "app.log"), Some(false));
+        assert_eq!(rotation_name("app.log.2026-12-04", "app.log"), Some(false));
+        assert_eq!(rotation_name("app.log.1.gz", "app.log"), Some(true));
+        assert_eq!(rotation_name("app.log-20261204.gz", "app.log"), Some(true));
+        assert_eq!(rotation_name("app.log", "app.log"), None);
+        assert_eq!(rotation_name("app.log.lock", "app.log"), None);
+        assert_eq!(rotation_name("app.logger.1", "app.log"), None);
+        assert_eq!(rotation_name("app.log.gz", "app.log"), None);
     }
 
     #[test]

@@ -1,0 +1,207 @@
+//! Rotation while the agent is down: a file renamed (logrotate `create` mode), renamed twice,
+//! renamed to a dated name, compressed, or copied and truncated between a `kill -9` and the
+//! restart. The unread tail of the checkpointed file is read from its rotated name; what cannot
+//! be read (compressed) is reported in the log and in `errors_total{kind="rotated_unread"}`.
+#![allow(clippy::unwrap_used)]
+
+mod logs_support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use logs_support::*;
+
+const PIPELINE: &str = "rot";
+
+fn config(tree: &Tree) {
+    tree.config(&format!(
+        r#"apiVersion: driftless.dev/v1alpha1
+kind: LogPipeline
+metadata: {{name: {PIPELINE}}}
+spec:
+  sources:
+    - name: app
+      include: [/var/log/app.log]
+      readFrom: Beginning
+  sinks:
+    - name: out
+      file: {{directory: {}, raw: true}}
+"#,
+        tree.path("out").display()
+    ));
+    std::fs::create_dir_all(tree.path("root/var/log")).unwrap();
+}
+
+fn log_path(tree: &Tree, name: &str) -> std::path::PathBuf {
+    tree.path(&format!("root/var/log/{name}"))
+}
+
+/// Appends the numbered lines `range` to `/var/log/<name>`.
+fn append(tree: &Tree, name: &str, range: std::ops::Range<usize>) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(tree, name))
+        .unwrap();
+    let mut text = String::new();
+    for n in range {
+        text.push_str(&numbered(n));
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn rename(tree: &Tree, from: &str, to: &str) {
+    std::fs::rename(log_path(tree, from), log_path(tree, to)).unwrap();
+}
+
+fn counts(tree: &Tree) -> Vec<u32> {
+    let text =
+        std::fs::read_to_string(tree.path(&format!("out/{PIPELINE}-app.log"))).unwrap_or_default();
+    let mut counts = Vec::new();
+    count_numbers(text.lines(), &mut counts);
+    counts
+}
+
+/// The checkpointed offset of `/var/log/app.log`, if any.
+fn checkpointed(tree: &Tree) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(tree.path(&format!("state/logs/checkpoints/{PIPELINE}.json")))
+            .ok()?;
+    let cp: serde_json::Value = serde_json::from_str(&text).ok()?;
+    cp["sources"]["app"]
+        .as_array()?
+        .iter()
+        .find(|e| e["path"] == "/var/log/app.log")?["offset"]
+        .as_u64()
+}
+
+/// Starts the agent, waits until the first `n` lines were delivered and checkpointed, kills it.
+fn read_then_kill(tree: &Tree, n: usize) {
+    let mut agent = Agent::start(tree, &[]);
+    let size = std::fs::metadata(log_path(tree, "app.log")).unwrap().len();
+    let ok = wait_for(Duration::from_secs(20), || {
+        counts(tree).iter().filter(|c| **c > 0).count() >= n && checkpointed(tree) == Some(size)
+    });
+    assert!(ok, "first {n} lines not checkpointed\n{}", agent.stderr());
+    agent.kill9();
+}
+
+/// Restarts the agent and waits until every number in `0..total` except `lost` arrived.
+fn restart_and_expect(tree: &Tree, total: usize, lost: std::ops::Range<usize>) -> Agent {
+    let mut agent = Agent::start(tree, &[]);
+    let expected = |n: &usize| !lost.contains(n);
+    let mut got = Vec::new();
+    let ok = wait_for(Duration::from_secs(20), || {
+        got = counts(tree);
+        (0..total)
+            .filter(expected)
+            .all(|n| got.get(n).copied().unwrap_or(0) > 0)
+    });
+    let missing: Vec<usize> = (0..total)
+        .filter(expected)
+        .filter(|n| got.get(*n).copied().unwrap_or(0) == 0)
+        .collect();
+    assert!(
+        ok,
+        "{} of {total} lines missing (first {:?}, last {:?})\n{}",
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        agent.stderr()
+    );
+    // Let a wrong late read show up before checking duplicates.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = counts(tree);
+    let duplicates: u32 = got.iter().map(|c| c.saturating_sub(1)).sum();
+    assert_eq!(duplicates, 0, "duplicates after a checkpointed kill");
+    assert!(got.len() <= total, "unexpected numbers: {}", got.len());
+    agent.assert_running();
+    agent
+}
+
+#[test]
+fn renamed_while_down_its_tail_is_read_from_the_new_name() {
+    let tree = Tree::new();
+    config(&tree);
+    append(&tree, "app.log", 0..1000);
+    read_then_kill(&tree, 1000);
+    append(&tree, "app.log", 1000..1500);
+    rename(&tree, "app.log", "app.log.1");
+    append(&tree, "app.log", 1500..1600);
+    let mut agent = restart_and_expect(&tree, 1600, 0..0);
+    agent.terminate();
+}
+
+#[test]
+fn rotated_twice_while_down_both_files_are_read() {
+    let tree = Tree::new();
+    config(&tree);
+    append(&tree, "app.log", 0..1000);
+    read_then_kill(&tree, 1000);
+    append(&tree, "app.log", 1000..1500);
+    rename(&tree, "app.log", "app.log.1");
+    append(&tree, "app.log", 1500..1600);
+    std::thread::sleep(Duration::from_millis(20));
+    rename(&tree, "app.log.1", "app.log.2");
+    rename(&tree, "app.log", "app.log.1");
+    append(&tree, "app.log", 1600..1700);
+    let mut agent = restart_and_expect(&tree, 1700, 0..0);
+    agent.terminate();
+}
+
+#[test]
+fn dated_rotation_name_while_down() {
+    let tree = Tree::new();
+    config(&tree);
+    append(&tree, "app.log", 0..1000);
+    read_then_kill(&tree, 1000);
+    append(&tree, "app.log", 1000..1500);
+    rename(&tree, "app.log", "app.log-20261204");
+    append(&tree, "app.log", 1500..1600);
+    let mut agent = restart_and_expect(&tree, 1600, 0..0);
+    agent.terminate();
+}
+
+#[test]
+fn copytruncate_while_down_keeps_working() {
+    let tree = Tree::new();
+    config(&tree);
+    append(&tree, "app.log", 0..1000);
+    read_then_kill(&tree, 1000);
+    append(&tree, "app.log", 1000..1500);
+    std::fs::copy(log_path(&tree, "app.log"), log_path(&tree, "app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log_path(&tree, "app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&tree, "app.log", 1500..1600);
+    let mut agent = restart_and_expect(&tree, 1600, 0..0);
+    agent.terminate();
+}
+
+#[test]
+fn compressed_while_down_is_reported() {
+    let tree = Tree::new();
+    config(&tree);
+    append(&tree, "app.log", 0..1000);
+    read_then_kill(&tree, 1000);
+    let before = std::fs::metadata(log_path(&tree, "app.log")).unwrap().len();
+    append(&tree, "app.log", 1000..1500);
+    let size = std::fs::metadata(log_path(&tree, "app.log")).unwrap().len();
+    rename(&tree, "app.log", "app.log.1");
+    run(std::process::Command::new("gzip").arg(log_path(&tree, "app.log.1")));
+    append(&tree, "app.log", 1500..1600);
+    let mut agent = restart_and_expect(&tree, 1600, 1000..1500);
+    let unread = size - before;
+    let ok = wait_for(Duration::from_secs(5), || {
+        agent
+            .stderr()
+            .lines()
+            .any(|l| l.contains("app.log.1.gz") && l.contains(&format!("unread_bytes={unread}")))
+    });
+    assert!(ok, "no report of {unread} unread bytes\n{}", agent.stderr());
+    agent.terminate();
+}

@@ -205,3 +205,121 @@ fn compressed_while_down_is_reported() {
     assert!(ok, "no report of {unread} unread bytes\n{}", agent.stderr());
     agent.terminate();
 }
+
+/// Randomized: a writer at ~20,000 lines/s renames `app.log` to `app.log.1` (older generations
+/// shifted, none deleted) every `LINES_PER_ROTATION` lines while the agent, which tails only
+/// `/var/log/app.log`, is killed with SIGKILL 15 times at random moments and restarted after a
+/// random pause. Nothing is deleted, so the verdict does not depend on the machine's speed:
+/// every line must arrive, duplicates at most one batch (`maxEvents`) per crash.
+#[test]
+fn kill_9_fifteen_times_with_rename_rotations_loses_nothing() {
+    use rand::Rng;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const CRASHES: usize = 15;
+    const BATCH: usize = 2000;
+    const LINES_PER_ROTATION: usize = 5000;
+    let tree = Tree::new();
+    tree.config(&format!(
+        r#"apiVersion: driftless.dev/v1alpha1
+kind: LogPipeline
+metadata: {{name: {PIPELINE}}}
+spec:
+  sources:
+    - name: app
+      include: [/var/log/app.log]
+  buffer: {{maxEvents: {BATCH}}}
+  sinks:
+    - name: out
+      file: {{directory: {}, raw: true, maxBytes: 10000000000}}
+"#,
+        tree.path("out").display()
+    ));
+    let dir = tree.path("root/var/log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            let path = dir.join("app.log");
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap()
+            };
+            let mut file = open();
+            let (mut n, mut generations) = (0usize, 0usize);
+            let mut buf = String::new();
+            while !stop.load(Ordering::Relaxed) {
+                buf.clear();
+                for _ in 0..200 {
+                    buf.push_str(&numbered(n));
+                    buf.push('\n');
+                    n += 1;
+                }
+                file.write_all(buf.as_bytes()).unwrap();
+                written.store(n, Ordering::Relaxed);
+                if n.is_multiple_of(LINES_PER_ROTATION) {
+                    for g in (1..=generations).rev() {
+                        std::fs::rename(
+                            dir.join(format!("app.log.{g}")),
+                            dir.join(format!("app.log.{}", g + 1)),
+                        )
+                        .unwrap();
+                    }
+                    generations += 1;
+                    std::fs::rename(&path, dir.join("app.log.1")).unwrap();
+                    file = open();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut rng = rand::thread_rng();
+    let mut agent = Agent::start(&tree, &[]);
+    for _ in 0..CRASHES {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+        agent.assert_running();
+        agent.kill9();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
+        agent = Agent::start(&tree, &[]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let total = written.load(Ordering::Relaxed);
+    let mut got = Vec::new();
+    let complete = wait_for(Duration::from_secs(120), || {
+        got = counts(&tree);
+        got.len() >= total && got[..total].iter().all(|c| *c > 0)
+    });
+    let missing: Vec<usize> = (0..total)
+        .filter(|n| got.get(*n).copied().unwrap_or(0) == 0)
+        .collect();
+    assert!(
+        complete,
+        "{} of {total} lines missing (first {:?}, last {:?})\n{}",
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        agent.stderr()
+    );
+    let duplicates: usize = got.iter().map(|c| c.saturating_sub(1) as usize).sum();
+    assert!(
+        duplicates <= CRASHES * BATCH,
+        "{duplicates} duplicates for {CRASHES} crashes exceed one batch ({BATCH}) per crash"
+    );
+    let recovered = agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("rotated while the agent was down"))
+        .count();
+    eprintln!(
+        "{total} lines, {CRASHES} crashes, {duplicates} duplicates, {recovered} rotated files read after a restart"
+    );
+    agent.assert_running();
+    agent.terminate();
+}

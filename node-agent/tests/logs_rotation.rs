@@ -323,3 +323,112 @@ spec:
     agent.assert_running();
     agent.terminate();
 }
+
+fn http_config(tree: &Tree, receiver: &Receiver, transforms: &str) {
+    tree.config(&format!(
+        r#"apiVersion: driftless.dev/v1alpha1
+kind: LogPipeline
+metadata: {{name: {PIPELINE}}}
+spec:
+  sources:
+    - name: app
+      include: [/var/log/app.log]
+  buffer: {{maxEvents: 100}}
+{transforms}
+  sinks:
+    - name: out
+      http: {{url: "{}", batch: {{maxAge: 100ms}}}}
+"#,
+        receiver.url("/ingest")
+    ));
+    std::fs::create_dir_all(tree.path("root/var/log")).unwrap();
+}
+
+fn received(receiver: &Receiver) -> Vec<u32> {
+    let mut counts = Vec::new();
+    let events = receiver.events();
+    count_numbers(
+        events.iter().filter_map(|e| e["message"].as_str()),
+        &mut counts,
+    );
+    counts
+}
+
+fn wait_received(receiver: &Receiver, agent: &Agent, total: usize) {
+    let mut got = Vec::new();
+    let ok = wait_for(Duration::from_secs(30), || {
+        got = received(receiver);
+        got.len() >= total && got[..total].iter().all(|c| *c > 0)
+    });
+    let missing = (0..total)
+        .filter(|n| got.get(*n).copied().unwrap_or(0) == 0)
+        .count();
+    assert!(ok, "{missing} of {total} lines missing\n{}", agent.stderr());
+}
+
+/// The sink refuses (no disk buffer, 100 events in flight at most) while the file is renamed
+/// and a new one written: the renamed file stays open until read, so nothing is lost.
+#[test]
+fn renamed_while_the_sink_is_down_loses_nothing() {
+    let tree = Tree::new();
+    let receiver = Receiver::start();
+    http_config(&tree, &receiver, "");
+    append(&tree, "app.log", 0..1000);
+    let mut agent = Agent::start(&tree, &[]);
+    wait_received(&receiver, &agent, 1000);
+    receiver
+        .mode
+        .store(FAIL, std::sync::atomic::Ordering::SeqCst);
+    append(&tree, "app.log", 1000..1500);
+    rename(&tree, "app.log", "app.log.1");
+    append(&tree, "app.log", 1500..1600);
+    // Longer than a file that left the globs is kept open when idle at its end.
+    std::thread::sleep(Duration::from_secs(7));
+    receiver.mode.store(OK, std::sync::atomic::Ordering::SeqCst);
+    wait_received(&receiver, &agent, 1600);
+    agent.assert_running();
+    agent.terminate();
+}
+
+/// The file is renamed while the sink refuses, then the pipeline is reloaded (its config
+/// changed, SIGHUP): the new pipeline finds the renamed file from the checkpoint.
+#[test]
+fn renamed_then_reloaded_loses_nothing() {
+    let tree = Tree::new();
+    let receiver = Receiver::start();
+    http_config(&tree, &receiver, "");
+    append(&tree, "app.log", 0..1000);
+    let mut agent = Agent::start(&tree, &[]);
+    wait_received(&receiver, &agent, 1000);
+    receiver
+        .mode
+        .store(FAIL, std::sync::atomic::Ordering::SeqCst);
+    append(&tree, "app.log", 1000..1500);
+    rename(&tree, "app.log", "app.log.1");
+    append(&tree, "app.log", 1500..1600);
+    std::thread::sleep(Duration::from_millis(500));
+    http_config(
+        &tree,
+        &receiver,
+        "  transforms:\n    - exclude: {field: message, pattern: '^never'}",
+    );
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    let reloaded = wait_for(Duration::from_secs(20), || {
+        agent.stderr().contains("configuration reloaded")
+    });
+    assert!(reloaded, "not reloaded\n{}", agent.stderr());
+    receiver.mode.store(OK, std::sync::atomic::Ordering::SeqCst);
+    wait_received(&receiver, &agent, 1600);
+    assert!(
+        agent
+            .stderr()
+            .contains("reading the rest of a file rotated while the agent was down"),
+        "the reloaded pipeline did not look for the renamed file\n{}",
+        agent.stderr()
+    );
+    agent.assert_running();
+    agent.terminate();
+}

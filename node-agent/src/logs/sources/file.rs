@@ -1227,6 +1227,55 @@ mod tests {
         assert_eq!(walk_base("/var/*/x/*.log"), ("/var".into(), 3));
     }
 
+    fn unread_reports_after_start(root: &Path, restored: Vec<FileEntry>) -> u64 {
+        let config: LogSource =
+            serde_yaml::from_str("{name: app, include: [/var/log/app.log]}").unwrap();
+        let mut source = FileSource::new(&config, HostPaths::under(root), Some(restored)).unwrap();
+        let now = Instant::now();
+        source.scan_if_due(now);
+        let mut budget = Budget {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        let stats = source.read(&mut budget, now, "t", &mut Vec::new(), &mut Vec::new());
+        stats.rotated_unread
+    }
+
+    #[test]
+    fn compressed_or_deleted_rotations_are_counted() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("var/log");
+        std::fs::create_dir_all(&logs).unwrap();
+        let content: String = (0..100)
+            .map(|i| format!("line {i:04} of a file compressed while the agent was down\n"))
+            .collect();
+        let gz = std::fs::File::create(logs.join("app.log.1.gz")).unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(gz, flate2::Compression::default());
+        encoder.write_all(content.as_bytes()).unwrap();
+        encoder.finish().unwrap();
+        let mut compressed = entry(1, 1, &content.as_bytes()[..256], 1000);
+        compressed.path = "/var/log/app.log".into();
+        assert_eq!(
+            unread_reports_after_start(dir.path(), vec![compressed.clone()]),
+            1
+        );
+        // Read to its end before it was compressed: nothing to report.
+        compressed.offset = content.len() as u64;
+        assert_eq!(unread_reports_after_start(dir.path(), vec![compressed]), 0);
+        std::fs::remove_file(logs.join("app.log.1.gz")).unwrap();
+        // Deleted: counted when bytes were known to be unread.
+        let mut deleted = entry(1, 1, b"any first bytes of the deleted file", 1000);
+        deleted.path = "/var/log/app.log".into();
+        deleted.size = 1500;
+        assert_eq!(
+            unread_reports_after_start(dir.path(), vec![deleted.clone()]),
+            1
+        );
+        deleted.size = 1000;
+        assert_eq!(unread_reports_after_start(dir.path(), vec![deleted]), 0);
+    }
+
     #[test]
     fn rotation_names() {
         assert_eq!(rotation_name("app.log.1", "app.log"), Some(false));

@@ -295,3 +295,27 @@ fn absent_subsystems_export_nothing() {
     }
     assert_eq!(text.matches("node_scrape_collector_success{").count(), 14);
 }
+
+/// The flags that run only the network statistics collectors.
+const NET: &[&str] = &[
+    "--collector.disable-defaults",
+    "--collector.netstat",
+    "--collector.entropy",
+];
+
+#[test]
+fn network_statistics_trees_match_golden() {
+    golden("net", NET);
+    golden("net-edge", NET);
+    let text = scrape(&fixtures().join("net-edge"), NET);
+    // Only the default fields; the IPv4 statistics without snmp6; no entropy without its files.
+    assert!(
+        text.contains("node_netstat_TcpExt_ListenDrops 18446744073709552000\n"),
+        "{text}"
+    );
+    assert!(text.contains("node_netstat_UdpLite_InErrors 4\n"), "{text}");
+    assert!(text.contains("node_netstat_Ip_Forwarding 2\n"), "{text}");
+    assert!(!text.contains("DefaultTTL") && !text.contains("MPTcpExt"));
+    assert!(!text.contains("node_entropy_"));
+    assert!(text.contains("node_scrape_collector_success{collector=\"entropy\"} 1\n"));
+}

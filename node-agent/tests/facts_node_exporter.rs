@@ -49,6 +49,8 @@ const COLLECTORS: &[&str] = &[
     "tapestats",
     "xfs",
     "zfs",
+    "netstat",
+    "entropy",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -435,6 +437,11 @@ const STORAGE_COLLECTORS: &[&str] = &[
 
 /// Runs node_exporter (those collectors only) and the agent's one-shot scrape on a fixture tree.
 fn both_on_tree(tree: &std::path::Path) -> (String, String) {
+    both_on_tree_with(tree, STORAGE_COLLECTORS)
+}
+
+/// Runs node_exporter and the agent's one-shot scrape, both with only `collectors`, on a tree.
+fn both_on_tree_with(tree: &std::path::Path, collectors: &[&str]) -> (String, String) {
     assert!(
         std::path::Path::new(NODE_EXPORTER).exists(),
         "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
@@ -456,7 +463,7 @@ fn both_on_tree(tree: &std::path::Path) -> (String, String) {
         "prometheus",
         "--collector.disable-defaults",
     ]);
-    for c in STORAGE_COLLECTORS {
+    for c in collectors {
         cmd.arg(format!("--collector.{c}"));
         ours.arg(format!("--collector.{c}"));
     }
@@ -614,4 +621,34 @@ fn synthetic_storage_edge_tree_matches_node_exporter() {
     assert!(ours
         .values
         .contains_key("node_nfsd_requests_total{method=\"Access\",proto=\"4\"}"));
+}
+
+/// The network statistics trees (`tests/fixtures/facts/net`, recorded from this kind of host,
+/// and `net-edge`: no `snmp6`, no entropy files, a counter at
+/// 2^64-1): every family node_exporter exports from them is ours, series for series.
+#[test]
+fn network_statistics_trees_match_node_exporter() {
+    const NET: &[&str] = &["netstat", "entropy"];
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
+    let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    for c in NET {
+        assert_eq!(success(&theirs, c), 1.0, "{c}:\n{theirs_text}");
+        assert_eq!(success(&ours, c), 1.0, "{c}:\n{ours_text}");
+    }
+    let compared = assert_same_series(&ours, &theirs);
+    assert!(compared > 30, "only {compared} series compared");
+    for family in ours.types.keys() {
+        assert!(theirs.types.contains_key(family), "{family}: only ours");
+    }
+    let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net-edge"), NET);
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    assert_eq!(success(&ours, "netstat"), 1.0, "{ours_text}");
+    assert_eq!(success(&theirs, "netstat"), 1.0, "{theirs_text}");
+    // node_exporter fails without the entropy files; for us that is a host without them.
+    assert_eq!(success(&ours, "entropy"), 1.0, "{ours_text}");
+    assert!(!ours_text.contains("node_entropy_"));
+    assert!(assert_same_series(&ours, &theirs) >= 5);
 }

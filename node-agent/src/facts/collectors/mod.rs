@@ -22,6 +22,7 @@ pub mod command;
 pub mod cpu;
 pub mod diskstats;
 pub mod edac;
+pub mod entropy;
 pub mod fibrechannel;
 pub mod file;
 pub mod filefd;
@@ -32,6 +33,7 @@ pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
 pub mod netdev;
+pub mod netstat;
 pub mod nfs;
 pub mod nfsd;
 pub mod nvme;
@@ -142,6 +144,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: edac::new,
     },
     CollectorInfo {
+        name: "entropy",
+        default_enabled: true,
+        factory: entropy::new,
+    },
+    CollectorInfo {
         name: "fibrechannel",
         default_enabled: true,
         factory: fibrechannel::new,
@@ -185,6 +192,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "netdev",
         default_enabled: true,
         factory: netdev::new,
+    },
+    CollectorInfo {
+        name: "netstat",
+        default_enabled: true,
+        factory: netstat::new,
     },
     CollectorInfo {
         name: "nfs",

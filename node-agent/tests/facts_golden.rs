@@ -301,6 +301,7 @@ const NET: &[&str] = &[
     "--collector.disable-defaults",
     "--collector.netstat",
     "--collector.entropy",
+    "--collector.conntrack",
 ];
 
 #[test]
@@ -318,4 +319,17 @@ fn network_statistics_trees_match_golden() {
     assert!(!text.contains("DefaultTTL") && !text.contains("MPTcpExt"));
     assert!(!text.contains("node_entropy_"));
     assert!(text.contains("node_scrape_collector_success{collector=\"entropy\"} 1\n"));
+    // Without the nf_conntrack module: nothing, and success.
+    assert!(!text.contains("node_nf_conntrack"));
+    assert!(text.contains("node_scrape_collector_success{collector=\"conntrack\"} 1\n"));
+    // Per-CPU statistics are summed.
+    let text = scrape(&fixtures().join("net"), NET);
+    assert!(
+        text.contains("node_nf_conntrack_stat_found 4114\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node_nf_conntrack_stat_search_restart 257\n"),
+        "{text}"
+    );
 }

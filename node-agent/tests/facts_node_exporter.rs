@@ -51,6 +51,7 @@ const COLLECTORS: &[&str] = &[
     "zfs",
     "netstat",
     "entropy",
+    "conntrack",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -628,7 +629,7 @@ fn synthetic_storage_edge_tree_matches_node_exporter() {
 /// 2^64-1): every family node_exporter exports from them is ours, series for series.
 #[test]
 fn network_statistics_trees_match_node_exporter() {
-    const NET: &[&str] = &["netstat", "entropy"];
+    const NET: &[&str] = &["netstat", "entropy", "conntrack"];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
     promtool_check(&ours_text);
@@ -650,5 +651,7 @@ fn network_statistics_trees_match_node_exporter() {
     // node_exporter fails without the entropy files; for us that is a host without them.
     assert_eq!(success(&ours, "entropy"), 1.0, "{ours_text}");
     assert!(!ours_text.contains("node_entropy_"));
+    assert_eq!(success(&ours, "conntrack"), 1.0, "{ours_text}");
+    assert!(!ours_text.contains("node_nf_conntrack"));
     assert!(assert_same_series(&ours, &theirs) >= 5);
 }

@@ -19,6 +19,7 @@ pub mod bcache;
 pub mod bonding;
 pub mod btrfs;
 pub mod command;
+pub mod conntrack;
 pub mod cpu;
 pub mod diskstats;
 pub mod edac;
@@ -127,6 +128,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "btrfs",
         default_enabled: true,
         factory: btrfs::new,
+    },
+    CollectorInfo {
+        name: "conntrack",
+        default_enabled: true,
+        factory: conntrack::new,
     },
     CollectorInfo {
         name: "cpu",

@@ -302,6 +302,7 @@ const NET: &[&str] = &[
     "--collector.netstat",
     "--collector.entropy",
     "--collector.conntrack",
+    "--collector.arp",
 ];
 
 #[test]
@@ -322,6 +323,8 @@ fn network_statistics_trees_match_golden() {
     // Without the nf_conntrack module: nothing, and success.
     assert!(!text.contains("node_nf_conntrack"));
     assert!(text.contains("node_scrape_collector_success{collector=\"conntrack\"} 1\n"));
+    // An empty ARP table: an empty family, nothing exported.
+    assert!(!text.contains("node_arp_entries"));
     // Per-CPU statistics are summed.
     let text = scrape(&fixtures().join("net"), NET);
     assert!(

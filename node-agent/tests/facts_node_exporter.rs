@@ -52,6 +52,7 @@ const COLLECTORS: &[&str] = &[
     "netstat",
     "entropy",
     "conntrack",
+    "arp",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -629,7 +630,7 @@ fn synthetic_storage_edge_tree_matches_node_exporter() {
 /// 2^64-1): every family node_exporter exports from them is ours, series for series.
 #[test]
 fn network_statistics_trees_match_node_exporter() {
-    const NET: &[&str] = &["netstat", "entropy", "conntrack"];
+    const NET: &[&str] = &["netstat", "entropy", "conntrack", "arp"];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
     promtool_check(&ours_text);

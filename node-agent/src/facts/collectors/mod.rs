@@ -15,6 +15,7 @@ use crate::metrics::{encode_families, Family, Kind};
 
 mod kfiles;
 
+pub mod arp;
 pub mod bcache;
 pub mod bonding;
 pub mod btrfs;
@@ -114,6 +115,11 @@ pub struct CollectorInfo {
 
 /// Every collector, in the order they run.
 pub const REGISTRY: &[CollectorInfo] = &[
+    CollectorInfo {
+        name: "arp",
+        default_enabled: true,
+        factory: arp::new,
+    },
     CollectorInfo {
         name: "bcache",
         default_enabled: true,

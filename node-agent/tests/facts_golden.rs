@@ -303,6 +303,7 @@ const NET: &[&str] = &[
     "--collector.entropy",
     "--collector.conntrack",
     "--collector.arp",
+    "--collector.softnet",
 ];
 
 #[test]
@@ -320,6 +321,9 @@ fn network_statistics_trees_match_golden() {
     assert!(!text.contains("DefaultTTL") && !text.contains("MPTcpExt"));
     assert!(!text.contains("node_entropy_"));
     assert!(text.contains("node_scrape_collector_success{collector=\"entropy\"} 1\n"));
+    // A line with too few columns fails softnet (as node_exporter), the others go on.
+    assert!(text.contains("node_scrape_collector_success{collector=\"softnet\"} 0\n"));
+    assert!(!text.contains("node_softnet_"));
     // Without the nf_conntrack module: nothing, and success.
     assert!(!text.contains("node_nf_conntrack"));
     assert!(text.contains("node_scrape_collector_success{collector=\"conntrack\"} 1\n"));

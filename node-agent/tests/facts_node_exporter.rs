@@ -53,6 +53,7 @@ const COLLECTORS: &[&str] = &[
     "entropy",
     "conntrack",
     "arp",
+    "softnet",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -630,7 +631,7 @@ fn synthetic_storage_edge_tree_matches_node_exporter() {
 /// 2^64-1): every family node_exporter exports from them is ours, series for series.
 #[test]
 fn network_statistics_trees_match_node_exporter() {
-    const NET: &[&str] = &["netstat", "entropy", "conntrack", "arp"];
+    const NET: &[&str] = &["netstat", "entropy", "conntrack", "arp", "softnet"];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
     promtool_check(&ours_text);
@@ -654,5 +655,8 @@ fn network_statistics_trees_match_node_exporter() {
     assert!(!ours_text.contains("node_entropy_"));
     assert_eq!(success(&ours, "conntrack"), 1.0, "{ours_text}");
     assert!(!ours_text.contains("node_nf_conntrack"));
+    // A softnet_stat line with too few columns: both fail.
+    assert_eq!(success(&ours, "softnet"), 0.0, "{ours_text}");
+    assert_eq!(success(&theirs, "softnet"), 0.0, "{theirs_text}");
     assert!(assert_same_series(&ours, &theirs) >= 5);
 }

@@ -42,6 +42,7 @@ pub mod nvme;
 pub mod os;
 pub mod pressure;
 pub mod sockstat;
+pub mod softnet;
 pub mod stat;
 pub mod tapestats;
 pub mod time;
@@ -239,6 +240,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "sockstat",
         default_enabled: true,
         factory: sockstat::new,
+    },
+    CollectorInfo {
+        name: "softnet",
+        default_enabled: true,
+        factory: softnet::new,
     },
     CollectorInfo {
         name: "stat",

@@ -304,6 +304,7 @@ const NET: &[&str] = &[
     "--collector.conntrack",
     "--collector.arp",
     "--collector.softnet",
+    "--collector.schedstat",
 ];
 
 #[test]

@@ -54,6 +54,7 @@ const COLLECTORS: &[&str] = &[
     "conntrack",
     "arp",
     "softnet",
+    "schedstat",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -631,7 +632,14 @@ fn synthetic_storage_edge_tree_matches_node_exporter() {
 /// 2^64-1): every family node_exporter exports from them is ours, series for series.
 #[test]
 fn network_statistics_trees_match_node_exporter() {
-    const NET: &[&str] = &["netstat", "entropy", "conntrack", "arp", "softnet"];
+    const NET: &[&str] = &[
+        "netstat",
+        "entropy",
+        "conntrack",
+        "arp",
+        "softnet",
+        "schedstat",
+    ];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
     promtool_check(&ours_text);

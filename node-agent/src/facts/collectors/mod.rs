@@ -41,6 +41,7 @@ pub mod nfsd;
 pub mod nvme;
 pub mod os;
 pub mod pressure;
+pub mod schedstat;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
@@ -235,6 +236,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "pressure",
         default_enabled: true,
         factory: pressure::new,
+    },
+    CollectorInfo {
+        name: "schedstat",
+        default_enabled: true,
+        factory: schedstat::new,
     },
     CollectorInfo {
         name: "sockstat",

@@ -305,6 +305,7 @@ const NET: &[&str] = &[
     "--collector.arp",
     "--collector.softnet",
     "--collector.schedstat",
+    "--collector.udp_queues",
 ];
 
 #[test]
@@ -325,6 +326,12 @@ fn network_statistics_trees_match_golden() {
     // A line with too few columns fails softnet (as node_exporter), the others go on.
     assert!(text.contains("node_scrape_collector_success{collector=\"softnet\"} 0\n"));
     assert!(!text.contains("node_softnet_"));
+    // Without IPv6 only the v4 queues.
+    assert!(
+        text.contains("node_udp_queues{ip=\"v4\",queue=\"tx\"} 0\n"),
+        "{text}"
+    );
+    assert!(!text.contains("ip=\"v6\""));
     // Without the nf_conntrack module: nothing, and success.
     assert!(!text.contains("node_nf_conntrack"));
     assert!(text.contains("node_scrape_collector_success{collector=\"conntrack\"} 1\n"));

@@ -55,6 +55,7 @@ const COLLECTORS: &[&str] = &[
     "arp",
     "softnet",
     "schedstat",
+    "udp_queues",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -639,6 +640,7 @@ fn network_statistics_trees_match_node_exporter() {
         "arp",
         "softnet",
         "schedstat",
+        "udp_queues",
     ];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);

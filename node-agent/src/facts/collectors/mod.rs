@@ -47,6 +47,7 @@ pub mod softnet;
 pub mod stat;
 pub mod tapestats;
 pub mod time;
+pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
 pub mod xfs;
@@ -266,6 +267,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "time",
         default_enabled: true,
         factory: time::new,
+    },
+    CollectorInfo {
+        name: "udp_queues",
+        default_enabled: true,
+        factory: udp_queues::new,
     },
     CollectorInfo {
         name: "uname",

@@ -306,6 +306,7 @@ const NET: &[&str] = &[
     "--collector.softnet",
     "--collector.schedstat",
     "--collector.udp_queues",
+    "--collector.thermal_zone",
 ];
 
 #[test]
@@ -326,6 +327,9 @@ fn network_statistics_trees_match_golden() {
     // A line with too few columns fails softnet (as node_exporter), the others go on.
     assert!(text.contains("node_scrape_collector_success{collector=\"softnet\"} 0\n"));
     assert!(!text.contains("node_softnet_"));
+    // A thermal zone without its policy fails the collector before any zone, as node_exporter.
+    assert!(text.contains("node_scrape_collector_success{collector=\"thermal_zone\"} 0\n"));
+    assert!(!text.contains("node_thermal_zone_temp") && !text.contains("node_cooling_device"));
     // Without IPv6 only the v4 queues.
     assert!(
         text.contains("node_udp_queues{ip=\"v4\",queue=\"tx\"} 0\n"),

@@ -56,6 +56,7 @@ const COLLECTORS: &[&str] = &[
     "softnet",
     "schedstat",
     "udp_queues",
+    "thermal_zone",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -641,6 +642,7 @@ fn network_statistics_trees_match_node_exporter() {
         "softnet",
         "schedstat",
         "udp_queues",
+        "thermal_zone",
     ];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);
@@ -665,6 +667,9 @@ fn network_statistics_trees_match_node_exporter() {
     assert!(!ours_text.contains("node_entropy_"));
     assert_eq!(success(&ours, "conntrack"), 1.0, "{ours_text}");
     assert!(!ours_text.contains("node_nf_conntrack"));
+    // A thermal zone without its policy: both fail.
+    assert_eq!(success(&ours, "thermal_zone"), 0.0, "{ours_text}");
+    assert_eq!(success(&theirs, "thermal_zone"), 0.0, "{theirs_text}");
     // A softnet_stat line with too few columns: both fail.
     assert_eq!(success(&ours, "softnet"), 0.0, "{ours_text}");
     assert_eq!(success(&theirs, "softnet"), 0.0, "{theirs_text}");

@@ -46,6 +46,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod stat;
 pub mod tapestats;
+pub mod thermal_zone;
 pub mod time;
 pub mod udp_queues;
 pub mod uname;
@@ -262,6 +263,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "tapestats",
         default_enabled: true,
         factory: tapestats::new,
+    },
+    CollectorInfo {
+        name: "thermal_zone",
+        default_enabled: true,
+        factory: thermal_zone::new,
     },
     CollectorInfo {
         name: "time",

@@ -307,6 +307,7 @@ const NET: &[&str] = &[
     "--collector.schedstat",
     "--collector.udp_queues",
     "--collector.thermal_zone",
+    "--collector.netclass",
 ];
 
 #[test]

@@ -57,6 +57,7 @@ const COLLECTORS: &[&str] = &[
     "schedstat",
     "udp_queues",
     "thermal_zone",
+    "netclass",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -281,6 +282,9 @@ fn families_types_labels_and_values_match_node_exporter() {
             || series.starts_with("node_cpu_scaling_frequency_hertz{")
             || series.starts_with("node_cpu_frequency_max_hertz{")
             || series.starts_with("node_disk_filesystem_info{")
+            || series.starts_with("node_network_info{")
+            || series.starts_with("node_network_up{")
+            || series.starts_with("node_network_mtu_bytes{")
         {
             assert!(
                 ours.values.contains_key(series),
@@ -643,6 +647,7 @@ fn network_statistics_trees_match_node_exporter() {
         "schedstat",
         "udp_queues",
         "thermal_zone",
+        "netclass",
     ];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);

@@ -34,6 +34,7 @@ pub mod ipvs;
 pub mod loadavg;
 pub mod mdadm;
 pub mod meminfo;
+pub mod netclass;
 pub mod netdev;
 pub mod netstat;
 pub mod nfs;
@@ -203,6 +204,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "meminfo",
         default_enabled: true,
         factory: meminfo::new,
+    },
+    CollectorInfo {
+        name: "netclass",
+        default_enabled: true,
+        factory: netclass::new,
     },
     CollectorInfo {
         name: "netdev",

@@ -308,6 +308,7 @@ const NET: &[&str] = &[
     "--collector.udp_queues",
     "--collector.thermal_zone",
     "--collector.netclass",
+    "--collector.dmi",
 ];
 
 #[test]

@@ -58,6 +58,7 @@ const COLLECTORS: &[&str] = &[
     "udp_queues",
     "thermal_zone",
     "netclass",
+    "dmi",
 ];
 
 /// node_exporter families we do not produce, and why.
@@ -648,6 +649,7 @@ fn network_statistics_trees_match_node_exporter() {
         "udp_queues",
         "thermal_zone",
         "netclass",
+        "dmi",
     ];
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts");
     let (ours_text, theirs_text) = both_on_tree_with(&fixtures.join("net"), NET);

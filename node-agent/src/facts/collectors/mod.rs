@@ -23,6 +23,7 @@ pub mod command;
 pub mod conntrack;
 pub mod cpu;
 pub mod diskstats;
+pub mod dmi;
 pub mod edac;
 pub mod entropy;
 pub mod fibrechannel;
@@ -154,6 +155,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "diskstats",
         default_enabled: true,
         factory: diskstats::new,
+    },
+    CollectorInfo {
+        name: "dmi",
+        default_enabled: true,
+        factory: dmi::new,
     },
     CollectorInfo {
         name: "edac",

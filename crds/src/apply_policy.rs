@@ -26,6 +26,8 @@ pub use tasks::*;
     status = "ApplyPolicyStatus",
     printcolumn = r#"{"name":"MODE","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"TARGETED","type":"integer","jsonPath":".status.targeted"}"#,
+    printcolumn = r#"{"name":"UPDATED","type":"integer","jsonPath":".status.updated"}"#,
+    printcolumn = r#"{"name":"STEP","type":"string","jsonPath":".status.rollout.step"}"#,
     printcolumn = r#"{"name":"IN-SYNC","type":"integer","jsonPath":".status.inSync"}"#,
     printcolumn = r#"{"name":"DRIFTED","type":"integer","jsonPath":".status.drifted"}"#,
     printcolumn = r#"{"name":"FAILED","type":"integer","jsonPath":".status.failed"}"#,
@@ -64,9 +66,18 @@ pub struct ApplyPolicySpec {
     /// How a new revision of this policy reaches the nodes.
     #[serde(default)]
     pub rollout: Rollout,
+    /// How many old revisions (ControllerRevisions) are kept for rollback; the ones nodes still
+    /// run are always kept.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub revision_history_limit: u32,
     /// Where a record of every change is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
+}
+
+fn default_history_limit() -> u32 {
+    10
 }
 
 fn default_interval() -> Duration {
@@ -210,9 +221,13 @@ pub struct Rollout {
     /// Canary settings, required for `strategy: Canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
-    /// Restore the previous revision on every node when the canary fails.
+    /// When a node fails the health gate of a new revision, assign the previous revision
+    /// again to every node that took the new one.
     #[serde(default)]
     pub auto_rollback: bool,
+    /// Assign no node a new revision while `true` (nodes keep what they run).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl Default for Rollout {
@@ -222,6 +237,7 @@ impl Default for Rollout {
             max_unavailable: default_max_unavailable(),
             canary: None,
             auto_rollback: false,
+            paused: false,
         }
     }
 }
@@ -361,6 +377,9 @@ pub struct ApplyPolicyStatus {
     /// Nodes allowed to run `updatedRevision`.
     #[serde(default)]
     pub updated: i32,
+    /// Where the rollout of `updatedRevision` stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// Nodes whose last check found no drift.
     #[serde(default)]
     pub in_sync: i32,
@@ -373,4 +392,50 @@ pub struct ApplyPolicyStatus {
     /// `Ready`, `Progressing`, `Degraded` (and kstatus's `Reconciling`, `Stalled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a rollout stands (`status.rollout`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// `Canary`, `Soaking`, `Progressing`, `Complete`, `Paused`, `Degraded` or `RolledBack`.
+    pub step: String,
+    /// What the step waits for, or why the rollout stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The revision that failed its health gate (the rollout does not advance it again until
+    /// it is retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+    /// The node where it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_node: Option<String>,
+    /// Value of the `driftless.dev/rollout-retry` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<String>,
+    /// Value of the `driftless.dev/rollout-undo` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone: Option<String>,
+    /// Nodes skipped because they are NotReady or cordoned (they catch up when back).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: i32,
+    /// Targeted nodes per assigned revision, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionCount>,
+}
+
+/// How many targeted nodes are assigned one revision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionCount {
+    /// The ControllerRevision.
+    pub name: String,
+    /// Its `revision` number.
+    pub revision: i64,
+    /// Targeted nodes assigned it.
+    pub nodes: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

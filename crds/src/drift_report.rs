@@ -37,6 +37,34 @@ pub const MAX_HISTORY: usize = 20;
 pub struct DriftReportSpec {
     /// What this report is about.
     pub target: Target,
+    /// Nodes: the revision of each ApplyPolicy this node may run, written by the operator's
+    /// rollout (field manager `driftless-rollout`). The agent applies exactly that revision; a
+    /// policy without an entry does not run on the node yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "assignments_schema")]
+    pub revisions: Vec<RevisionAssignment>,
+}
+
+fn assignments_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = Vec::<RevisionAssignment>::json_schema(gen);
+    schema.insert("maxItems".into(), MAX_POLICIES.into());
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["policy"]),
+    );
+    schema
+}
+
+/// The revision of one ApplyPolicy a node may run (its *desired* revision; the node's result
+/// in `status.policies[].revision` is the *current* one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevisionAssignment {
+    /// The ApplyPolicy.
+    pub policy: String,
+    /// The ControllerRevision (in the operator's namespace) holding the spec to apply.
+    pub revision: String,
 }
 
 /// What a report is about.
@@ -289,10 +317,23 @@ pub struct PolicyResult {
     pub message: Option<String>,
     /// When the result was produced.
     pub checked_at: Time,
+    /// ApplyPolicy: the ControllerRevision the node ran (its current revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// ApplyPolicy: since when every run of `revision` on the node succeeded and passed the
+    /// rollout's health checks (absent while it does not). The rollout's soak counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// The name of a node's report: `node-<node>`, lower-case (the agent writes it; the operator
+/// writes its `spec.revisions`).
+pub fn node_report_name(node: &str) -> String {
+    format!("node-{}", node.to_ascii_lowercase())
 }
 
 /// Longest Kubernetes object name [`report_name`] produces (a DNS label, so it also fits in a

@@ -30,6 +30,9 @@ pub struct ApiCall {
     pub scope: Scope,
 }
 
+/// Label of the ControllerRevisions holding ApplyPolicy revisions: their policy's uid.
+pub const REVISION_POLICY_UID_LABEL: &str = "driftless.dev/policy-uid";
+
 /// Namespace of Events about Nodes (Kubernetes puts Events about cluster-scoped objects there).
 pub const NODE_EVENTS_NAMESPACE: &str = "default";
 
@@ -68,11 +71,19 @@ pub const AGENT_API_CALLS: &[ApiCall] = &[
         verbs: &["get"],
         scope: Scope::Secrets,
     },
-    // Its node's DriftReport, by server-side apply (a PATCH that creates it when missing).
+    // Its node's DriftReport, by server-side apply (a PATCH that creates it when missing), and
+    // one watch on it (field selector on its name) for the revisions the operator assigned.
     ApiCall {
         group: "driftless.dev",
         resource: "driftreports",
-        verbs: &["create", "patch"],
+        verbs: &["create", "patch", "list", "watch"],
+        scope: Scope::Reports,
+    },
+    // The ApplyPolicy revisions (ControllerRevisions labelled with their policy's uid).
+    ApiCall {
+        group: "apps",
+        resource: "controllerrevisions",
+        verbs: &["list", "watch"],
         scope: Scope::Reports,
     },
     ApiCall {

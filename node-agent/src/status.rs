@@ -271,6 +271,7 @@ impl SharedStatus {
                     stack: None,
                     node: Some(self.node.clone()),
                 },
+                revisions: Vec::new(),
             },
         );
         report.status = Some(self.report_status());

@@ -12,6 +12,10 @@
 //!   `STATE/cluster/policies.json`; a restarted agent starts from those last good versions, and
 //!   when the API server cannot be reached at start, the agent runs the cached policies and
 //!   catches up once the watches work.
+//! - ApplyPolicies run as the revision the operator assigned to the node: the agent watches its
+//!   own DriftReport (`spec.revisions`) and the ControllerRevisions of the report namespace,
+//!   and [`select::pin`] replaces each policy's spec with its assigned revision before
+//!   [`select::decide`]. A policy without an assignment does not run yet.
 //! - The node's DriftReport is written by [`report`], Events by [`events`].
 
 pub mod api;
@@ -27,11 +31,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use driftless_crds::apply_policy::ApplyPolicy;
+use driftless_crds::drift_report::DriftReport;
 use driftless_crds::facts_policy::FactsPolicy;
 use driftless_crds::log_pipeline::LogPipeline;
 use driftless_crds::resource::Resource;
 use driftless_crds::secret::{MapLookup, SecretString};
 use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::PartialObjectMeta;
@@ -119,8 +125,13 @@ struct Watched {
     policies: Vec<Store<DynamicObject>>,
     kinds: Vec<ApiResource>,
     node: Store<PartialObjectMeta<Node>>,
+    report: Store<DriftReport>,
+    revisions: Store<ControllerRevision>,
     ready: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Number of watches [`Watched`] runs.
+const WATCHES: usize = 6;
 
 impl Watched {
     fn objects(&self) -> Vec<Value> {
@@ -148,7 +159,31 @@ impl Watched {
     }
 
     fn all_ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::Relaxed) >= 4
+        self.ready.load(std::sync::atomic::Ordering::Relaxed) >= WATCHES
+    }
+
+    /// Policy → assigned revision, from the node's report.
+    fn assignments(&self) -> BTreeMap<String, String> {
+        self.report
+            .state()
+            .first()
+            .map(|r| {
+                r.spec
+                    .revisions
+                    .iter()
+                    .map(|a| (a.policy.clone(), a.revision.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Revision name → its data.
+    fn revision_data(&self) -> BTreeMap<String, Value> {
+        self.revisions
+            .state()
+            .iter()
+            .filter_map(|r| Some((r.metadata.name.clone()?, r.data.as_ref()?.0.clone())))
+            .collect()
     }
 }
 
@@ -175,7 +210,7 @@ where
     });
 }
 
-fn watch(client: &kube::Client, node: &str, wake: &Arc<Notify>) -> Watched {
+fn watch(client: &kube::Client, node: &str, report_namespace: &str, wake: &Arc<Notify>) -> Watched {
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let kinds = vec![
         ApiResource::erase::<ApplyPolicy>(&()),
@@ -216,10 +251,43 @@ fn watch(client: &kube::Client, node: &str, wake: &Arc<Notify>) -> Watched {
     )
     .default_backoff();
     spawn_watch(stream, wake.clone(), ready.clone());
+    let (report_store, report_writer) = reflector::store();
+    let reports: Api<DriftReport> = Api::namespaced(client.clone(), report_namespace);
+    let name = crate::facts::report::report_name(node);
+    let stream = reflector::reflector(
+        report_writer,
+        watcher(
+            reports,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .modify(|r: &mut DriftReport| {
+            // Only spec.revisions is read.
+            r.metadata.managed_fields = None;
+            r.status = None;
+        }),
+    )
+    .default_backoff();
+    spawn_watch(stream, wake.clone(), ready.clone());
+    let (revision_store, revision_writer) = reflector::store();
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), report_namespace);
+    let stream = reflector::reflector(
+        revision_writer,
+        watcher(
+            revisions,
+            watcher::Config::default().labels(driftless_crds::rbac::REVISION_POLICY_UID_LABEL),
+        )
+        .modify(|r: &mut ControllerRevision| {
+            r.metadata.managed_fields = None;
+        }),
+    )
+    .default_backoff();
+    spawn_watch(stream, wake.clone(), ready.clone());
     Watched {
         policies,
         kinds,
         node: node_store,
+        report: report_store,
+        revisions: revision_store,
         ready,
     }
 }
@@ -303,8 +371,12 @@ fn fingerprint(decision: &select::Decision) -> String {
             Resource::LogPipeline(p) => p.metadata.generation,
             Resource::DriftScan(p) => p.metadata.generation,
         };
+        let revision = match &l.resource {
+            Resource::ApplyPolicy(p) => crate::topology::apply_loop::revision_of(p),
+            _ => None,
+        };
         out.push_str(&format!(
-            "{}/{}@{generation:?};",
+            "{}/{}@{generation:?}:{revision:?};",
             l.resource.kind(),
             l.resource.name()
         ));
@@ -364,7 +436,7 @@ pub async fn run(args: &ClusterArgs, settings: Settings, listen: SocketAddr) -> 
     ));
     topology.start();
     let wake = Arc::new(Notify::new());
-    let watched = watch(&client, &node, &wake);
+    let watched = watch(&client, &node, &report_namespace, &wake);
     let node_uid = Arc::new(Mutex::new(None::<String>));
     tokio::spawn(events::run(
         client.clone(),
@@ -447,7 +519,13 @@ async fn follow(
                     *slot = uid;
                 }
                 offline = false;
-                (labels, watched.objects())
+                let objects = select::pin(
+                    watched.objects(),
+                    &watched.assignments(),
+                    &watched.revision_data(),
+                    &good_raw,
+                );
+                (labels, objects)
             }
             None if !offline && applied.is_none() && started.elapsed() >= OFFLINE_AFTER => {
                 match read_cache(&cache) {

@@ -105,6 +105,63 @@ pub fn good_objects(
     out
 }
 
+/// The ApplyPolicies as the node may run them: each one's spec replaced by the revision the
+/// operator assigned to the node (`assignments`: policy → ControllerRevision name;
+/// `revisions`: name → its `data`), keeping the live `nodeSelector`, `rollout` and
+/// `revisionHistoryLimit`, and annotated with the revision's name. A policy without an
+/// assignment does not run yet; one whose revision is not visible yet runs what `previous`
+/// (the last good versions) holds of it, if anything. Other kinds pass unchanged. Pure.
+pub fn pin(
+    objects: Vec<Value>,
+    assignments: &BTreeMap<String, String>,
+    revisions: &BTreeMap<String, Value>,
+    previous: &BTreeMap<Key, Value>,
+) -> Vec<Value> {
+    use crate::topology::apply_loop::REVISION_ANNOTATION;
+    let mut out = Vec::with_capacity(objects.len());
+    for mut object in objects {
+        if kind_of(&object) != Some(PolicyKind::ApplyPolicy) {
+            out.push(object);
+            continue;
+        }
+        let name = name_of(&object);
+        let Some(revision) = assignments.get(&name) else {
+            continue;
+        };
+        let Some(spec) = revisions
+            .get(revision)
+            .and_then(|data| data.get("spec"))
+            .and_then(Value::as_object)
+        else {
+            if let Some(old) = previous.get(&(PolicyKind::ApplyPolicy, name)) {
+                out.push(old.clone());
+            }
+            continue;
+        };
+        let mut spec = spec.clone();
+        if let Some(live) = object.get("spec").and_then(Value::as_object) {
+            for key in ["nodeSelector", "rollout", "revisionHistoryLimit"] {
+                match live.get(key) {
+                    Some(v) => spec.insert(key.to_owned(), v.clone()),
+                    None => spec.remove(key),
+                };
+            }
+        }
+        object["spec"] = Value::Object(spec);
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !annotations.is_object() {
+                *annotations = Value::Object(Default::default());
+            }
+            annotations[REVISION_ANNOTATION] = Value::String(revision.clone());
+        }
+        out.push(object);
+    }
+    out
+}
+
 /// Last good versions from cached objects (each parsed again; one that no longer parses is
 /// dropped).
 pub fn seed(cached: &[Value]) -> (BTreeMap<Key, Resource>, BTreeMap<Key, Value>) {

@@ -86,6 +86,8 @@ fn set_state(status: &SharedStatus, state: PolicyState) {
                     failed: 0,
                     message: None,
                     checked_at: crate::status::time(now),
+                    revision: None,
+                    healthy_since: None,
                 },
                 items: Vec::new(),
             },

@@ -18,7 +18,7 @@ use super::thresholds::{severity_label, Breach};
 
 /// The report's object name: `node-<node>`, lower-case.
 pub fn report_name(node: &str) -> String {
-    format!("node-{}", node.to_ascii_lowercase())
+    driftless_crds::drift_report::node_report_name(node)
 }
 
 /// The comparison that holds when `comparison` does not (what clears the threshold).
@@ -148,6 +148,7 @@ impl NodeReport {
                     stack: None,
                     node: Some(self.node.clone()),
                 },
+                revisions: Vec::new(),
             },
         );
         report.status = Some(self.status.clone());

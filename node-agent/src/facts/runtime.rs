@@ -344,6 +344,8 @@ pub fn facts_entry(
             failed: 0,
             message: None,
             checked_at: crate::status::time(now),
+            revision: None,
+            healthy_since: None,
         },
         items: breaches.iter().map(super::report::threshold_item).collect(),
     }

@@ -16,6 +16,8 @@ fn result(kind: PolicyKind, name: &str, generation: i64, state: PolicyState) -> 
         failed: 0,
         message: None,
         checked_at: time(at(0)),
+        revision: None,
+        healthy_since: None,
     }
 }
 

@@ -7,6 +7,11 @@
 //! - A failing task only fails its policy's run: facts and log forwarding run elsewhere.
 //! - Each run updates the node's status (result and items), the `driftless_apply_*` metrics and
 //!   the policy's audit trail (`spec.audit`), and emits an `ApplyFailed` event when a task failed.
+//! - In a cluster the policy is a revision the operator assigned (annotation [`REVISION_ANNOTATION`]):
+//!   the result names it, runs the rollout's health checks (`spec.rollout.canary.healthCheck`)
+//!   after each successful run, and says since when the revision has been healthy
+//!   (`healthySince`). While a revision with health checks is younger than the soak, the policy
+//!   runs again every [`PROBE_PERIOD`], so its checks pass for the whole soak or fail it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +30,11 @@ use crate::config::{Config, Loaded, Origin};
 use crate::events::{Events, NodeEvent, Severity};
 use crate::metrics::{Family, Kind, MetricsSource};
 use crate::status::{cut_message, Entry, SharedStatus};
+
+/// Annotation naming the ControllerRevision a cluster-mode policy was taken from.
+pub const REVISION_ANNOTATION: &str = "driftless.dev/revision";
+/// How often a revision with health checks runs during its soak.
+pub const PROBE_PERIOD: Duration = Duration::from_secs(10);
 
 /// A lookup shared across threads.
 pub type SharedLookup = Arc<dyn Lookup + Send + Sync>;
@@ -65,6 +75,8 @@ pub struct ApplyLoop {
     events: Arc<Events>,
     held: Mutex<(BTreeMap<String, Held>, Option<SharedLookup>)>,
     last: Mutex<BTreeMap<String, LastRun>>,
+    /// Per policy: the revision and since when its runs have been healthy.
+    healthy: Mutex<BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>>,
     wake: Notify,
 }
 
@@ -89,6 +101,7 @@ impl ApplyLoop {
             events,
             held: Mutex::new((BTreeMap::new(), None)),
             last: Mutex::new(BTreeMap::new()),
+            healthy: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
         }
     }
@@ -178,16 +191,16 @@ impl ApplyLoop {
         };
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
+        let healthy = self.healthy.lock().map(|h| h.clone()).unwrap_or_default();
+        let wall = chrono::Utc::now();
         for h in held.values_mut() {
             if h.next <= now {
                 due.push((h.wanted.clone(), lookup.clone()));
-                h.next = now
-                    + h.wanted
-                        .policy
-                        .spec
-                        .interval
-                        .get()
-                        .max(Duration::from_secs(1));
+                let mut every = h.wanted.policy.spec.interval.get();
+                if soaking(&h.wanted.policy, &healthy, wall) {
+                    every = every.min(PROBE_PERIOD);
+                }
+                h.next = now + every.max(Duration::from_secs(1));
             }
             next = Some(next.map_or(h.next, |n| n.min(h.next)));
         }
@@ -236,7 +249,38 @@ impl ApplyLoop {
             return;
         };
         let generation = wanted.policy.metadata.generation.unwrap_or(0);
-        let entry = entry_of(&report, policy_report, generation, chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let mut entry = entry_of(&report, policy_report, generation, now);
+        if let Some(revision) = revision_of(&wanted.policy) {
+            let healthy = entry.result.state != PolicyState::Failed && entry.result.failed == 0;
+            let checks = wanted
+                .policy
+                .spec
+                .rollout
+                .canary
+                .as_ref()
+                .and_then(|c| c.health_check.as_ref());
+            if let (true, Some(checks)) = (healthy, checks) {
+                if let Err(why) = probe(&self.root, checks) {
+                    entry.result.state = PolicyState::Failed;
+                    entry.result.message =
+                        Some(cut_message(&format!("health check failed: {why}")));
+                }
+            }
+            entry.result.revision = Some(revision.clone());
+            if let Ok(mut map) = self.healthy.lock() {
+                if entry.result.state == PolicyState::Failed {
+                    map.remove(&name);
+                } else {
+                    let since = match map.get(&name) {
+                        Some((r, since)) if *r == revision => *since,
+                        _ => now,
+                    };
+                    map.insert(name.clone(), (revision, since));
+                    entry.result.healthy_since = Some(crate::status::time(since));
+                }
+            }
+        }
         let counts = report.counts();
         tracing::info!(
             policy = %name,
@@ -291,6 +335,95 @@ fn name_of(policy: &ApplyPolicy) -> String {
     policy.metadata.name.clone().unwrap_or_default()
 }
 
+/// The ControllerRevision a cluster-mode policy was taken from.
+pub fn revision_of(policy: &ApplyPolicy) -> Option<String> {
+    policy
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REVISION_ANNOTATION)
+        .cloned()
+}
+
+/// Whether `policy` is a revision with health checks that has not been healthy for its whole
+/// soak yet (so it runs every [`PROBE_PERIOD`]). Pure.
+pub fn soaking(
+    policy: &ApplyPolicy,
+    healthy: &BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(revision) = revision_of(policy) else {
+        return false;
+    };
+    let Some(canary) = policy.spec.rollout.canary.as_ref() else {
+        return false;
+    };
+    if canary.health_check.is_none() {
+        return false;
+    }
+    let soak = chrono::Duration::from_std(canary.soak.get()).unwrap_or_default();
+    match healthy.get(&name_of(policy)) {
+        Some((r, since)) if *r == revision => *since + soak > now,
+        _ => true,
+    }
+}
+
+/// Runs a rollout health check on the node: the command (below the root, as command tasks
+/// run) must exit 0 and the URL must answer 2xx, each within `timeout`. Blocking.
+pub fn probe(root: &Root, check: &driftless_crds::apply_policy::HealthCheck) -> Result<(), String> {
+    let timeout = check.timeout.get();
+    if !check.command.is_empty() {
+        let deadline = Instant::now() + timeout;
+        match root.run(&check.command, &[], None, Some(deadline)) {
+            Ok(out) if out.success() => {}
+            Ok(out) => {
+                let said = out.stderr.trim();
+                return Err(format!(
+                    "command {:?} exited with {}{}",
+                    check.command.join(" "),
+                    out.code
+                        .map_or_else(|| "a signal".to_owned(), |c| c.to_string()),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", cut_message(said))
+                    }
+                ));
+            }
+            Err(error) => return Err(format!("command {:?}: {error}", check.command.join(" "))),
+        }
+    }
+    if let Some(url) = &check.http_get {
+        let url = url.clone();
+        let got = tokio::runtime::Handle::try_current()
+            .map_err(|e| e.to_string())?
+            .block_on(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client.get(&url).send().await.map_err(|e| {
+                    use std::error::Error as _;
+                    let mut text = e.to_string();
+                    let mut source = e.source();
+                    while let Some(cause) = source {
+                        text.push_str(&format!(": {cause}"));
+                        source = cause.source();
+                    }
+                    format!("GET {url}: {text}")
+                })?;
+                let code = response.status();
+                if code.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("GET {url} answered {code}"))
+                }
+            });
+        got?;
+    }
+    Ok(())
+}
+
 /// The result and items of one policy's run. Pure.
 pub fn entry_of(
     report: &ApplyReport,
@@ -337,6 +470,8 @@ pub fn entry_of(
             failed,
             message: (!failures.is_empty()).then(|| cut_message(&failures.join("; "))),
             checked_at: crate::status::time(now),
+            revision: None,
+            healthy_since: None,
         },
         items: crate::drift::items::node_items(&one).items,
     }

@@ -241,6 +241,8 @@ impl Topology {
                             failed: u32::from(state == PolicyState::Failed),
                             message,
                             checked_at: crate::status::time(now),
+                            revision: None,
+                            healthy_since: None,
                         },
                         items: Vec::new(),
                     },
@@ -292,6 +294,8 @@ impl Topology {
                             failed: 1,
                             message: Some(cut_message(&r.message)),
                             checked_at: crate::status::time(now),
+                            revision: None,
+                            healthy_since: None,
                         }),
                         now,
                     );

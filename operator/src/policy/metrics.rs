@@ -5,6 +5,9 @@
 //! | `driftless_policy_status_writes_total` | counter | `kind` |
 //! | `driftless_policy_status_write_errors_total` | counter | `kind` |
 //! | `driftless_policies` | gauge | `kind`, `ready` (`True`, `False`) |
+//! | `driftless_rollout_assignment_writes_total` | counter | |
+//! | `driftless_rollout_gate_failures_total` | counter | `policy` |
+//! | `driftless_rollout_nodes_updated` | gauge | `policy` |
 
 use driftless_crds::drift_report::PolicyKind;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,6 +32,13 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
+/// Labels of a policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The ApplyPolicy.
+    pub policy: String,
+}
+
 /// The policy status metrics.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyMetrics {
@@ -38,6 +48,12 @@ pub struct PolicyMetrics {
     pub status_write_errors: Family<KindLabels, Counter>,
     /// Policies by kind and the status of their computed `Ready` condition.
     pub policies: Family<ReadyLabels, Gauge>,
+    /// Writes of node assignments (one per node whose assigned revisions changed).
+    pub assignment_writes: Counter,
+    /// Health gates that failed (a rollout turning Degraded or RolledBack).
+    pub gate_failures: Family<PolicyLabels, Counter>,
+    /// Targeted nodes assigned the newest revision.
+    pub nodes_updated: Family<PolicyLabels, Gauge>,
 }
 
 impl PolicyMetrics {
@@ -59,6 +75,21 @@ impl PolicyMetrics {
             "policies",
             "Policies by kind and Ready condition",
             m.policies.clone(),
+        );
+        registry.register(
+            "rollout_assignment_writes",
+            "Writes of node revision assignments",
+            m.assignment_writes.clone(),
+        );
+        registry.register(
+            "rollout_gate_failures",
+            "ApplyPolicy rollouts stopped by a failed health gate",
+            m.gate_failures.clone(),
+        );
+        registry.register(
+            "rollout_nodes_updated",
+            "Targeted nodes assigned the newest revision of an ApplyPolicy",
+            m.nodes_updated.clone(),
         );
         m
     }

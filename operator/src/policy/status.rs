@@ -34,6 +34,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// The condition types this module writes, in the order it writes them.
 pub const CONDITION_TYPES: [&str; 3] = [READY, RECONCILING, STALLED];
+/// The condition types the rollout writes (ApplyPolicy).
+pub const ROLLOUT_CONDITION_TYPES: [&str; 2] = ["Progressing", "Degraded"];
 /// Most node names a condition message lists.
 pub const MAX_NAMED_NODES: usize = 5;
 /// Longest part of a node's failure message a condition message quotes, in bytes.
@@ -207,16 +209,28 @@ impl PolicyStatus {
 /// view need no write.
 pub fn owned_view(kind: PolicyKind, status: &Value) -> Value {
     let keys: &[&str] = match kind {
-        PolicyKind::ApplyPolicy => &["inSync", "drifted", "failed"],
+        PolicyKind::ApplyPolicy => &[
+            "inSync",
+            "drifted",
+            "failed",
+            "currentRevision",
+            "updatedRevision",
+            "updated",
+            "rollout",
+        ],
         PolicyKind::FactsPolicy => &["reporting", "breached"],
         PolicyKind::LogPipeline => &["sources", "sinks"],
     };
     let mut view = Map::new();
     for key in ["observedGeneration", "targeted"].iter().chain(keys) {
-        view.insert(
-            (*key).into(),
-            status.get(*key).cloned().unwrap_or(Value::Null),
-        );
+        // A stored status always has `updated` (0 by default); a computed one has it only when
+        // the policy has a revision.
+        let missing = if *key == "updated" {
+            json!(0)
+        } else {
+            Value::Null
+        };
+        view.insert((*key).into(), status.get(*key).cloned().unwrap_or(missing));
     }
     let conditions: Vec<Value> = status
         .get("conditions")
@@ -224,9 +238,9 @@ pub fn owned_view(kind: PolicyKind, status: &Value) -> Value {
         .map(|list| {
             list.iter()
                 .filter(|c| {
-                    c.get("type")
-                        .and_then(Value::as_str)
-                        .is_some_and(|t| CONDITION_TYPES.contains(&t))
+                    c.get("type").and_then(Value::as_str).is_some_and(|t| {
+                        CONDITION_TYPES.contains(&t) || ROLLOUT_CONDITION_TYPES.contains(&t)
+                    })
                 })
                 .map(|c| {
                     let mut c = c.clone();

@@ -142,6 +142,7 @@ pub fn report(
                 stack: Some(stack.to_owned()),
                 node: None,
             },
+            revisions: Vec::new(),
         },
         status,
     }

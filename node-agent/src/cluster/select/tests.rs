@@ -236,3 +236,59 @@ fn the_cache_keeps_the_last_good_version_across_a_restart() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn apply_policies_run_the_assigned_revision_only() {
+    use crate::topology::apply_loop::REVISION_ANNOTATION;
+    let live = motd(7, json!({"matchLabels": {"role": "web"}}), "live\n");
+    let facts = pipeline("p", 1, "x");
+    let old = motd(5, Value::Null, "old\n");
+    let old_data = json!({"spec": old["spec"].clone()});
+    let revisions: BTreeMap<String, Value> = [("motd-aaaa".to_owned(), old_data)].into();
+    // No assignment: the ApplyPolicy does not run yet; other kinds are untouched.
+    let pinned = pin(
+        vec![live.clone(), facts.clone()],
+        &BTreeMap::new(),
+        &revisions,
+        &BTreeMap::new(),
+    );
+    assert_eq!(pinned, vec![facts.clone()]);
+    // Assigned: the revision's spec with the live selector, annotated.
+    let assignments: BTreeMap<String, String> =
+        [("motd".to_owned(), "motd-aaaa".to_owned())].into();
+    let pinned = pin(
+        vec![live.clone()],
+        &assignments,
+        &revisions,
+        &BTreeMap::new(),
+    );
+    assert_eq!(pinned.len(), 1);
+    let p = &pinned[0];
+    assert_eq!(p["spec"]["tasks"], old["spec"]["tasks"]);
+    assert_eq!(p["spec"]["nodeSelector"], live["spec"]["nodeSelector"]);
+    assert_eq!(
+        p["metadata"]["annotations"][REVISION_ANNOTATION],
+        "motd-aaaa"
+    );
+    assert_eq!(p["metadata"]["generation"], 7);
+    // It parses and is decided like any policy.
+    let mut last_good = BTreeMap::new();
+    let d = decide(
+        &pinned,
+        &labels(&[("role", "web")]),
+        "driftless",
+        &secrets(),
+        &mut last_good,
+    );
+    assert!(d.refusals.is_empty(), "{:?}", d.refusals);
+    assert_eq!(names(&d), ["ApplyPolicy/motd"]);
+    // Assigned a revision the node cannot see yet: the previous version keeps running.
+    let unknown: BTreeMap<String, String> = [("motd".to_owned(), "motd-bbbb".to_owned())].into();
+    let previous: BTreeMap<Key, Value> =
+        [((PolicyKind::ApplyPolicy, "motd".to_owned()), p.clone())].into();
+    assert_eq!(
+        pin(vec![live.clone()], &unknown, &revisions, &previous),
+        vec![p.clone()]
+    );
+    assert!(pin(vec![live], &unknown, &revisions, &BTreeMap::new()).is_empty());
+}

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::{Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::client::Body;
-use kube::core::PartialObjectMetaExt as _;
 use kube::runtime::reflector::store::Writer;
 use tower_test::mock::Handle;
 
@@ -18,8 +17,9 @@ struct Fixture {
     apply: Writer<ApplyPolicy>,
     facts: Writer<FactsPolicy>,
     logs: Writer<LogPipeline>,
-    nodes: Writer<PartialObjectMeta<Node>>,
+    nodes: Writer<Node>,
     reports: Writer<DriftReport>,
+    revisions: Writer<ControllerRevision>,
     leader: Arc<AtomicBool>,
     metrics: PolicyMetrics,
     controller: Arc<PolicyStatusController>,
@@ -34,6 +34,7 @@ fn fixture() -> Fixture {
     let (logs_store, logs) = reflector::store();
     let (nodes_store, nodes) = reflector::store();
     let (reports_store, reports) = reflector::store();
+    let (revisions_store, revisions) = reflector::store();
     let leader = Arc::new(AtomicBool::new(true));
     let is_leader: IsLeader = {
         let leader = leader.clone();
@@ -42,12 +43,14 @@ fn fixture() -> Fixture {
     let metrics = PolicyMetrics::default();
     let controller = PolicyStatusController::new(
         client,
+        "driftless",
         Caches {
             apply: apply_store,
             facts: facts_store,
             logs: logs_store,
             nodes: nodes_store,
             reports: reports_store,
+            revisions: revisions_store,
         },
         metrics.clone(),
         is_leader,
@@ -59,6 +62,7 @@ fn fixture() -> Fixture {
         logs,
         nodes,
         reports,
+        revisions,
         leader,
         metrics,
         controller,
@@ -66,20 +70,22 @@ fn fixture() -> Fixture {
     }
 }
 
-fn node(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Node> {
-    ObjectMeta {
-        name: Some(name.into()),
-        labels: Some(
-            labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
-        managed_fields: Some(vec![Default::default()]),
-        annotations: Some([("big".to_owned(), "x".repeat(100))].into()),
+fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            managed_fields: Some(vec![Default::default()]),
+            annotations: Some([("big".to_owned(), "x".repeat(100))].into()),
+            ..Default::default()
+        },
         ..Default::default()
     }
-    .into_response_partial()
 }
 
 /// A node report; each result is (kind, policy, generation, state, message).
@@ -535,4 +541,193 @@ fn node_events_wake_only_on_label_changes() {
     );
     assert!(!relevant(&watcher::Event::Apply(node("b", &[]))));
     assert!(relevant(&watcher::Event::Delete(node("b", &[]))));
+}
+
+/// A policy as the watch caches it (slimmed, with its revision hash), and the full object.
+fn rollout_policy(status: Option<Value>) -> (ApplyPolicy, ApplyPolicy) {
+    let mut full = apply_policy("base", 1, "10", status);
+    full.metadata.uid = Some("uid-base".into());
+    let mut slim = full.clone();
+    slim.slim();
+    (slim, full)
+}
+
+/// Takes the next request, checks its method and path, answers 200 with `answer` (`null`:
+/// the request's body), returns the request's query and body (`null` when empty).
+async fn expect(
+    handle: &mut Mock,
+    method: http::Method,
+    path: &str,
+    answer: Value,
+) -> (String, Value) {
+    let (request, send) = handle.next_request().await.expect("a request");
+    assert_eq!(
+        (request.method(), request.uri().path()),
+        (&method, path),
+        "unexpected request"
+    );
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let answer = if answer.is_null() {
+        body.clone()
+    } else {
+        answer
+    };
+    send.send_response(respond(200, &answer));
+    (query, body)
+}
+
+/// Answers every request with 200 and `answer` until none comes for 100 ms; returns them.
+async fn answer_all(handle: &mut Mock, answer: &Value) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    while let Ok(Some((request, send))) =
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
+    {
+        seen.push((
+            request.method().to_string(),
+            request.uri().path().to_owned(),
+        ));
+        send.send_response(respond(200, answer));
+    }
+    seen
+}
+
+const REPORTS: &str = "/apis/driftless.dev/v1alpha1/namespaces/driftless/driftreports";
+
+#[tokio::test]
+async fn rollout_stores_a_revision_and_assigns_one_node_at_a_time() {
+    let mut f = fixture();
+    for n in ["a", "b"] {
+        f.nodes
+            .apply_watcher_event(&watcher::Event::Apply(node(n, &[("role", "web")])));
+    }
+    let (slim, full) = rollout_policy(None);
+    let revision = revisions::name("base", &revisions::policy_hash(&full));
+    f.apply.apply_watcher_event(&watcher::Event::Apply(slim));
+
+    // First pass: the revision is created from the full policy, node a (first by name) is
+    // assigned it — the default strategy with maxUnavailable 1 — and the status says so.
+    let controller = f.controller.clone();
+    let full_json = serde_json::to_value(&full).unwrap();
+    let handle = &mut f.handle;
+    let (result, created, assigned, status) = {
+        let requests = async {
+            expect(
+                handle,
+                http::Method::GET,
+                "/apis/driftless.dev/v1alpha1/applypolicies/base",
+                full_json.clone(),
+            )
+            .await;
+            let (_, created) = expect(
+                handle,
+                http::Method::POST,
+                "/apis/apps/v1/namespaces/driftless/controllerrevisions",
+                json!(null),
+            )
+            .await;
+            let answer = serde_json::to_value(report("a", &[])).unwrap();
+            let assigned = expect(
+                handle,
+                http::Method::PATCH,
+                &format!("{REPORTS}/node-a"),
+                answer,
+            )
+            .await;
+            let status = expect_status_apply(handle, AP_PATH, 200, full_json.clone()).await;
+            (created, assigned, status)
+        };
+        let (result, (created, assigned, status)) =
+            tokio::join!(controller.reconcile_once(), requests);
+        (result, created, assigned, status)
+    };
+    assert_eq!(result.unwrap(), 1);
+    assert_eq!(created["metadata"]["name"], revision);
+    assert_eq!(
+        created["metadata"]["labels"][revisions::POLICY_UID_LABEL],
+        "uid-base"
+    );
+    assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "uid-base");
+    assert_eq!(created["revision"], 1);
+    assert_eq!(
+        created["data"]["spec"]["tasks"][0]["name"], "motd",
+        "the revision holds the tasks: {created}"
+    );
+    assert!(
+        created["data"]["spec"].get("nodeSelector").is_none(),
+        "{created}"
+    );
+    let (query, patch) = assigned;
+    assert!(query.contains("fieldManager=driftless-rollout"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(
+        patch["spec"]["revisions"],
+        json!([{"policy": "base", "revision": revision}])
+    );
+    assert_eq!(
+        patch["spec"]["target"],
+        json!({"kind": "Node", "name": "a", "node": "a"})
+    );
+    assert_eq!(status["status"]["updatedRevision"], revision);
+    assert_eq!(status["status"]["updated"], 1);
+    assert_eq!(status["status"]["rollout"]["step"], "Progressing");
+    assert_eq!(f.metrics.assignment_writes.get(), 1);
+
+    // The watches deliver the revision and a's report: a is applying it (no result yet). No
+    // second node is assigned while a is unavailable; nothing is written.
+    let object = revisions::object(&full, "driftless", 1);
+    f.revisions
+        .apply_watcher_event(&watcher::Event::Apply(object));
+    let mut a = report("a", &[]);
+    a.spec.revisions = vec![driftless_crds::drift_report::RevisionAssignment {
+        policy: "base".into(),
+        revision: revision.clone(),
+    }];
+    f.reports
+        .apply_watcher_event(&watcher::Event::Apply(a.clone()));
+    let status_now: Value = status["status"].clone();
+    let (slim, _) = rollout_policy(Some(status_now));
+    f.apply.apply_watcher_event(&watcher::Event::Apply(slim));
+    let (result, seen) = tokio::join!(
+        controller.reconcile_once(),
+        answer_all(&mut f.handle, &full_json)
+    );
+    result.unwrap();
+    assert!(
+        seen.iter().all(|(m, p)| m == "PATCH" && p == AP_PATH),
+        "only the status may be written: {seen:?}"
+    );
+    no_request(&mut f.handle).await;
+    assert_eq!(f.metrics.assignment_writes.get(), 1);
+
+    // a reports the revision applied and healthy: b is assigned, a is not written again.
+    a.status = Some(
+        serde_json::from_value(json!({
+            "policies": [{"kind": "ApplyPolicy", "name": "base", "generation": 1,
+                          "state": "InSync", "checkedAt": "2026-01-01T00:00:00Z",
+                          "revision": revision, "healthySince": "2026-01-01T00:00:00Z"}],
+        }))
+        .unwrap(),
+    );
+    f.reports.apply_watcher_event(&watcher::Event::Apply(a));
+    let (result, (assigned, _)) = tokio::join!(controller.reconcile_once(), async {
+        let answer = serde_json::to_value(report("b", &[])).unwrap();
+        let assigned = expect(
+            &mut f.handle,
+            http::Method::PATCH,
+            &format!("{REPORTS}/node-b"),
+            answer,
+        )
+        .await;
+        let status = expect_status_apply(&mut f.handle, AP_PATH, 200, full_json.clone()).await;
+        (assigned, status)
+    });
+    result.unwrap();
+    assert_eq!(
+        assigned.1["spec"]["revisions"],
+        json!([{"policy": "base", "revision": revision}])
+    );
+    no_request(&mut f.handle).await;
+    assert_eq!(f.metrics.assignment_writes.get(), 2);
 }

@@ -535,14 +535,32 @@ fn owned_view_ignores_transition_times_and_foreign_fields() {
     let s = world.compute(&apply("base", 1, None));
     let mut stored = s.to_json();
     stored["conditions"][0]["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
-    stored["currentRevision"] = json!("base-1");
-    stored["updated"] = json!(1);
+    stored["someoneElses"] = json!(1);
     stored["conditions"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"type": "Progressing", "status": "True", "reason": "x", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}));
+        .push(json!({"type": "Other", "status": "True", "reason": "x", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}));
     let view = owned_view(PolicyKind::ApplyPolicy, &s.to_json());
     assert_eq!(view, owned_view(PolicyKind::ApplyPolicy, &stored));
+    // A stored status always carries `updated`, 0 when no revision was assigned yet.
+    stored["updated"] = json!(0);
+    assert_eq!(view, owned_view(PolicyKind::ApplyPolicy, &stored));
+    // The rollout's fields and conditions are this controller's too.
+    for (key, value) in [
+        ("updated", json!(1)),
+        ("currentRevision", json!("base-1")),
+        ("rollout", json!({"step": "Complete"})),
+    ] {
+        let mut changed = stored.clone();
+        changed[key] = value;
+        assert_ne!(view, owned_view(PolicyKind::ApplyPolicy, &changed), "{key}");
+    }
+    let mut changed = stored.clone();
+    changed["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "Degraded", "status": "True", "reason": "x", "message": ""}));
+    assert_ne!(view, owned_view(PolicyKind::ApplyPolicy, &changed));
     stored["inSync"] = json!(0);
     assert_ne!(view, owned_view(PolicyKind::ApplyPolicy, &stored));
     assert_ne!(view, owned_view(PolicyKind::ApplyPolicy, &Value::Null));

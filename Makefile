@@ -52,6 +52,12 @@ bench-logs:
 	cargo build --release -p driftless-e2e --bin bench_logs
 	target/release/bench_logs
 
+## Roll ApplyPolicy revisions out to 5,000 Node objects with a load driver as the agents
+## (needs KUBECONFIG; BENCH_NODES sets the fleet size).
+bench-rollout:
+	cargo build --release -p driftless-operator -p driftless-e2e --bin driftless-operator --bin bench_rollout
+	target/release/bench_rollout
+
 ## Benchmark `driftless apply` against ansible-playbook and cf-agent (peers: .ci/tools/apply.sh bench).
 bench-apply:
 	.ci/tools/apply.sh bench

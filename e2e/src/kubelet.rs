@@ -149,3 +149,35 @@ pub async fn job_controller_or_skip(client: &Client, namespace: &str) -> anyhow:
         .map(|_| ())
         .context("no Job controller answers (run kube-controller-manager next to the API server)")
 }
+
+/// Keeps Nodes `Ready` the way kubelets do: every 10 s their status gets a `Ready=True`
+/// condition with a fresh heartbeat, so kube-controller-manager's node lifecycle controller
+/// does not mark them `Unknown`. Nodes in `not_ready` get `Ready=False` instead (a test turns a
+/// node off and on by editing that set). The task ends when the handle is dropped or aborted.
+pub fn heartbeat(
+    client: &Client,
+    nodes: Vec<String>,
+    not_ready: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    tokio::spawn(async move {
+        loop {
+            for node in &nodes {
+                let down = not_ready.lock().map(|s| s.contains(node)).unwrap_or(false);
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let status = json!({"status": {"conditions": [{
+                    "type": "Ready",
+                    "status": if down { "False" } else { "True" },
+                    "reason": if down { "KubeletNotReady" } else { "KubeletReady" },
+                    "message": "e2e heartbeat",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }]}});
+                let _ = api
+                    .patch_status(node, &PatchParams::default(), &Patch::Strategic(&status))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    })
+}

@@ -13,6 +13,7 @@
 //! the objects they create themselves.
 
 pub mod kubelet;
+pub mod procs;
 
 use std::future::Future;
 use std::io::Write as _;

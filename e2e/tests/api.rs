@@ -452,6 +452,7 @@ async fn printer_columns_show_status() -> anyhow::Result<()> {
         )?;
         apply(&policies, &policy).await?;
         let status = json!({ "targeted": 3, "inSync": 1, "drifted": 1, "failed": 1,
+            "updated": 2, "rollout": { "step": "Progressing" },
             "conditions": [{ "type": "Ready", "status": "False", "reason": "NodesFailed",
                              "message": "1 of 3 nodes failed", "lastTransitionTime": now() }] });
         apply_status(&policies, "ApplyPolicy", &name, status).await?;
@@ -460,13 +461,16 @@ async fn printer_columns_show_status() -> anyhow::Result<()> {
             &table,
             "ApplyPolicy",
             &[
-                "MODE", "TARGETED", "IN-SYNC", "DRIFTED", "FAILED", "READY", "AGE",
+                "MODE", "TARGETED", "UPDATED", "STEP", "IN-SYNC", "DRIFTED", "FAILED", "READY",
+                "AGE",
             ],
             &name,
             // MODE comes from the schema default.
             &[
                 ("MODE", "Enforce"),
                 ("TARGETED", "3"),
+                ("UPDATED", "2"),
+                ("STEP", "Progressing"),
                 ("IN-SYNC", "1"),
                 ("DRIFTED", "1"),
                 ("FAILED", "1"),

@@ -356,6 +356,7 @@ fn operator_rbac_is_exactly_what_it_needs() {
                 ],
                 &["patch"],
             ),
+            triples("driftless.dev", &["applypolicies"], &["get"]),
             triples("", &["nodes"], &watch),
             triples(
                 "driftless.dev",
@@ -412,6 +413,25 @@ fn operator_rbac_is_exactly_what_it_needs() {
         .expect("a RoleBinding for the leader-election Role");
     assert_eq!(lease_binding["metadata"]["namespace"], NAMESPACE);
     assert_eq!(lease_binding["subjects"][0]["name"], name);
+
+    // Rollout: revisions and node assignments through a Role in the release namespace.
+    let rollout_name = format!("{name}-rollout");
+    let rollout = object(&docs, "Role", &rollout_name);
+    assert_eq!(rollout["metadata"]["namespace"], NAMESPACE);
+    expect_grants(
+        rollout,
+        vec![
+            triples(
+                "apps",
+                &["controllerrevisions"],
+                &["list", "watch", "create", "patch", "delete"],
+            ),
+            triples("driftless.dev", &["driftreports"], &["create", "patch"]),
+        ],
+    );
+    let rollout_binding = object(&docs, "RoleBinding", &rollout_name);
+    assert_eq!(rollout_binding["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(rollout_binding["subjects"][0]["name"], name);
 }
 
 #[test]

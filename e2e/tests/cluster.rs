@@ -4,124 +4,17 @@
 //! Skipped (and counted as skipped) without `KUBECONFIG`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use driftless_e2e::{apply, client_or_skip, in_scope, install_crds, poll, repo_root, Scope};
+use driftless_e2e::procs::{binary, print_logs, start_agent, start_operator, Agent};
+use driftless_e2e::{apply, client_or_skip, in_scope, install_crds, kubelet, poll, Scope};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 const SECRET: &str = "e2e-sup3r-s3cret-value";
-
-fn binary(package: &str, bin: &str) -> PathBuf {
-    let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    target.join("debug").join(bin)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// A child process killed when dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One agent: its node, host root and HTTP port.
-struct Agent {
-    node: String,
-    root: PathBuf,
-    port: u16,
-    process: Process,
-}
-
-fn start_agent(
-    bin: &Path,
-    scope: &Scope,
-    node: &str,
-    dir: &Path,
-    kubeconfig: Option<&Path>,
-) -> anyhow::Result<Agent> {
-    let root = dir.join(node).join("root");
-    let state = dir.join(node).join("state");
-    for d in [root.join("etc"), root.join("var/log"), state.clone()] {
-        std::fs::create_dir_all(&d)?;
-    }
-    let port = free_port();
-    let log = dir.join(format!("{node}.log"));
-    let mut command = Command::new(bin);
-    command
-        .args(["--log-format", "text", "agent", "--kubernetes", "--root"])
-        .arg(&root)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--audit-spool")
-        .arg(state.join("audit"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("NODE_NAME", node)
-        .env("POD_NAMESPACE", &scope.namespace)
-        .env("DRIFTLESS_REPORT_INTERVAL_SECONDS", "10")
-        .env("DRIFTLESS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
-    if let Some(k) = kubeconfig {
-        command.env("KUBECONFIG", k);
-    }
-    let child = command.spawn().context("starting driftless agent")?;
-    Ok(Agent {
-        node: node.to_owned(),
-        root,
-        port,
-        process: Process { child, log },
-    })
-}
-
-fn start_operator(bin: &Path, scope: &Scope, dir: &Path) -> anyhow::Result<Process> {
-    let log = dir.join("operator.log");
-    let child = Command::new(bin)
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--namespace",
-            &scope.namespace,
-            "--identity",
-            "e2e-operator",
-            "--runner-image",
-            "driftless/operator:e2e",
-            "--no-leader-election",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("starting driftless-operator")?;
-    Ok(Process { child, log })
-}
 
 async fn report(scope: &Scope, node: &str) -> anyhow::Result<Option<Value>> {
     let api = scope.api("DriftReport")?;
@@ -196,17 +89,7 @@ async fn agents_take_policies_from_the_api_server() {
             )
             .await;
         if outcome.is_err() {
-            for entry in std::fs::read_dir(dir.path())?.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "log") {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    eprintln!("--- {}:", path.display());
-                    for line in tail.into_iter().rev() {
-                        eprintln!("{line}");
-                    }
-                }
-            }
+            print_logs(dir.path());
         }
         outcome
     })
@@ -232,6 +115,12 @@ async fn scenario(
         }))?;
         nodes.create(&PostParams::default(), &node).await?;
     }
+    // Ready Nodes (the rollout skips NotReady ones), as kubelets would keep them.
+    let _heartbeat = HeartbeatGuard(kubelet::heartbeat(
+        &client,
+        names.clone(),
+        Default::default(),
+    ));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &scope.namespace);
     secrets
         .create(
@@ -242,7 +131,7 @@ async fn scenario(
             }))?,
         )
         .await?;
-    let _operator = start_operator(operator_bin, scope, dir)?;
+    let _operator = start_operator(operator_bin, scope, dir, "e2e-operator")?;
     let agents: Vec<Agent> = names
         .iter()
         .map(|n| start_agent(agent_bin, scope, n, dir, None))
@@ -484,4 +373,13 @@ async fn scenario(
     let all_events = events.list(&ListParams::default()).await?;
     assert!(!serde_json::to_string(&all_events.items)?.contains(SECRET));
     Ok(())
+}
+
+/// Stops the heartbeat task when dropped.
+struct HeartbeatGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for HeartbeatGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -31,6 +31,8 @@ const MASKED: &[&str] = &[
     "node_filesystem_size_bytes",
     "node_filesystem_files",
     "node_filesystem_files_free",
+    // The fixture files' mtimes are the checkout's.
+    "node_textfile_mtime_seconds",
 ];
 
 fn mask(exposition: &str) -> String {
@@ -353,4 +355,98 @@ fn network_statistics_trees_match_golden() {
         text.contains("node_nf_conntrack_stat_search_restart 257\n"),
         "{text}"
     );
+}
+
+/// The textfile tree (`fixtures/facts/textfile`): the FactsPolicy of `textfile-config` reads
+/// `/var/lib/node-exporter` (good files, and malformed ones: no final newline, a timestamp, a
+/// `TYPE` after a sample; a directory named `*.prom`), `/var/lib/edge/*` (a glob: a reserved
+/// label name, families the agent exports itself, a histogram collision, odd file names) and a
+/// directory that does not exist, below the tree as the host root.
+const TEXTFILE: &[&str] = &[
+    "--collector.disable-defaults",
+    "--collector.textfile",
+    "--collector.loadavg",
+];
+
+fn textfile_args(config: &Path) -> Vec<&str> {
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend(TEXTFILE);
+    args
+}
+
+#[test]
+fn textfile_tree_matches_golden() {
+    let config = fixtures().join("textfile-config");
+    golden("textfile", &textfile_args(&config));
+}
+
+#[test]
+fn textfile_tree_is_what_a_user_expects() {
+    let config = fixtures().join("textfile-config");
+    let text = scrape(&fixtures().join("textfile"), &textfile_args(&config));
+    let has = |line: &str| {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "missing {line:?}:\n{text}"
+        )
+    };
+    // Good files, with types, help texts, escapes, padded label sets and a histogram whose +Inf
+    // bucket is added.
+    has("# HELP app_jobs_total Jobs run by app.");
+    has("app_jobs_total{priority=\"\",queue=\"default\"} 42");
+    has("app_latency_seconds_bucket{le=\"1000\"} 20");
+    has("app_latency_seconds_bucket{le=\"+Inf\"} 20");
+    has("# HELP app_rpc_seconds RPC latency\\nin seconds.");
+    has("app_rpc_seconds{method=\"get\",quantile=\"0.99\"} 0.2");
+    has("node_backup_last_success_timestamp_seconds{path=\"/srv/a \\\"quoted\\\" \\\\ dir\"} 1700000000");
+    has("app_temperature_celsius -3.5");
+    has("unicode_label{city=\"Zürich\"} 1");
+    has("spaced_name 1");
+    has("second_dir 2");
+    // No HELP: the files it was read from; the second file's duplicate series is left out.
+    has("# HELP cron_last_run_seconds Metric read from /var/lib/node-exporter/cron-a.prom, /var/lib/node-exporter/cron-b.prom");
+    has("cron_last_run_seconds{job=\"a\"} 100");
+    assert!(!text.contains(" 999\n"));
+    // Another help for a family read before: left out, the rest of that file is kept.
+    assert!(!text.contains("queue=\"other\""));
+    has("conflict_ok 1");
+    // Families of the agent's own collectors are not taken over; a histogram's `_count` is not
+    // redefined by another file.
+    has("node_load1 12.5");
+    assert!(!text.contains(" 99\n"));
+    has("edge_hist_count 1");
+    assert!(!text.contains("edge_hist_count 5"));
+    // Bad files are skipped whole and reported.
+    for bad in [
+        "malformed_metric",
+        "stamped_metric",
+        "late_type",
+        "reserved_label",
+        "not_read",
+    ] {
+        assert!(!text.contains(bad), "{bad}:\n{text}");
+    }
+    has("node_textfile_scrape_error 1");
+    for file in [
+        "/var/lib/node-exporter/app.prom",
+        "/var/lib/node-exporter/empty.prom",
+        "/var/lib/edge/one/with space.prom",
+        "/var/lib/edge/two/two.prom",
+    ] {
+        assert!(
+            text.contains(&format!("node_textfile_mtime_seconds{{file=\"{file}\"}} ")),
+            "{file}:\n{text}"
+        );
+    }
+    // A directory named `*.prom` reads as an empty file, as in node_exporter.
+    has("# HELP edge_ok Metric read from /var/lib/edge/one/takeover.prom");
+    assert!(text.contains("node_textfile_mtime_seconds{file=\"/var/lib/node-exporter/dir.prom\"}"));
+    assert!(!text.contains("inside_dir"));
+    for file in ["malformed.prom", "stamped.prom", "reserved.prom"] {
+        assert!(!text.contains(&format!("{file}\"}}")), "{file}:\n{text}");
+    }
+    // Without a directory nothing is exported, not even the error gauge.
+    let text = scrape(&fixtures().join("textfile"), TEXTFILE);
+    assert!(!text.contains("node_textfile"), "{text}");
+    assert!(text.contains("node_scrape_collector_success{collector=\"textfile\"} 1\n"));
 }

@@ -59,7 +59,14 @@ const COLLECTORS: &[&str] = &[
     "thermal_zone",
     "netclass",
     "dmi",
+    "textfile",
 ];
+
+/// The fixture directory of good and malformed `*.prom` files both sides read.
+fn textfile_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/facts/textfile/var/lib/node-exporter")
+}
 
 /// node_exporter families we do not produce, and why.
 const NOT_CLAIMED: &[&str] = &[
@@ -179,7 +186,11 @@ fn start_node_exporter() -> (Killed, u16) {
     let mut cmd = Command::new(NODE_EXPORTER);
     cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--collector.disable-defaults")
-        .arg("--web.disable-exporter-metrics");
+        .arg("--web.disable-exporter-metrics")
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textfile_dir().display()
+        ));
     for c in COLLECTORS {
         cmd.arg(format!("--collector.{c}"));
     }
@@ -200,6 +211,8 @@ fn start_agent() -> (Killed, u16, tempfile::TempDir) {
         .args(["agent", "--config"])
         .arg(config.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--collector.textfile.directory")
+        .arg(textfile_dir())
         .env_remove("DRIFTLESS_ROOT")
         .env("DRIFTLESS_ENV_FILE", "/dev/null")
         .stdout(Stdio::null())
@@ -681,4 +694,102 @@ fn network_statistics_trees_match_node_exporter() {
     assert_eq!(success(&ours, "softnet"), 0.0, "{ours_text}");
     assert_eq!(success(&theirs, "softnet"), 0.0, "{theirs_text}");
     assert!(assert_same_series(&ours, &theirs) >= 5);
+}
+
+/// The textfile collector on the fixture directory (`fixtures/facts/textfile/var/lib/node-exporter`:
+/// counters, gauges, a histogram without its `+Inf` bucket, a summary, escapes, padded label
+/// sets, two files sharing a family without HELP, a file whose HELP conflicts, a directory
+/// named `dir.prom`, and files that fail: no final newline, a timestamp, a TYPE after a sample).
+/// Every family node_exporter 1.5 exports from it is ours, same help, type, series and values,
+/// mtimes included.
+#[test]
+fn textfile_directory_matches_node_exporter() {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let dir = textfile_dir();
+    let port = free_port();
+    let _ne = Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--collector.textfile.directory={}", dir.display()))
+            .args([
+                "--collector.disable-defaults",
+                "--web.disable-exporter-metrics",
+                "--collector.textfile",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port);
+    let theirs_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "facts",
+            "--format",
+            "prometheus",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            "--collector.textfile.directory",
+        ])
+        .arg(&dir)
+        .env_remove("DRIFTLESS_CONFIG")
+        .env_remove("DRIFTLESS_ROOT")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ours_text = String::from_utf8(out.stdout).unwrap();
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    let mut compared = 0;
+    for (family, kind) in &theirs.types {
+        // promhttp's own error counter appears because node_exporter's registry refused the
+        // conflicting families, as ours leaves them out.
+        if family.starts_with("node_scrape_collector_")
+            || family.starts_with("promhttp_")
+            || NOT_CLAIMED.contains(&family.as_str())
+        {
+            continue;
+        }
+        assert_eq!(
+            ours.types.get(family),
+            Some(kind),
+            "{family}: type\n{ours_text}"
+        );
+        assert_eq!(
+            ours.helps.get(family),
+            theirs.helps.get(family),
+            "{family}: help"
+        );
+        let series = |e: &Exposition| -> BTreeMap<String, f64> {
+            e.values
+                .iter()
+                .filter(|(s, _)| {
+                    let name = s.split('{').next().unwrap_or("");
+                    name == family
+                        || ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|x| name.strip_suffix(x) == Some(family.as_str()))
+                })
+                .map(|(s, v)| (s.clone(), *v))
+                .collect()
+        };
+        let (a, b) = (series(&ours), series(&theirs));
+        assert_eq!(a, b, "{family}: series differ");
+        compared += b.len();
+    }
+    assert!(
+        compared >= 25,
+        "only {compared} series compared:\n{theirs_text}"
+    );
+    assert_eq!(theirs.values.get("node_textfile_scrape_error"), Some(&1.0));
+    for family in ours.types.keys() {
+        assert!(
+            theirs.types.contains_key(family) || family.starts_with("node_scrape_collector_"),
+            "{family}: only ours"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
 
 use super::ConfigArgs;
 use crate::config;
-use crate::facts::collectors::{self, Scraper, Settings, REGISTRY};
+use crate::facts::collectors::{self, FlagOptions, Scraper, Settings, REGISTRY};
 use crate::facts::inventory;
 use crate::facts::report::NodeReport;
 use crate::facts::thresholds::Evaluator;
@@ -53,14 +53,16 @@ impl HostArgs {
     }
 }
 
-/// node_exporter-style collector switches: `--collector.NAME`, `--no-collector.NAME`,
-/// `--collector.disable-defaults`.
+/// node_exporter-style collector switches (`--collector.NAME`, `--no-collector.NAME`,
+/// `--collector.disable-defaults`) and collector options (`--collector.textfile.directory`).
 #[derive(Debug, Clone, Default)]
 pub struct CollectorFlags {
     /// `--collector.disable-defaults`.
     pub disable_defaults: bool,
     /// `(name, on)` for every switch given.
     pub switches: Vec<(String, bool)>,
+    /// Collector options.
+    pub options: FlagOptions,
 }
 
 impl CollectorFlags {
@@ -82,6 +84,12 @@ impl FromArgMatches for CollectorFlags {
         let mut flags = Self {
             disable_defaults: matches.get_flag("collector.disable-defaults"),
             switches: Vec::new(),
+            options: FlagOptions {
+                textfile_directories: matches
+                    .get_many::<PathBuf>("collector.textfile.directory")
+                    .map(|dirs| dirs.cloned().collect())
+                    .unwrap_or_default(),
+            },
         };
         for c in REGISTRY {
             if matches.get_flag(&format!("collector.{}", c.name)) {
@@ -109,6 +117,17 @@ impl clap::Args for CollectorFlags {
                 .long("collector.disable-defaults")
                 .action(ArgAction::SetTrue)
                 .help("Start from no collectors; enable each with --collector.NAME"),
+        );
+        cmd = cmd.arg(
+            Arg::new("collector.textfile.directory")
+                .long("collector.textfile.directory")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .action(ArgAction::Append)
+                .help(
+                    "Export the *.prom files of DIR (a glob pattern may match several \
+                     directories); repeatable, read as given (not below --root)",
+                ),
         );
         // clap wants `'static` names; these are built once per process.
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
@@ -178,6 +197,7 @@ pub fn scraper(
     flags: &CollectorFlags,
 ) -> anyhow::Result<Scraper> {
     let mut settings = Settings::new(paths);
+    settings.flags = flags.options.clone();
     if let Some(spec) = policy {
         settings.collectors = spec.collectors.clone();
         settings.facts = spec.facts.clone();

@@ -48,6 +48,7 @@ pub mod sockstat;
 pub mod softnet;
 pub mod stat;
 pub mod tapestats;
+pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
 pub mod udp_queues;
@@ -86,6 +87,16 @@ pub struct Settings {
     pub facts: Vec<CustomFact>,
     /// How long command facts are cached (the FactsPolicy `interval`).
     pub interval: std::time::Duration,
+    /// Collector options given as flags.
+    pub flags: FlagOptions,
+}
+
+/// Collector options given as node_exporter's flags, used beside the FactsPolicy's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagOptions {
+    /// `--collector.textfile.directory` (repeatable): read as given, not below the host root,
+    /// in addition to the policy's `spec.collectors.textfile.directories`.
+    pub textfile_directories: Vec<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -96,6 +107,7 @@ impl Settings {
             collectors: Collectors::default(),
             facts: Vec::new(),
             interval: std::time::Duration::from_secs(60),
+            flags: FlagOptions::default(),
         }
     }
 }
@@ -311,6 +323,12 @@ pub const REGISTRY: &[CollectorInfo] = &[
         default_enabled: true,
         factory: zfs::new,
     },
+    // After the others: it leaves out families they export.
+    CollectorInfo {
+        name: "textfile",
+        default_enabled: true,
+        factory: textfile::new,
+    },
     CollectorInfo {
         name: "command",
         default_enabled: true,
@@ -521,5 +539,26 @@ mod tests {
         let set = select(None, true, &[("cpu".into(), true)]).unwrap();
         assert_eq!(set.into_iter().collect::<Vec<_>>(), ["cpu"]);
         assert!(select(None, false, &[("nope".into(), true)]).is_err());
+    }
+
+    /// Every built-in collector can be named in FactsPolicy `spec.collectors`, by the name of
+    /// its `--collector.NAME` flag; only the custom facts collectors follow `spec.facts`.
+    #[test]
+    fn every_collector_is_nameable_in_the_policy() {
+        for entry in REGISTRY {
+            let parsed: Result<CollectorName, _> =
+                serde_json::from_value(serde_json::Value::String(entry.name.into()));
+            match entry.name {
+                "command" | "file" => assert!(parsed.is_err(), "{}", entry.name),
+                name => {
+                    let only = Collectors {
+                        enable: vec![parsed.unwrap_or_else(|e| panic!("{name}: {e}"))],
+                        ..Default::default()
+                    };
+                    let set = select(Some(&only), false, &[]).unwrap();
+                    assert!(set.contains(name), "{name}");
+                }
+            }
+        }
     }
 }

@@ -793,3 +793,76 @@ fn textfile_directory_matches_node_exporter() {
         );
     }
 }
+
+/// The agent's `process_*` families against node_exporter's own (client_golang's process
+/// collector): the same families, types and help texts; and values that are the agent
+/// process's, as `/proc/PID` shows it from outside.
+#[test]
+fn process_metrics_match_client_golang() {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let ne_port = free_port();
+    let _ne = Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
+            .arg("--collector.disable-defaults")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (agent, port, _config) = start_agent();
+    wait_for(ne_port);
+    let theirs = parse(&String::from_utf8(get(ne_port, "/metrics", "").unwrap().1).unwrap());
+    let ours_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    let ours = parse(&ours_text);
+    let families: Vec<&String> = theirs
+        .types
+        .keys()
+        .filter(|f| f.starts_with("process_"))
+        .collect();
+    assert!(families.len() >= 7, "{families:?}");
+    for family in &families {
+        assert_eq!(ours.types.get(*family), theirs.types.get(*family), "{family}");
+        assert_eq!(ours.helps.get(*family), theirs.helps.get(*family), "{family}");
+    }
+    for family in ours.types.keys().filter(|f| f.starts_with("process_")) {
+        assert!(theirs.types.contains_key(family), "{family}: only ours");
+    }
+    let pid = agent.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .unwrap()
+            * 1024.0
+    };
+    let value = |name: &str| *ours.values.get(name).unwrap_or_else(|| panic!("{name}"));
+    // Resident memory moves a little between the scrape and this read.
+    let rss = value("process_resident_memory_bytes");
+    assert!((rss - kb("VmRSS:")).abs() < 0.5 * rss, "{rss} vs {}", kb("VmRSS:"));
+    assert!(rss < 64e6, "{rss}");
+    let vsize = value("process_virtual_memory_bytes");
+    assert!((vsize - kb("VmSize:")).abs() < 0.1 * vsize, "{vsize} vs {}", kb("VmSize:"));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    assert!((value("process_open_fds") - fds).abs() <= 3.0, "{fds}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(value("process_max_fds"), soft);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now + 1.0 && started > now - 120.0, "{started} vs {now}");
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+}

@@ -263,7 +263,11 @@ fn conflict(
     merged: &[Family],
     index: &HashMap<String, usize>,
 ) -> Option<String> {
-    if RESERVED.contains(&name) || name.starts_with("driftless_") || taken.contains(name) {
+    if RESERVED.contains(&name)
+        || name.starts_with("driftless_")
+        || crate::process::FAMILIES.contains(&name)
+        || taken.contains(name)
+    {
         return Some("the agent exports this family itself".into());
     }
     let kind_of = |n: &str| -> Option<Kind> {
@@ -599,7 +603,7 @@ mod tests {
         write(
             dir.path(),
             "a.prom",
-            "node_load1 99\nnode_textfile_scrape_error 5\ndriftless_build_info 1\nmine 1\n",
+            "node_load1 99\nnode_textfile_scrape_error 5\ndriftless_build_info 1\nprocess_open_fds 7\nmine 1\n",
         );
         let collector = new(&flag_settings(&[dir.path()])).unwrap();
         let mut out = vec![Family::single(
@@ -617,6 +621,7 @@ mod tests {
         );
         assert!(text.contains("node_textfile_scrape_error 0\n") && !text.contains(" 5\n"));
         assert!(!text.contains("driftless_build_info") && text.contains("mine 1\n"));
+        assert!(!text.contains("process_open_fds"));
     }
 
     #[test]

@@ -158,6 +158,14 @@ pub enum CollectorName {
     Dmi,
     /// Metrics other programs write into `*.prom` files.
     Textfile,
+    /// The kernel clock discipline (`adjtimex`).
+    Timex,
+    /// Hardware sensors of `/sys/class/hwmon`.
+    Hwmon,
+    /// Intel RAPL energy counters.
+    Rapl,
+    /// SELinux state.
+    Selinux,
 }
 
 /// Which collectors run. Every collector is on unless listed in `disable`; `enable`, when set,
@@ -183,6 +191,18 @@ pub struct Collectors {
     /// Options of the `textfile` collector.
     #[serde(default)]
     pub textfile: TextfileOptions,
+    /// Options of the `netclass` collector.
+    #[serde(default)]
+    pub netclass: NetclassOptions,
+}
+
+/// Options of the `netclass` collector (node_exporter's flag of the same name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetclassOptions {
+    /// Regular expression of interfaces to leave out (none when unset, node_exporter's `^$`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored_devices: Option<String>,
 }
 
 /// Options of the `textfile` collector (node_exporter's `--collector.textfile.directory`).

@@ -60,6 +60,10 @@ const COLLECTORS: &[&str] = &[
     "netclass",
     "dmi",
     "textfile",
+    "timex",
+    "hwmon",
+    "rapl",
+    "selinux",
 ];
 
 /// The fixture directory of good and malformed `*.prom` files both sides read.
@@ -299,6 +303,8 @@ fn families_types_labels_and_values_match_node_exporter() {
             || series.starts_with("node_network_info{")
             || series.starts_with("node_network_up{")
             || series.starts_with("node_network_mtu_bytes{")
+            || series.starts_with("node_timex_")
+            || series.starts_with("node_selinux_")
         {
             assert!(
                 ours.values.contains_key(series),
@@ -307,6 +313,19 @@ fn families_types_labels_and_values_match_node_exporter() {
         }
     }
     assert!(filesystems > 0, "no filesystems compared");
+    // The clock discipline does not move between two scrapes a moment apart.
+    for series in [
+        "node_timex_tick_seconds",
+        "node_timex_sync_status",
+        "node_timex_loop_time_constant",
+        "node_timex_tai_offset_seconds",
+    ] {
+        assert_eq!(
+            ours.values.get(series),
+            theirs.values.get(series),
+            "{series}"
+        );
+    }
 }
 
 /// The synthetic edge tree (`tests/fixtures/facts/edge`): cpufreq files for two CPUs and a udev
@@ -825,8 +844,16 @@ fn process_metrics_match_client_golang() {
         .collect();
     assert!(families.len() >= 7, "{families:?}");
     for family in &families {
-        assert_eq!(ours.types.get(*family), theirs.types.get(*family), "{family}");
-        assert_eq!(ours.helps.get(*family), theirs.helps.get(*family), "{family}");
+        assert_eq!(
+            ours.types.get(*family),
+            theirs.types.get(*family),
+            "{family}"
+        );
+        assert_eq!(
+            ours.helps.get(*family),
+            theirs.helps.get(*family),
+            "{family}"
+        );
     }
     for family in ours.types.keys().filter(|f| f.starts_with("process_")) {
         assert!(theirs.types.contains_key(family), "{family}: only ours");
@@ -844,11 +871,21 @@ fn process_metrics_match_client_golang() {
     let value = |name: &str| *ours.values.get(name).unwrap_or_else(|| panic!("{name}"));
     // Resident memory moves a little between the scrape and this read.
     let rss = value("process_resident_memory_bytes");
-    assert!((rss - kb("VmRSS:")).abs() < 0.5 * rss, "{rss} vs {}", kb("VmRSS:"));
+    assert!(
+        (rss - kb("VmRSS:")).abs() < 0.5 * rss,
+        "{rss} vs {}",
+        kb("VmRSS:")
+    );
     assert!(rss < 64e6, "{rss}");
     let vsize = value("process_virtual_memory_bytes");
-    assert!((vsize - kb("VmSize:")).abs() < 0.1 * vsize, "{vsize} vs {}", kb("VmSize:"));
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    assert!(
+        (vsize - kb("VmSize:")).abs() < 0.1 * vsize,
+        "{vsize} vs {}",
+        kb("VmSize:")
+    );
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
     assert!((value("process_open_fds") - fds).abs() <= 3.0, "{fds}");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let soft: f64 = limits
@@ -863,6 +900,30 @@ fn process_metrics_match_client_golang() {
         .unwrap()
         .as_secs_f64();
     let started = value("process_start_time_seconds");
-    assert!(started <= now + 1.0 && started > now - 120.0, "{started} vs {now}");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "{started} vs {now}"
+    );
     assert!(value("process_cpu_seconds_total") >= 0.0);
+}
+
+/// The synthetic sensors tree (`tests/fixtures/facts/sensors`): every hwmon and RAPL family
+/// node_exporter 1.5 exports from it is ours, same help, type, series and values. (Its SELinux
+/// collector reads the machine, not the tree; the host test compares it.)
+#[test]
+fn sensors_tree_matches_node_exporter() {
+    let tree =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts/sensors");
+    let (ours_text, theirs_text) = both_on_tree_with(&tree, &["hwmon", "rapl"]);
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    for c in ["hwmon", "rapl"] {
+        assert_eq!(success(&theirs, c), 1.0, "{c}:\n{theirs_text}");
+        assert_eq!(success(&ours, c), 1.0, "{c}:\n{ours_text}");
+    }
+    let compared = assert_same_series(&ours, &theirs);
+    assert!(compared >= 45, "only {compared} series compared");
+    for family in ours.types.keys() {
+        assert!(theirs.types.contains_key(family), "{family}: only ours");
+    }
 }

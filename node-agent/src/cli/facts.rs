@@ -53,6 +53,30 @@ impl HostArgs {
     }
 }
 
+/// node_exporter's regular-expression options of the collectors, which replace the FactsPolicy's.
+const OPTION_FLAGS: &[(&str, &str)] = &[
+    (
+        "collector.netclass.ignored-devices",
+        "Interfaces the netclass collector leaves out (default: none)",
+    ),
+    (
+        "collector.netdev.device-include",
+        "Interfaces the netdev collector keeps (default: all)",
+    ),
+    (
+        "collector.netdev.device-exclude",
+        "Interfaces the netdev collector leaves out (default: none)",
+    ),
+    (
+        "collector.filesystem.mount-points-exclude",
+        "Mount points the filesystem collector leaves out (default: node_exporter's)",
+    ),
+    (
+        "collector.diskstats.device-exclude",
+        "Block devices the diskstats collector leaves out (default: node_exporter's)",
+    ),
+];
+
 /// node_exporter-style collector switches (`--collector.NAME`, `--no-collector.NAME`,
 /// `--collector.disable-defaults`) and collector options (`--collector.textfile.directory`).
 #[derive(Debug, Clone, Default)]
@@ -81,6 +105,7 @@ impl CollectorFlags {
 
 impl FromArgMatches for CollectorFlags {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let text = |id: &str| matches.get_one::<String>(id).cloned();
         let mut flags = Self {
             disable_defaults: matches.get_flag("collector.disable-defaults"),
             switches: Vec::new(),
@@ -89,6 +114,11 @@ impl FromArgMatches for CollectorFlags {
                     .get_many::<PathBuf>("collector.textfile.directory")
                     .map(|dirs| dirs.cloned().collect())
                     .unwrap_or_default(),
+                netclass_ignored_devices: text("collector.netclass.ignored-devices"),
+                netdev_device_include: text("collector.netdev.device-include"),
+                netdev_device_exclude: text("collector.netdev.device-exclude"),
+                filesystem_mount_points_exclude: text("collector.filesystem.mount-points-exclude"),
+                diskstats_device_exclude: text("collector.diskstats.device-exclude"),
             },
         };
         for c in REGISTRY {
@@ -129,6 +159,9 @@ impl clap::Args for CollectorFlags {
                      directories); repeatable, read as given (not below --root)",
                 ),
         );
+        for (id, help) in OPTION_FLAGS {
+            cmd = cmd.arg(Arg::new(*id).long(*id).value_name("REGEX").help(*help));
+        }
         // clap wants `'static` names; these are built once per process.
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         for c in REGISTRY {

@@ -30,6 +30,7 @@ pub mod fibrechannel;
 pub mod file;
 pub mod filefd;
 pub mod filesystem;
+pub mod hwmon;
 pub mod infiniband;
 pub mod ipvs;
 pub mod loadavg;
@@ -43,7 +44,9 @@ pub mod nfsd;
 pub mod nvme;
 pub mod os;
 pub mod pressure;
+pub mod rapl;
 pub mod schedstat;
+pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
@@ -51,6 +54,7 @@ pub mod tapestats;
 pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
+pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
@@ -97,6 +101,43 @@ pub struct FlagOptions {
     /// `--collector.textfile.directory` (repeatable): read as given, not below the host root,
     /// in addition to the policy's `spec.collectors.textfile.directories`.
     pub textfile_directories: Vec<std::path::PathBuf>,
+    /// `--collector.netclass.ignored-devices`: replaces the policy's `netclass.ignoredDevices`.
+    pub netclass_ignored_devices: Option<String>,
+    /// `--collector.netdev.device-include`: replaces the policy's `netdev.devicesInclude`.
+    pub netdev_device_include: Option<String>,
+    /// `--collector.netdev.device-exclude`: replaces the policy's `netdev.devicesExclude`.
+    pub netdev_device_exclude: Option<String>,
+    /// `--collector.filesystem.mount-points-exclude`: replaces the policy's
+    /// `filesystem.mountPointsExclude`.
+    pub filesystem_mount_points_exclude: Option<String>,
+    /// `--collector.diskstats.device-exclude`: replaces the policy's
+    /// `diskstats.devicesExclude`.
+    pub diskstats_device_exclude: Option<String>,
+}
+
+impl Settings {
+    /// The settings with the option flags in place of the policy's values they replace.
+    pub fn with_flags(&self) -> Settings {
+        let mut s = self.clone();
+        let f = &self.flags;
+        let c = &mut s.collectors;
+        if let Some(v) = &f.netclass_ignored_devices {
+            c.netclass.ignored_devices = Some(v.clone());
+        }
+        if let Some(v) = &f.netdev_device_include {
+            c.netdev.devices_include = Some(v.clone());
+        }
+        if let Some(v) = &f.netdev_device_exclude {
+            c.netdev.devices_exclude = Some(v.clone());
+        }
+        if let Some(v) = &f.filesystem_mount_points_exclude {
+            c.filesystem.mount_points_exclude = v.clone();
+        }
+        if let Some(v) = &f.diskstats_device_exclude {
+            c.diskstats.devices_exclude = Some(v.clone());
+        }
+        s
+    }
 }
 
 impl Settings {
@@ -189,6 +230,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: fibrechannel::new,
     },
     CollectorInfo {
+        name: "hwmon",
+        default_enabled: true,
+        factory: hwmon::new,
+    },
+    CollectorInfo {
         name: "filefd",
         default_enabled: true,
         factory: filefd::new,
@@ -264,9 +310,19 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: pressure::new,
     },
     CollectorInfo {
+        name: "rapl",
+        default_enabled: true,
+        factory: rapl::new,
+    },
+    CollectorInfo {
         name: "schedstat",
         default_enabled: true,
         factory: schedstat::new,
+    },
+    CollectorInfo {
+        name: "selinux",
+        default_enabled: true,
+        factory: selinux::new,
     },
     CollectorInfo {
         name: "sockstat",
@@ -297,6 +353,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "time",
         default_enabled: true,
         factory: time::new,
+    },
+    CollectorInfo {
+        name: "timex",
+        default_enabled: true,
+        factory: timex::new,
     },
     CollectorInfo {
         name: "udp_queues",
@@ -418,6 +479,7 @@ impl Scraper {
         settings: &Settings,
         enabled: &BTreeSet<&'static str>,
     ) -> Result<Self, CollectError> {
+        let settings = &settings.with_flags();
         let mut collectors = Vec::new();
         for entry in REGISTRY.iter().filter(|c| enabled.contains(c.name)) {
             collectors.push((entry.name, (entry.factory)(settings)?));

@@ -166,6 +166,8 @@ pub enum CollectorName {
     Rapl,
     /// SELinux state.
     Selinux,
+    /// Batteries and power adapters.
+    Powersupplyclass,
 }
 
 /// Which collectors run. Every collector is on unless listed in `disable`; `enable`, when set,

@@ -464,6 +464,7 @@ const SENSORS: &[&str] = &[
     "--collector.hwmon",
     "--collector.rapl",
     "--collector.selinux",
+    "--collector.powersupplyclass",
 ];
 
 #[test]
@@ -517,10 +518,18 @@ fn sensors_tree_is_what_a_user_expects() {
     has("node_selinux_enabled 1");
     has("node_selinux_config_mode 0");
     has("node_selinux_current_mode 1");
+    // Power supplies: units of µWh, µW, µV and tenths of °C; text attributes as info labels.
+    has("node_power_supply_energy_watthour{power_supply=\"BAT0\"} 41.23");
+    has("node_power_supply_temp_celsius{power_supply=\"BAT0\"} 31.5");
+    has("node_power_supply_cyclecount{power_supply=\"BAT0\"} 123");
+    has("node_power_supply_info{power_supply=\"AC\",type=\"Mains\"} 1");
+    assert!(text.contains("serial_number=\"1234\""));
     // Without any of it (the edge tree): hwmon and rapl export nothing, SELinux says disabled.
     let text = scrape(&fixtures().join("edge"), SENSORS);
     assert!(
-        !text.contains("node_hwmon") && !text.contains("node_rapl"),
+        !text.contains("node_hwmon")
+            && !text.contains("node_rapl")
+            && !text.contains("node_power_supply"),
         "{text}"
     );
     assert!(text.contains("node_selinux_enabled 0\n"));

@@ -64,6 +64,7 @@ const COLLECTORS: &[&str] = &[
     "hwmon",
     "rapl",
     "selinux",
+    "powersupplyclass",
 ];
 
 /// The fixture directory of good and malformed `*.prom` files both sides read.
@@ -914,10 +915,10 @@ fn process_metrics_match_client_golang() {
 fn sensors_tree_matches_node_exporter() {
     let tree =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts/sensors");
-    let (ours_text, theirs_text) = both_on_tree_with(&tree, &["hwmon", "rapl"]);
+    let (ours_text, theirs_text) = both_on_tree_with(&tree, &["hwmon", "rapl", "powersupplyclass"]);
     promtool_check(&ours_text);
     let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
-    for c in ["hwmon", "rapl"] {
+    for c in ["hwmon", "rapl", "powersupplyclass"] {
         assert_eq!(success(&theirs, c), 1.0, "{c}:\n{theirs_text}");
         assert_eq!(success(&ours, c), 1.0, "{c}:\n{ours_text}");
     }

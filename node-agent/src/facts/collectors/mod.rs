@@ -43,6 +43,7 @@ pub mod nfs;
 pub mod nfsd;
 pub mod nvme;
 pub mod os;
+pub mod powersupplyclass;
 pub mod pressure;
 pub mod rapl;
 pub mod schedstat;
@@ -303,6 +304,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "os",
         default_enabled: true,
         factory: os::new,
+    },
+    CollectorInfo {
+        name: "powersupplyclass",
+        default_enabled: true,
+        factory: powersupplyclass::new,
     },
     CollectorInfo {
         name: "pressure",

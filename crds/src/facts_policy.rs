@@ -134,6 +134,40 @@ pub enum CollectorName {
     Xfs,
     /// OpenZFS kstats and pool state.
     Zfs,
+    /// TCP/IP statistics from `/proc/net/netstat`, `snmp` and `snmp6`.
+    Netstat,
+    /// Kernel entropy pool.
+    Entropy,
+    /// Netfilter connection tracking.
+    Conntrack,
+    /// ARP table entries per interface.
+    Arp,
+    /// Per-CPU network softirq statistics.
+    Softnet,
+    /// Scheduler statistics per CPU.
+    Schedstat,
+    /// Bytes queued in UDP sockets.
+    #[serde(rename = "udp_queues")]
+    UdpQueues,
+    /// Thermal zone temperatures and cooling devices.
+    #[serde(rename = "thermal_zone")]
+    ThermalZone,
+    /// Network interface properties from `/sys/class/net`.
+    Netclass,
+    /// DMI (SMBIOS) identity of the machine.
+    Dmi,
+    /// Metrics other programs write into `*.prom` files.
+    Textfile,
+    /// The kernel clock discipline (`adjtimex`).
+    Timex,
+    /// Hardware sensors of `/sys/class/hwmon`.
+    Hwmon,
+    /// Intel RAPL energy counters.
+    Rapl,
+    /// SELinux state.
+    Selinux,
+    /// Batteries and power adapters.
+    Powersupplyclass,
 }
 
 /// Which collectors run. Every collector is on unless listed in `disable`; `enable`, when set,
@@ -156,6 +190,33 @@ pub struct Collectors {
     /// Options of the `diskstats` collector.
     #[serde(default)]
     pub diskstats: DeviceFilter,
+    /// Options of the `textfile` collector.
+    #[serde(default)]
+    pub textfile: TextfileOptions,
+    /// Options of the `netclass` collector.
+    #[serde(default)]
+    pub netclass: NetclassOptions,
+}
+
+/// Options of the `netclass` collector (node_exporter's flag of the same name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetclassOptions {
+    /// Regular expression of interfaces to leave out (none when unset, node_exporter's `^$`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored_devices: Option<String>,
+}
+
+/// Options of the `textfile` collector (node_exporter's `--collector.textfile.directory`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TextfileOptions {
+    /// Directories whose `*.prom` files (Prometheus text format) are exported on every scrape:
+    /// absolute host paths, read below the host root; an entry may be a glob pattern (`*`,
+    /// `?`, `[...]`) matching several directories. Empty: the collector exports nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub directories: Vec<String>,
 }
 
 /// Options of the `filesystem` collector (node_exporter's flags of the same names).

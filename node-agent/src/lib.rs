@@ -12,6 +12,7 @@ pub mod facts;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod process;
 pub mod s3;
 pub mod server;
 pub mod status;

@@ -34,6 +34,10 @@ pub enum Kind {
     Counter,
     /// A value whose type is unknown (node_exporter uses it for `/proc/vmstat`).
     Untyped,
+    /// Buckets, sum and count (samples carry the `_bucket`, `_sum`, `_count` suffixes).
+    Histogram,
+    /// Quantiles, sum and count (samples carry the `_sum`, `_count` suffixes).
+    Summary,
 }
 
 impl Kind {
@@ -43,6 +47,8 @@ impl Kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
             Kind::Untyped => "untyped",
+            Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -50,6 +56,10 @@ impl Kind {
 /// One sample: label pairs and a value.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Sample {
+    /// What follows the family name in this sample's name: `_bucket`, `_sum` or `_count` in
+    /// histograms and summaries, empty otherwise.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub suffix: &'static str,
     /// Label names and values, in exposition order.
     pub labels: Vec<(&'static str, String)>,
     /// The value.
@@ -94,7 +104,27 @@ impl Family {
 
     /// Adds a sample.
     pub fn push(&mut self, labels: Vec<(&'static str, String)>, value: f64) -> &mut Self {
-        self.samples.push(Sample { labels, value });
+        self.samples.push(Sample {
+            suffix: "",
+            labels,
+            value,
+        });
+        self
+    }
+
+    /// Adds a sample whose name is the family's followed by `suffix` (`_bucket`, `_sum`,
+    /// `_count`).
+    pub fn push_suffixed(
+        &mut self,
+        suffix: &'static str,
+        labels: Vec<(&'static str, String)>,
+        value: f64,
+    ) -> &mut Self {
+        self.samples.push(Sample {
+            suffix,
+            labels,
+            value,
+        });
         self
     }
 
@@ -105,7 +135,7 @@ impl Family {
         }
         write_family_header(out, &self.name, &self.help, self.kind);
         for sample in &self.samples {
-            write_sample_owned(out, &self.name, &sample.labels, sample.value);
+            write_sample_owned(out, &self.name, sample);
         }
     }
 }
@@ -132,7 +162,7 @@ pub fn encode_families(families: &[Family], out: &mut String) {
         write_family_header(out, &first.name, &first.help, first.kind);
         for family in &group {
             for sample in &family.samples {
-                write_sample_owned(out, &first.name, &sample.labels, sample.value);
+                write_sample_owned(out, &first.name, sample);
             }
         }
     }
@@ -175,8 +205,10 @@ pub fn write_sample(out: &mut String, name: &str, labels: &[(&str, &str)], value
     out.push('\n');
 }
 
-fn write_sample_owned(out: &mut String, name: &str, labels: &[(&'static str, String)], value: f64) {
+fn write_sample_owned(out: &mut String, name: &str, sample: &Sample) {
+    let labels = &sample.labels;
     out.push_str(name);
+    out.push_str(sample.suffix);
     if !labels.is_empty() {
         out.push('{');
         for (i, (label, v)) in labels.iter().enumerate() {
@@ -188,7 +220,7 @@ fn write_sample_owned(out: &mut String, name: &str, labels: &[(&'static str, Str
         out.push('}');
     }
     out.push(' ');
-    write_value(out, value);
+    write_value(out, sample.value);
     out.push('\n');
 }
 
@@ -218,6 +250,33 @@ pub fn write_value(out: &mut String, value: f64) {
     } else {
         let _ = write!(out, "{value}");
     }
+}
+
+/// Label names that are not known when the agent is built (those of textfile metrics), each
+/// allocated once for the life of the process so that samples keep `&'static str` label names.
+/// Bounded: past [`MAX_INTERNED_LABELS`] distinct names, new ones are refused.
+static INTERNED_LABELS: std::sync::Mutex<Option<std::collections::HashSet<&'static str>>> =
+    std::sync::Mutex::new(None);
+
+/// How many distinct runtime label names [`intern_label`] keeps.
+pub const MAX_INTERNED_LABELS: usize = 4096;
+
+/// The `'static` copy of a label name read at run time, or `None` when
+/// [`MAX_INTERNED_LABELS`] distinct names are already kept.
+pub fn intern_label(name: &str) -> Option<&'static str> {
+    let mut guard = INTERNED_LABELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let set = guard.get_or_insert_with(Default::default);
+    if let Some(kept) = set.get(name) {
+        return Some(kept);
+    }
+    if set.len() >= MAX_INTERNED_LABELS {
+        return None;
+    }
+    let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    set.insert(kept);
+    Some(kept)
 }
 
 /// Replaces every character a metric name may not hold (`[a-zA-Z_:][a-zA-Z0-9_:]*`) with `_`.

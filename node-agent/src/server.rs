@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::facts::Scraper;
 use crate::metrics::{self, Kind, MetricsSource};
 
-/// The agent's own metrics (`driftless_build_info`, `driftless_config_*`).
+/// The agent's own metrics (`driftless_build_info`, `driftless_config_*`, `process_*`).
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<AgentCounters>,
@@ -139,6 +139,8 @@ impl MetricsSource for Metrics {
             &[],
             m.last_reload_timestamp as f64,
         );
+        drop(m);
+        crate::process::encode(out);
     }
 }
 

@@ -31,14 +31,20 @@ const MASKED: &[&str] = &[
     "node_filesystem_size_bytes",
     "node_filesystem_files",
     "node_filesystem_files_free",
+    // The fixture files' mtimes are the checkout's.
+    "node_textfile_mtime_seconds",
 ];
 
 fn mask(exposition: &str) -> String {
+    // Paths in labels (RAPL zones) are the checkout's.
+    let exposition = exposition.replace(&fixtures().display().to_string(), "FIXTURES");
     exposition
         .lines()
         .map(|line| {
             let name = line.split(['{', ' ']).next().unwrap_or("");
-            if !line.starts_with('#') && MASKED.contains(&name) {
+            // The kernel clock discipline (`adjtimex`) is the test machine's.
+            let masked = MASKED.contains(&name) || name.starts_with("node_timex_");
+            if !line.starts_with('#') && masked {
                 let (series, _) = line.rsplit_once(' ').unwrap();
                 format!("{series} MASKED\n")
             } else {
@@ -353,4 +359,250 @@ fn network_statistics_trees_match_golden() {
         text.contains("node_nf_conntrack_stat_search_restart 257\n"),
         "{text}"
     );
+}
+
+/// The textfile tree (`fixtures/facts/textfile`): the FactsPolicy of `textfile-config` reads
+/// `/var/lib/node-exporter` (good files, and malformed ones: no final newline, a timestamp, a
+/// `TYPE` after a sample; a directory named `*.prom`), `/var/lib/edge/*` (a glob: a reserved
+/// label name, families the agent exports itself, a histogram collision, odd file names) and a
+/// directory that does not exist, below the tree as the host root.
+const TEXTFILE: &[&str] = &[
+    "--collector.disable-defaults",
+    "--collector.textfile",
+    "--collector.loadavg",
+];
+
+fn textfile_args(config: &Path) -> Vec<&str> {
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend(TEXTFILE);
+    args
+}
+
+#[test]
+fn textfile_tree_matches_golden() {
+    let config = fixtures().join("textfile-config");
+    golden("textfile", &textfile_args(&config));
+}
+
+#[test]
+fn textfile_tree_is_what_a_user_expects() {
+    let config = fixtures().join("textfile-config");
+    let text = scrape(&fixtures().join("textfile"), &textfile_args(&config));
+    let has = |line: &str| {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "missing {line:?}:\n{text}"
+        )
+    };
+    // Good files, with types, help texts, escapes, padded label sets and a histogram whose +Inf
+    // bucket is added.
+    has("# HELP app_jobs_total Jobs run by app.");
+    has("app_jobs_total{priority=\"\",queue=\"default\"} 42");
+    has("app_latency_seconds_bucket{le=\"1000\"} 20");
+    has("app_latency_seconds_bucket{le=\"+Inf\"} 20");
+    has("# HELP app_rpc_seconds RPC latency\\nin seconds.");
+    has("app_rpc_seconds{method=\"get\",quantile=\"0.99\"} 0.2");
+    has("node_backup_last_success_timestamp_seconds{path=\"/srv/a \\\"quoted\\\" \\\\ dir\"} 1700000000");
+    has("app_temperature_celsius -3.5");
+    has("unicode_label{city=\"Zürich\"} 1");
+    has("spaced_name 1");
+    has("second_dir 2");
+    // No HELP: the files it was read from; the second file's duplicate series is left out.
+    has("# HELP cron_last_run_seconds Metric read from /var/lib/node-exporter/cron-a.prom, /var/lib/node-exporter/cron-b.prom");
+    has("cron_last_run_seconds{job=\"a\"} 100");
+    assert!(!text.contains(" 999\n"));
+    // Another help for a family read before: left out, the rest of that file is kept.
+    assert!(!text.contains("queue=\"other\""));
+    has("conflict_ok 1");
+    // Families of the agent's own collectors are not taken over; a histogram's `_count` is not
+    // redefined by another file.
+    has("node_load1 12.5");
+    assert!(!text.contains(" 99\n"));
+    has("edge_hist_count 1");
+    assert!(!text.contains("edge_hist_count 5"));
+    // Bad files are skipped whole and reported.
+    for bad in [
+        "malformed_metric",
+        "stamped_metric",
+        "late_type",
+        "reserved_label",
+        "not_read",
+    ] {
+        assert!(!text.contains(bad), "{bad}:\n{text}");
+    }
+    has("node_textfile_scrape_error 1");
+    for file in [
+        "/var/lib/node-exporter/app.prom",
+        "/var/lib/node-exporter/empty.prom",
+        "/var/lib/edge/one/with space.prom",
+        "/var/lib/edge/two/two.prom",
+    ] {
+        assert!(
+            text.contains(&format!("node_textfile_mtime_seconds{{file=\"{file}\"}} ")),
+            "{file}:\n{text}"
+        );
+    }
+    // A directory named `*.prom` reads as an empty file, as in node_exporter.
+    has("# HELP edge_ok Metric read from /var/lib/edge/one/takeover.prom");
+    assert!(text.contains("node_textfile_mtime_seconds{file=\"/var/lib/node-exporter/dir.prom\"}"));
+    assert!(!text.contains("inside_dir"));
+    for file in ["malformed.prom", "stamped.prom", "reserved.prom"] {
+        assert!(!text.contains(&format!("{file}\"}}")), "{file}:\n{text}");
+    }
+    // Without a directory nothing is exported, not even the error gauge.
+    let text = scrape(&fixtures().join("textfile"), TEXTFILE);
+    assert!(!text.contains("node_textfile"), "{text}");
+    assert!(text.contains("node_scrape_collector_success{collector=\"textfile\"} 1\n"));
+}
+
+/// The synthetic sensors tree (`fixtures/facts/sensors`, written by `make_sensors.sh`; this
+/// machine has no hwmon, RAPL or SELinux to record): hwmon chips named by device, name file or
+/// directory, sensors in the device directory, a duplicate chip, values that are not numbers and
+/// a sensor file that is a directory; RAPL zones with repeated names; SELinux enforcing.
+const SENSORS: &[&str] = &[
+    "--collector.disable-defaults",
+    "--collector.hwmon",
+    "--collector.rapl",
+    "--collector.selinux",
+    "--collector.powersupplyclass",
+];
+
+#[test]
+fn sensors_tree_matches_golden() {
+    golden("sensors", SENSORS);
+}
+
+#[test]
+fn sensors_tree_is_what_a_user_expects() {
+    let text = scrape(&fixtures().join("sensors"), SENSORS);
+    let has = |line: &str| {
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "missing {line:?}:\n{text}"
+        )
+    };
+    has("node_hwmon_temp_celsius{chip=\"platform_coretemp_0\",sensor=\"temp1\"} 55");
+    has("node_hwmon_temp_celsius{chip=\"acpitz\",sensor=\"temp1\"} 27.8");
+    has("node_hwmon_temp_celsius{chip=\"hwmon5\",sensor=\"temp1\"} -5");
+    has("node_hwmon_sensor_label{chip=\"platform_coretemp_0\",label=\"Core 0 \\\"hot\\\"\",sensor=\"temp2\"} 1");
+    has("node_hwmon_chip_names{chip=\"platform_nct6775_656\",chip_name=\"nct6775\"} 1");
+    has("node_hwmon_fan_rpm{chip=\"platform_nct6775_656\",sensor=\"fan1\"} 1200");
+    has("node_hwmon_in_volts{chip=\"platform_nct6775_656\",sensor=\"in0\"} 1.08");
+    has("node_hwmon_power_average_watt{chip=\"platform_nct6775_656\",sensor=\"power1\"} 15.25");
+    has("node_hwmon_energy_joule_total{chip=\"platform_nct6775_656\",sensor=\"energy1\"} 123.456789");
+    has("node_hwmon_humidity{chip=\"platform_nct6775_656\",sensor=\"humidity1\"} 45.5");
+    // Read from the device directory.
+    has("node_hwmon_voltage_regulator_version{chip=\"platform_nct6775_656\",sensor=\"vrm0\"} 10");
+    // The second directory of one device: its duplicate series is left out, its new one kept.
+    assert!(!text.contains("sensor=\"temp1\"} 56\n"), "{text}");
+    has("node_hwmon_temp_celsius{chip=\"platform_coretemp_0\",sensor=\"temp4\"} 44");
+    // Not numbers, a directory, a name without a number: nothing.
+    assert!(!text.contains("sensor=\"temp3\"") && !text.contains("sensor=\"temp9\""));
+    assert!(!text.contains("temp_offset"));
+    // A bare value with another help than the family's: left out.
+    assert!(
+        !text.contains("node_hwmon_in_volts{chip=\"hwmon5\""),
+        "{text}"
+    );
+    has("node_hwmon_in_input_volts{chip=\"hwmon5\",sensor=\"in1\"} 0.9500000000000001");
+    has("node_scrape_collector_success{collector=\"hwmon\"} 1");
+    // RAPL: numbered packages, a repeated name indexed by its count.
+    let rapl = fixtures().join("sensors/sys/class/powercap");
+    let rapl = rapl.display();
+    has(&format!(
+        "node_rapl_package_joules_total{{index=\"1\",path=\"{rapl}/intel-rapl:1\"}} 20136.725044"
+    ));
+    has(&format!(
+        "node_rapl_dram_joules_total{{index=\"1\",path=\"{rapl}/intel-rapl:1:0\"}} 2965.343418"
+    ));
+    has("node_selinux_enabled 1");
+    has("node_selinux_config_mode 0");
+    has("node_selinux_current_mode 1");
+    // Power supplies: units of µWh, µW, µV and tenths of °C; text attributes as info labels.
+    has("node_power_supply_energy_watthour{power_supply=\"BAT0\"} 41.23");
+    has("node_power_supply_temp_celsius{power_supply=\"BAT0\"} 31.5");
+    has("node_power_supply_cyclecount{power_supply=\"BAT0\"} 123");
+    has("node_power_supply_info{power_supply=\"AC\",type=\"Mains\"} 1");
+    assert!(text.contains("serial_number=\"1234\""));
+    // Without any of it (the edge tree): hwmon and rapl export nothing, SELinux says disabled.
+    let text = scrape(&fixtures().join("edge"), SENSORS);
+    assert!(
+        !text.contains("node_hwmon")
+            && !text.contains("node_rapl")
+            && !text.contains("node_power_supply"),
+        "{text}"
+    );
+    assert!(text.contains("node_selinux_enabled 0\n"));
+    assert!(text.contains("node_scrape_collector_success{collector=\"hwmon\"} 1\n"));
+    assert!(text.contains("node_scrape_collector_success{collector=\"rapl\"} 1\n"));
+}
+
+/// node_exporter's regular-expression flags replace the FactsPolicy's (or the default) options.
+#[test]
+fn option_flags_filter_devices_and_mount_points() {
+    let edge = fixtures().join("edge");
+    let text = scrape(
+        &edge,
+        &[
+            "--collector.diskstats.device-exclude",
+            "^sda$",
+            "--collector.filesystem.mount-points-exclude",
+            "^/mnt/",
+            "--collector.netdev.device-exclude",
+            "^bond",
+        ],
+    );
+    // Partitions and loop devices come back once the default exclude is replaced.
+    assert!(!text.contains("node_disk_reads_completed_total{device=\"sda\"}"));
+    assert!(text.contains("device=\"sda1\""), "{text}");
+    assert!(!text.contains("mountpoint=\"/mnt/my disk\""));
+    assert!(text.contains("mountpoint=\"/missing\""));
+    assert!(!text.contains("node_network_receive_bytes_total{device=\"bond0.100\"}"));
+    let text = scrape(
+        &edge,
+        &[
+            "--collector.netdev.device-include",
+            "^bond",
+            "--collector.disable-defaults",
+            "--collector.netdev",
+        ],
+    );
+    assert!(text.contains("node_network_receive_bytes_total{device=\"bond0.100\"}"));
+    assert_eq!(
+        text.matches("node_network_receive_bytes_total{").count(),
+        1,
+        "{text}"
+    );
+    let net = fixtures().join("net");
+    let all = scrape(
+        &net,
+        &["--collector.disable-defaults", "--collector.netclass"],
+    );
+    assert!(
+        all.contains("node_network_up{device=\"br-lan.10\"}"),
+        "{all}"
+    );
+    let text = scrape(
+        &net,
+        &[
+            "--collector.disable-defaults",
+            "--collector.netclass",
+            "--collector.netclass.ignored-devices",
+            "^br-",
+        ],
+    );
+    assert!(!text.contains("br-lan.10") && text.contains("node_network_up{"));
+    // A bad expression is refused with the collector's name.
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "facts",
+            "--format",
+            "prometheus",
+            "--collector.netdev.device-exclude",
+            "(",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("netdev"));
 }

@@ -59,7 +59,19 @@ const COLLECTORS: &[&str] = &[
     "thermal_zone",
     "netclass",
     "dmi",
+    "textfile",
+    "timex",
+    "hwmon",
+    "rapl",
+    "selinux",
+    "powersupplyclass",
 ];
+
+/// The fixture directory of good and malformed `*.prom` files both sides read.
+fn textfile_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/facts/textfile/var/lib/node-exporter")
+}
 
 /// node_exporter families we do not produce, and why.
 const NOT_CLAIMED: &[&str] = &[
@@ -179,7 +191,11 @@ fn start_node_exporter() -> (Killed, u16) {
     let mut cmd = Command::new(NODE_EXPORTER);
     cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--collector.disable-defaults")
-        .arg("--web.disable-exporter-metrics");
+        .arg("--web.disable-exporter-metrics")
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textfile_dir().display()
+        ));
     for c in COLLECTORS {
         cmd.arg(format!("--collector.{c}"));
     }
@@ -200,6 +216,8 @@ fn start_agent() -> (Killed, u16, tempfile::TempDir) {
         .args(["agent", "--config"])
         .arg(config.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--collector.textfile.directory")
+        .arg(textfile_dir())
         .env_remove("DRIFTLESS_ROOT")
         .env("DRIFTLESS_ENV_FILE", "/dev/null")
         .stdout(Stdio::null())
@@ -286,6 +304,8 @@ fn families_types_labels_and_values_match_node_exporter() {
             || series.starts_with("node_network_info{")
             || series.starts_with("node_network_up{")
             || series.starts_with("node_network_mtu_bytes{")
+            || series.starts_with("node_timex_")
+            || series.starts_with("node_selinux_")
         {
             assert!(
                 ours.values.contains_key(series),
@@ -294,6 +314,19 @@ fn families_types_labels_and_values_match_node_exporter() {
         }
     }
     assert!(filesystems > 0, "no filesystems compared");
+    // The clock discipline does not move between two scrapes a moment apart.
+    for series in [
+        "node_timex_tick_seconds",
+        "node_timex_sync_status",
+        "node_timex_loop_time_constant",
+        "node_timex_tai_offset_seconds",
+    ] {
+        assert_eq!(
+            ours.values.get(series),
+            theirs.values.get(series),
+            "{series}"
+        );
+    }
 }
 
 /// The synthetic edge tree (`tests/fixtures/facts/edge`): cpufreq files for two CPUs and a udev
@@ -681,4 +714,217 @@ fn network_statistics_trees_match_node_exporter() {
     assert_eq!(success(&ours, "softnet"), 0.0, "{ours_text}");
     assert_eq!(success(&theirs, "softnet"), 0.0, "{theirs_text}");
     assert!(assert_same_series(&ours, &theirs) >= 5);
+}
+
+/// The textfile collector on the fixture directory (`fixtures/facts/textfile/var/lib/node-exporter`:
+/// counters, gauges, a histogram without its `+Inf` bucket, a summary, escapes, padded label
+/// sets, two files sharing a family without HELP, a file whose HELP conflicts, a directory
+/// named `dir.prom`, and files that fail: no final newline, a timestamp, a TYPE after a sample).
+/// Every family node_exporter 1.5 exports from it is ours, same help, type, series and values,
+/// mtimes included.
+#[test]
+fn textfile_directory_matches_node_exporter() {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let dir = textfile_dir();
+    let port = free_port();
+    let _ne = Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--collector.textfile.directory={}", dir.display()))
+            .args([
+                "--collector.disable-defaults",
+                "--web.disable-exporter-metrics",
+                "--collector.textfile",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port);
+    let theirs_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "facts",
+            "--format",
+            "prometheus",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            "--collector.textfile.directory",
+        ])
+        .arg(&dir)
+        .env_remove("DRIFTLESS_CONFIG")
+        .env_remove("DRIFTLESS_ROOT")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ours_text = String::from_utf8(out.stdout).unwrap();
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    let mut compared = 0;
+    for (family, kind) in &theirs.types {
+        // promhttp's own error counter appears because node_exporter's registry refused the
+        // conflicting families, as ours leaves them out.
+        if family.starts_with("node_scrape_collector_")
+            || family.starts_with("promhttp_")
+            || NOT_CLAIMED.contains(&family.as_str())
+        {
+            continue;
+        }
+        assert_eq!(
+            ours.types.get(family),
+            Some(kind),
+            "{family}: type\n{ours_text}"
+        );
+        assert_eq!(
+            ours.helps.get(family),
+            theirs.helps.get(family),
+            "{family}: help"
+        );
+        let series = |e: &Exposition| -> BTreeMap<String, f64> {
+            e.values
+                .iter()
+                .filter(|(s, _)| {
+                    let name = s.split('{').next().unwrap_or("");
+                    name == family
+                        || ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|x| name.strip_suffix(x) == Some(family.as_str()))
+                })
+                .map(|(s, v)| (s.clone(), *v))
+                .collect()
+        };
+        let (a, b) = (series(&ours), series(&theirs));
+        assert_eq!(a, b, "{family}: series differ");
+        compared += b.len();
+    }
+    assert!(
+        compared >= 25,
+        "only {compared} series compared:\n{theirs_text}"
+    );
+    assert_eq!(theirs.values.get("node_textfile_scrape_error"), Some(&1.0));
+    for family in ours.types.keys() {
+        assert!(
+            theirs.types.contains_key(family) || family.starts_with("node_scrape_collector_"),
+            "{family}: only ours"
+        );
+    }
+}
+
+/// The agent's `process_*` families against node_exporter's own (client_golang's process
+/// collector): the same families, types and help texts; and values that are the agent
+/// process's, as `/proc/PID` shows it from outside.
+#[test]
+fn process_metrics_match_client_golang() {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} missing; run .ci/tools/facts.sh"
+    );
+    let ne_port = free_port();
+    let _ne = Killed(
+        Command::new(NODE_EXPORTER)
+            .arg(format!("--web.listen-address=127.0.0.1:{ne_port}"))
+            .arg("--collector.disable-defaults")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (agent, port, _config) = start_agent();
+    wait_for(ne_port);
+    let theirs = parse(&String::from_utf8(get(ne_port, "/metrics", "").unwrap().1).unwrap());
+    let ours_text = String::from_utf8(get(port, "/metrics", "").unwrap().1).unwrap();
+    let ours = parse(&ours_text);
+    let families: Vec<&String> = theirs
+        .types
+        .keys()
+        .filter(|f| f.starts_with("process_"))
+        .collect();
+    assert!(families.len() >= 7, "{families:?}");
+    for family in &families {
+        assert_eq!(
+            ours.types.get(*family),
+            theirs.types.get(*family),
+            "{family}"
+        );
+        assert_eq!(
+            ours.helps.get(*family),
+            theirs.helps.get(*family),
+            "{family}"
+        );
+    }
+    for family in ours.types.keys().filter(|f| f.starts_with("process_")) {
+        assert!(theirs.types.contains_key(family), "{family}: only ours");
+    }
+    let pid = agent.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .unwrap()
+            * 1024.0
+    };
+    let value = |name: &str| *ours.values.get(name).unwrap_or_else(|| panic!("{name}"));
+    // Resident memory moves a little between the scrape and this read.
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        (rss - kb("VmRSS:")).abs() < 0.5 * rss,
+        "{rss} vs {}",
+        kb("VmRSS:")
+    );
+    assert!(rss < 64e6, "{rss}");
+    let vsize = value("process_virtual_memory_bytes");
+    assert!(
+        (vsize - kb("VmSize:")).abs() < 0.1 * vsize,
+        "{vsize} vs {}",
+        kb("VmSize:")
+    );
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as f64;
+    assert!((value("process_open_fds") - fds).abs() <= 3.0, "{fds}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: f64 = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(value("process_max_fds"), soft);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "{started} vs {now}"
+    );
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+}
+
+/// The synthetic sensors tree (`tests/fixtures/facts/sensors`): every hwmon and RAPL family
+/// node_exporter 1.5 exports from it is ours, same help, type, series and values. (Its SELinux
+/// collector reads the machine, not the tree; the host test compares it.)
+#[test]
+fn sensors_tree_matches_node_exporter() {
+    let tree =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts/sensors");
+    let (ours_text, theirs_text) = both_on_tree_with(&tree, &["hwmon", "rapl", "powersupplyclass"]);
+    promtool_check(&ours_text);
+    let (ours, theirs) = (parse(&ours_text), parse(&theirs_text));
+    for c in ["hwmon", "rapl", "powersupplyclass"] {
+        assert_eq!(success(&theirs, c), 1.0, "{c}:\n{theirs_text}");
+        assert_eq!(success(&ours, c), 1.0, "{c}:\n{ours_text}");
+    }
+    let compared = assert_same_series(&ours, &theirs);
+    assert!(compared >= 45, "only {compared} series compared");
+    for family in ours.types.keys() {
+        assert!(theirs.types.contains_key(family), "{family}: only ours");
+    }
 }

@@ -144,6 +144,7 @@ fn settings(
         config_dir,
         disable_defaults: args.collectors.disable_defaults,
         switches: args.collectors.switches.clone(),
+        collector_options: args.collectors.options.clone(),
         node,
         dry_run: args.dry_run,
     }

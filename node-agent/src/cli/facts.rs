@@ -12,7 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
 
 use super::ConfigArgs;
 use crate::config;
-use crate::facts::collectors::{self, Scraper, Settings, REGISTRY};
+use crate::facts::collectors::{self, FlagOptions, Scraper, Settings, REGISTRY};
 use crate::facts::inventory;
 use crate::facts::report::NodeReport;
 use crate::facts::thresholds::Evaluator;
@@ -53,14 +53,40 @@ impl HostArgs {
     }
 }
 
-/// node_exporter-style collector switches: `--collector.NAME`, `--no-collector.NAME`,
-/// `--collector.disable-defaults`.
+/// node_exporter's regular-expression options of the collectors, which replace the FactsPolicy's.
+const OPTION_FLAGS: &[(&str, &str)] = &[
+    (
+        "collector.netclass.ignored-devices",
+        "Interfaces the netclass collector leaves out (default: none)",
+    ),
+    (
+        "collector.netdev.device-include",
+        "Interfaces the netdev collector keeps (default: all)",
+    ),
+    (
+        "collector.netdev.device-exclude",
+        "Interfaces the netdev collector leaves out (default: none)",
+    ),
+    (
+        "collector.filesystem.mount-points-exclude",
+        "Mount points the filesystem collector leaves out (default: node_exporter's)",
+    ),
+    (
+        "collector.diskstats.device-exclude",
+        "Block devices the diskstats collector leaves out (default: node_exporter's)",
+    ),
+];
+
+/// node_exporter-style collector switches (`--collector.NAME`, `--no-collector.NAME`,
+/// `--collector.disable-defaults`) and collector options (`--collector.textfile.directory`).
 #[derive(Debug, Clone, Default)]
 pub struct CollectorFlags {
     /// `--collector.disable-defaults`.
     pub disable_defaults: bool,
     /// `(name, on)` for every switch given.
     pub switches: Vec<(String, bool)>,
+    /// Collector options.
+    pub options: FlagOptions,
 }
 
 impl CollectorFlags {
@@ -79,9 +105,21 @@ impl CollectorFlags {
 
 impl FromArgMatches for CollectorFlags {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let text = |id: &str| matches.get_one::<String>(id).cloned();
         let mut flags = Self {
             disable_defaults: matches.get_flag("collector.disable-defaults"),
             switches: Vec::new(),
+            options: FlagOptions {
+                textfile_directories: matches
+                    .get_many::<PathBuf>("collector.textfile.directory")
+                    .map(|dirs| dirs.cloned().collect())
+                    .unwrap_or_default(),
+                netclass_ignored_devices: text("collector.netclass.ignored-devices"),
+                netdev_device_include: text("collector.netdev.device-include"),
+                netdev_device_exclude: text("collector.netdev.device-exclude"),
+                filesystem_mount_points_exclude: text("collector.filesystem.mount-points-exclude"),
+                diskstats_device_exclude: text("collector.diskstats.device-exclude"),
+            },
         };
         for c in REGISTRY {
             if matches.get_flag(&format!("collector.{}", c.name)) {
@@ -110,6 +148,20 @@ impl clap::Args for CollectorFlags {
                 .action(ArgAction::SetTrue)
                 .help("Start from no collectors; enable each with --collector.NAME"),
         );
+        cmd = cmd.arg(
+            Arg::new("collector.textfile.directory")
+                .long("collector.textfile.directory")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .action(ArgAction::Append)
+                .help(
+                    "Export the *.prom files of DIR (a glob pattern may match several \
+                     directories); repeatable, read as given (not below --root)",
+                ),
+        );
+        for (id, help) in OPTION_FLAGS {
+            cmd = cmd.arg(Arg::new(*id).long(*id).value_name("REGEX").help(*help));
+        }
         // clap wants `'static` names; these are built once per process.
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         for c in REGISTRY {
@@ -178,6 +230,7 @@ pub fn scraper(
     flags: &CollectorFlags,
 ) -> anyhow::Result<Scraper> {
     let mut settings = Settings::new(paths);
+    settings.flags = flags.options.clone();
     if let Some(spec) = policy {
         settings.collectors = spec.collectors.clone();
         settings.facts = spec.facts.clone();

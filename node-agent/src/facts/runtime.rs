@@ -32,6 +32,7 @@ pub struct Facts {
     paths: HostPaths,
     disable_defaults: bool,
     switches: Vec<(String, bool)>,
+    options: collectors::FlagOptions,
     node: String,
     thresholds: Shared,
     pusher: RwLock<Option<Arc<Pusher>>>,
@@ -73,6 +74,7 @@ impl Facts {
             paths,
             disable_defaults,
             switches,
+            options: collectors::FlagOptions::default(),
             thresholds: Shared::default(),
             pusher: RwLock::new(None),
             policy: RwLock::new(None),
@@ -84,6 +86,12 @@ impl Facts {
             generation: RwLock::new(0),
             wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Collector options given as flags (`--collector.textfile.directory`, ...).
+    pub fn with_flag_options(mut self, options: collectors::FlagOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Builds collectors, thresholds and the S3 pusher for a configuration and installs the
@@ -104,6 +112,7 @@ impl Facts {
             .unwrap_or(0);
         let spec = policy.as_ref().map(|(_, s)| s);
         let mut settings = Settings::new(self.paths.clone());
+        settings.flags = self.options.clone();
         if let Some(spec) = spec {
             settings.collectors = spec.collectors.clone();
             settings.facts = spec.facts.clone();
@@ -236,6 +245,7 @@ impl Facts {
                     return;
                 };
                 let mut settings = Settings::new(paths.clone());
+                settings.flags = self.options.clone();
                 settings.collectors = spec.collectors.clone();
                 settings.facts = spec.facts.clone();
                 match collectors::select(

@@ -52,8 +52,9 @@ pub struct Snapshot<'a> {
     pub timestamp: String,
     /// The facts inventory.
     pub facts: &'a Inventory,
-    /// Metric values by family name.
-    pub metrics: BTreeMap<&'a str, Vec<SnapshotSample<'a>>>,
+    /// Metric values by sample name (the family name; with `_bucket`, `_sum` or `_count` for
+    /// histograms and summaries).
+    pub metrics: BTreeMap<std::borrow::Cow<'a, str>, Vec<SnapshotSample<'a>>>,
 }
 
 /// A gzipped JSON snapshot.
@@ -63,11 +64,15 @@ pub fn encode(
     facts: &Inventory,
     families: &[Family],
 ) -> Vec<u8> {
-    let mut metrics: BTreeMap<&str, Vec<SnapshotSample>> = BTreeMap::new();
+    let mut metrics: BTreeMap<std::borrow::Cow<str>, Vec<SnapshotSample>> = BTreeMap::new();
     for family in families {
-        let samples = metrics.entry(family.name.as_str()).or_default();
         for s in &family.samples {
-            samples.push(SnapshotSample {
+            let name = if s.suffix.is_empty() {
+                std::borrow::Cow::Borrowed(family.name.as_str())
+            } else {
+                std::borrow::Cow::Owned(format!("{}{}", family.name, s.suffix))
+            };
+            metrics.entry(name).or_default().push(SnapshotSample {
                 labels: s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect(),
                 value: s.value,
             });

@@ -68,8 +68,12 @@ impl Rule {
     pub fn holds(&self, families: &[Family]) -> Option<f64> {
         families
             .iter()
-            .filter(|f| f.name == self.threshold.metric)
-            .flat_map(|f| f.samples.iter())
+            .filter(|f| self.threshold.metric.starts_with(f.name.as_str()))
+            .flat_map(|f| {
+                f.samples
+                    .iter()
+                    .filter(|s| self.threshold.metric[f.name.len()..] == *s.suffix)
+            })
             .filter(|s| {
                 self.matchers.iter().all(|(label, re)| {
                     let value = s

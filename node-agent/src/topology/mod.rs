@@ -75,6 +75,8 @@ pub struct Settings {
     pub disable_defaults: bool,
     /// `--collector.NAME` / `--no-collector.NAME`.
     pub switches: Vec<(String, bool)>,
+    /// Collector options given as flags.
+    pub collector_options: crate::facts::collectors::FlagOptions,
     /// The node's name.
     pub node: String,
     /// Check only: every ApplyPolicy runs as in `Audit` mode.
@@ -99,14 +101,17 @@ impl Topology {
     /// The parts, not yet running; `events` is where node events go.
     pub fn new(settings: &Settings, state: Arc<AppState>, events: Arc<Events>) -> Self {
         let status = Arc::new(SharedStatus::new(&settings.node));
-        let facts = Arc::new(Facts::new(
-            settings.host.clone(),
-            settings.disable_defaults,
-            settings.switches.clone(),
-            settings.node.clone(),
-            status.clone(),
-            events.clone(),
-        ));
+        let facts = Arc::new(
+            Facts::new(
+                settings.host.clone(),
+                settings.disable_defaults,
+                settings.switches.clone(),
+                settings.node.clone(),
+                status.clone(),
+                events.clone(),
+            )
+            .with_flag_options(settings.collector_options.clone()),
+        );
         let apply = Arc::new(ApplyLoop::new(
             Root {
                 paths: settings.host.clone(),

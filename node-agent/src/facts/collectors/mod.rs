@@ -30,6 +30,7 @@ pub mod fibrechannel;
 pub mod file;
 pub mod filefd;
 pub mod filesystem;
+pub mod hwmon;
 pub mod infiniband;
 pub mod ipvs;
 pub mod loadavg;
@@ -42,14 +43,19 @@ pub mod nfs;
 pub mod nfsd;
 pub mod nvme;
 pub mod os;
+pub mod powersupplyclass;
 pub mod pressure;
+pub mod rapl;
 pub mod schedstat;
+pub mod selinux;
 pub mod sockstat;
 pub mod softnet;
 pub mod stat;
 pub mod tapestats;
+pub mod textfile;
 pub mod thermal_zone;
 pub mod time;
+pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
@@ -86,6 +92,53 @@ pub struct Settings {
     pub facts: Vec<CustomFact>,
     /// How long command facts are cached (the FactsPolicy `interval`).
     pub interval: std::time::Duration,
+    /// Collector options given as flags.
+    pub flags: FlagOptions,
+}
+
+/// Collector options given as node_exporter's flags, used beside the FactsPolicy's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagOptions {
+    /// `--collector.textfile.directory` (repeatable): read as given, not below the host root,
+    /// in addition to the policy's `spec.collectors.textfile.directories`.
+    pub textfile_directories: Vec<std::path::PathBuf>,
+    /// `--collector.netclass.ignored-devices`: replaces the policy's `netclass.ignoredDevices`.
+    pub netclass_ignored_devices: Option<String>,
+    /// `--collector.netdev.device-include`: replaces the policy's `netdev.devicesInclude`.
+    pub netdev_device_include: Option<String>,
+    /// `--collector.netdev.device-exclude`: replaces the policy's `netdev.devicesExclude`.
+    pub netdev_device_exclude: Option<String>,
+    /// `--collector.filesystem.mount-points-exclude`: replaces the policy's
+    /// `filesystem.mountPointsExclude`.
+    pub filesystem_mount_points_exclude: Option<String>,
+    /// `--collector.diskstats.device-exclude`: replaces the policy's
+    /// `diskstats.devicesExclude`.
+    pub diskstats_device_exclude: Option<String>,
+}
+
+impl Settings {
+    /// The settings with the option flags in place of the policy's values they replace.
+    pub fn with_flags(&self) -> Settings {
+        let mut s = self.clone();
+        let f = &self.flags;
+        let c = &mut s.collectors;
+        if let Some(v) = &f.netclass_ignored_devices {
+            c.netclass.ignored_devices = Some(v.clone());
+        }
+        if let Some(v) = &f.netdev_device_include {
+            c.netdev.devices_include = Some(v.clone());
+        }
+        if let Some(v) = &f.netdev_device_exclude {
+            c.netdev.devices_exclude = Some(v.clone());
+        }
+        if let Some(v) = &f.filesystem_mount_points_exclude {
+            c.filesystem.mount_points_exclude = v.clone();
+        }
+        if let Some(v) = &f.diskstats_device_exclude {
+            c.diskstats.devices_exclude = Some(v.clone());
+        }
+        s
+    }
 }
 
 impl Settings {
@@ -96,6 +149,7 @@ impl Settings {
             collectors: Collectors::default(),
             facts: Vec::new(),
             interval: std::time::Duration::from_secs(60),
+            flags: FlagOptions::default(),
         }
     }
 }
@@ -177,6 +231,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: fibrechannel::new,
     },
     CollectorInfo {
+        name: "hwmon",
+        default_enabled: true,
+        factory: hwmon::new,
+    },
+    CollectorInfo {
         name: "filefd",
         default_enabled: true,
         factory: filefd::new,
@@ -247,14 +306,29 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: os::new,
     },
     CollectorInfo {
+        name: "powersupplyclass",
+        default_enabled: true,
+        factory: powersupplyclass::new,
+    },
+    CollectorInfo {
         name: "pressure",
         default_enabled: true,
         factory: pressure::new,
     },
     CollectorInfo {
+        name: "rapl",
+        default_enabled: true,
+        factory: rapl::new,
+    },
+    CollectorInfo {
         name: "schedstat",
         default_enabled: true,
         factory: schedstat::new,
+    },
+    CollectorInfo {
+        name: "selinux",
+        default_enabled: true,
+        factory: selinux::new,
     },
     CollectorInfo {
         name: "sockstat",
@@ -287,6 +361,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         factory: time::new,
     },
     CollectorInfo {
+        name: "timex",
+        default_enabled: true,
+        factory: timex::new,
+    },
+    CollectorInfo {
         name: "udp_queues",
         default_enabled: true,
         factory: udp_queues::new,
@@ -310,6 +389,12 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "zfs",
         default_enabled: true,
         factory: zfs::new,
+    },
+    // After the others: it leaves out families they export.
+    CollectorInfo {
+        name: "textfile",
+        default_enabled: true,
+        factory: textfile::new,
     },
     CollectorInfo {
         name: "command",
@@ -400,6 +485,7 @@ impl Scraper {
         settings: &Settings,
         enabled: &BTreeSet<&'static str>,
     ) -> Result<Self, CollectError> {
+        let settings = &settings.with_flags();
         let mut collectors = Vec::new();
         for entry in REGISTRY.iter().filter(|c| enabled.contains(c.name)) {
             collectors.push((entry.name, (entry.factory)(settings)?));
@@ -521,5 +607,26 @@ mod tests {
         let set = select(None, true, &[("cpu".into(), true)]).unwrap();
         assert_eq!(set.into_iter().collect::<Vec<_>>(), ["cpu"]);
         assert!(select(None, false, &[("nope".into(), true)]).is_err());
+    }
+
+    /// Every built-in collector can be named in FactsPolicy `spec.collectors`, by the name of
+    /// its `--collector.NAME` flag; only the custom facts collectors follow `spec.facts`.
+    #[test]
+    fn every_collector_is_nameable_in_the_policy() {
+        for entry in REGISTRY {
+            let parsed: Result<CollectorName, _> =
+                serde_json::from_value(serde_json::Value::String(entry.name.into()));
+            match entry.name {
+                "command" | "file" => assert!(parsed.is_err(), "{}", entry.name),
+                name => {
+                    let only = Collectors {
+                        enable: vec![parsed.unwrap_or_else(|e| panic!("{name}: {e}"))],
+                        ..Default::default()
+                    };
+                    let set = select(Some(&only), false, &[]).unwrap();
+                    assert!(set.contains(name), "{name}");
+                }
+            }
+        }
     }
 }

@@ -15,12 +15,18 @@ use crate::metrics::{Family, Kind};
 /// The collector.
 pub struct Netclass {
     class: PathBuf,
+    /// `ignoredDevices` / `--collector.netclass.ignored-devices`.
+    ignored: Option<regex::Regex>,
 }
 
 /// Factory.
 pub fn new(settings: &Settings) -> Result<Box<dyn Collector>, CollectError> {
     Ok(Box::new(Netclass {
         class: settings.paths.sys.join("class/net"),
+        ignored: super::regex(
+            "netclass",
+            settings.collectors.netclass.ignored_devices.as_deref(),
+        )?,
     }))
 }
 
@@ -129,7 +135,7 @@ impl Collector for Netclass {
         };
         let mut ifaces = Vec::new();
         for (name, kind) in entries {
-            if kind.is_file() {
+            if kind.is_file() || self.ignored.as_ref().is_some_and(|r| r.is_match(&name)) {
                 continue;
             }
             ifaces.push(iface(&self.class.join(&name), &name)?);

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::secret::{references, RefKind};
-use crate::validate::{check, Problem};
+use crate::validate::Problem;
 use crate::{generate, ApplyPolicy, DriftScan, FactsPolicy, LogPipeline, API_VERSION};
 
 /// A resource a configuration directory may hold.
@@ -110,10 +110,12 @@ pub fn parse(mut doc: Value) -> Result<Resource, Vec<Problem>> {
             }
         }
     }
-    let spec_schema = generate::schema_of(&kind).and_then(|s| s.pointer("/properties/spec"));
-    match (spec_schema, doc.get_mut("spec")) {
+    match (
+        generate::compiled_spec_schema_of(&kind),
+        doc.get_mut("spec"),
+    ) {
         (_, None) => problems.push(Problem::new("spec", "is required")),
-        (Some(schema), Some(spec)) => check(schema, spec, "spec", &mut problems),
+        (Some(schema), Some(spec)) => schema.check(spec, "spec", &mut problems),
         (None, Some(_)) => {}
     }
     // The API server drops status written by a client; so does a configuration file.

@@ -15,7 +15,9 @@ pub struct TemplateError {
     pub message: String,
 }
 
-/// The template engine, configured once.
+/// The template engine, configured once, and every template it parsed: a template is parsed
+/// the first time it is checked or rendered and reused after that, for as long as this value
+/// lives (one apply run; `driftless apply` shares it between validation and the run).
 pub struct Templates {
     env: Environment<'static>,
 }
@@ -36,6 +38,13 @@ impl std::fmt::Debug for Templates {
 fn describe(err: &minijinja::Error) -> String {
     let mut message = match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
+        // A cached template's name is its source text (see `Templates::new`); the message
+        // names it the way minijinja names a template parsed from a string.
+        None if err.name().is_some_and(|n| n != "<expression>") => format!(
+            "{} (in <string>:{})",
+            err.kind(),
+            err.line().unwrap_or(0)
+        ),
         None => err.to_string(),
     };
     if let Some(line) = err.line() {
@@ -208,6 +217,11 @@ impl Templates {
         // Bounds the work one render may do, so a runaway loop in a template fails the task
         // instead of hanging the agent.
         env.set_fuel(Some(TEMPLATE_FUEL));
+        // The cache: a template's source is its name, and the loader hands the name back as
+        // the source; minijinja keeps what it loaded compiled. Names would otherwise choose
+        // auto-escaping by their extension (`.html`); these are config files, never escaped.
+        env.set_loader(|source| Ok(Some(source.to_owned())));
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         Self { env }
     }
 
@@ -221,7 +235,7 @@ impl Templates {
     /// Checks a template's syntax without rendering it.
     pub fn check_template(&self, source: &str) -> Result<(), String> {
         self.env
-            .template_from_str(source)
+            .get_template(source)
             .map(|_| ())
             .map_err(|e| describe(&e))
     }
@@ -250,7 +264,7 @@ impl Templates {
             field: field.into(),
             message: describe(&e),
         };
-        let template = self.env.template_from_str(source).map_err(error)?;
+        let template = self.env.get_template(source).map_err(error)?;
         let mut out = BoundedOutput::new();
         match template.render_captured_to(Self::context(facts, vars), &mut out) {
             Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError {
@@ -307,6 +321,31 @@ impl Templates {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cached_templates_render_like_fresh_ones() {
+        let t = Templates::new();
+        let (facts, vars) = (json!({}), json!({"x": "<b>"}));
+        // Checked first (as validation does), then rendered twice from the cache; a source
+        // ending like an HTML file name is still not escaped.
+        let source = "{{ vars.x }}.html";
+        t.check_template(source).unwrap();
+        for _ in 0..2 {
+            assert_eq!(t.render("t", "f", source, &facts, &vars).unwrap(), "<b>.html");
+        }
+        // Two templates never share a cache entry.
+        assert_eq!(
+            t.render("t", "f", "{{ vars.x }}!", &facts, &vars).unwrap(),
+            "<b>!"
+        );
+        let err = t.render("t", "f", "{{ vars.y }}", &facts, &vars).unwrap_err();
+        assert!(err.message.starts_with("undefined value"), "{err}");
+        assert!(!err.message.contains("vars.y }}"), "{err}");
+        assert_eq!(
+            t.check_template("{{ broken").unwrap_err(),
+            Templates::new().check_template("{{ broken").unwrap_err()
+        );
+    }
 
     #[test]
     fn delimiters_in_expressions_are_refused_not_a_panic() {

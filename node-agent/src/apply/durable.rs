@@ -31,7 +31,10 @@ impl PendingSync {
 
     /// Whether nothing waits to be flushed.
     pub fn is_empty(&self) -> bool {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Flushes every filesystem written to (one `syncfs` per filesystem) and forgets the

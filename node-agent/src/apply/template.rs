@@ -40,11 +40,9 @@ fn describe(err: &minijinja::Error) -> String {
         Some(detail) => format!("{}: {detail}", err.kind()),
         // A cached template's name is its source text (see `Templates::new`); the message
         // names it the way minijinja names a template parsed from a string.
-        None if err.name().is_some_and(|n| n != "<expression>") => format!(
-            "{} (in <string>:{})",
-            err.kind(),
-            err.line().unwrap_or(0)
-        ),
+        None if err.name().is_some_and(|n| n != "<expression>") => {
+            format!("{} (in <string>:{})", err.kind(), err.line().unwrap_or(0))
+        }
         None => err.to_string(),
     };
     if let Some(line) = err.line() {
@@ -331,14 +329,19 @@ mod tests {
         let source = "{{ vars.x }}.html";
         t.check_template(source).unwrap();
         for _ in 0..2 {
-            assert_eq!(t.render("t", "f", source, &facts, &vars).unwrap(), "<b>.html");
+            assert_eq!(
+                t.render("t", "f", source, &facts, &vars).unwrap(),
+                "<b>.html"
+            );
         }
         // Two templates never share a cache entry.
         assert_eq!(
             t.render("t", "f", "{{ vars.x }}!", &facts, &vars).unwrap(),
             "<b>!"
         );
-        let err = t.render("t", "f", "{{ vars.y }}", &facts, &vars).unwrap_err();
+        let err = t
+            .render("t", "f", "{{ vars.y }}", &facts, &vars)
+            .unwrap_err();
         assert!(err.message.starts_with("undefined value"), "{err}");
         assert!(!err.message.contains("vars.y }}"), "{err}");
         assert_eq!(

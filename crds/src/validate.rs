@@ -554,7 +554,10 @@ fn pattern_message(pattern: &str, value: &str) -> String {
 const CACHE_LIMIT: usize = 1024;
 
 /// A process-wide map from source text to its compiled form.
-struct Cache<T>(OnceLock<Mutex<HashMap<String, Result<Arc<T>, String>>>>);
+struct Cache<T>(OnceLock<Mutex<HashMap<String, Compiled<T>>>>);
+
+/// A compiled pattern or rule, or the compiler's message.
+type Compiled<T> = Result<Arc<T>, String>;
 
 impl<T> Cache<T> {
     const fn new() -> Self {

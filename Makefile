@@ -65,6 +65,12 @@ bench-apply:
 	cargo build --release -p driftless-e2e --bin bench_apply
 	target/release/bench_apply
 
+## Benchmark `driftless validate` on 10,000 tasks against cf-promises (peer: .ci/tools/apply.sh bench).
+bench-validate:
+	cargo build --release -p driftless-agent --bin driftless
+	cargo build --release -p driftless-e2e --bin bench_validate
+	target/release/bench_validate
+
 ## DriftScan: scheduler decision time; with KUBECONFIG, trigger-to-first-Job latency and operator RSS with 10,000 DriftReports.
 bench-scan:
 	cargo build --release -p driftless-operator -p driftless-e2e --bin driftless-operator --bin bench_scan

@@ -92,20 +92,47 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
 /// Directories (relative to the repository root) that hold a copy of every CRD.
 pub const CRD_DIRS: &[&str] = &["config/crd/bases", "charts/driftless/crds"];
 
-/// The `openAPIV3Schema` of a kind as JSON, cached.
+/// The `openAPIV3Schema` of a kind as JSON, cached. Only the kind asked for is generated: a
+/// process reading one kind does not pay for the others.
 pub fn schema_of(kind: &str) -> Option<&'static serde_json::Value> {
-    static SCHEMAS: OnceLock<Vec<(String, serde_json::Value)>> = OnceLock::new();
-    let schemas = SCHEMAS.get_or_init(|| {
-        crds()
-            .into_iter()
-            .filter_map(|crd| {
-                let version = crd.spec.versions.into_iter().next()?;
-                let schema = version.schema?.open_api_v3_schema?;
-                Some((crd.spec.names.kind, serde_json::to_value(schema).ok()?))
-            })
-            .collect()
-    });
-    schemas.iter().find(|(k, _)| k == kind).map(|(_, s)| s)
+    const KINDS: [&str; 5] = [
+        "ApplyPolicy",
+        "FactsPolicy",
+        "LogPipeline",
+        "DriftScan",
+        "DriftReport",
+    ];
+    static SCHEMAS: [OnceLock<Option<serde_json::Value>>; KINDS.len()] =
+        [const { OnceLock::new() }; KINDS.len()];
+    let i = KINDS.iter().position(|k| *k == kind)?;
+    SCHEMAS[i]
+        .get_or_init(|| {
+            let crd = match i {
+                0 => ApplyPolicy::crd(),
+                1 => FactsPolicy::crd(),
+                2 => LogPipeline::crd(),
+                3 => DriftScan::crd(),
+                _ => DriftReport::crd(),
+            };
+            let version = structural(crd).spec.versions.into_iter().next()?;
+            let schema = version.schema?.open_api_v3_schema?;
+            serde_json::to_value(schema).ok()
+        })
+        .as_ref()
+}
+
+/// The `spec` schema of a kind, compiled once per process (patterns and CEL rules included).
+pub fn compiled_spec_schema_of(kind: &str) -> Option<&'static crate::validate::Schema> {
+    // One cell per kind: a process that reads only ApplyPolicies compiles only their schema.
+    static COMPILED: [OnceLock<Option<crate::validate::Schema>>; crate::resource::KINDS.len()] =
+        [const { OnceLock::new() }; crate::resource::KINDS.len()];
+    let i = crate::resource::KINDS.iter().position(|k| *k == kind)?;
+    COMPILED[i]
+        .get_or_init(|| {
+            let spec = schema_of(kind)?.pointer("/properties/spec")?;
+            Some(crate::validate::Schema::compile(spec))
+        })
+        .as_ref()
 }
 
 /// Every generated file, as (path relative to the repository root, content).
@@ -238,5 +265,25 @@ fn document_fields(schema: &serde_json::Value, path: &str, out: &mut String) {
             }
             _ => document_fields(property, &field, out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_alone_has_the_schema_of_the_generated_crds() {
+        for crd in crds() {
+            let version = crd.spec.versions.into_iter().next().unwrap();
+            let schema = version.schema.unwrap().open_api_v3_schema.unwrap();
+            assert_eq!(
+                schema_of(&crd.spec.names.kind),
+                Some(&serde_json::to_value(schema).unwrap()),
+                "{}",
+                crd.spec.names.kind
+            );
+        }
+        assert_eq!(schema_of("Unknown"), None);
     }
 }

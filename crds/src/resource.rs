@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::secret::{references, RefKind};
-use crate::validate::{check, Problem};
+use crate::validate::Problem;
 use crate::{generate, ApplyPolicy, DriftScan, FactsPolicy, LogPipeline, API_VERSION};
 
 /// A resource a configuration directory may hold.
@@ -110,10 +110,12 @@ pub fn parse(mut doc: Value) -> Result<Resource, Vec<Problem>> {
             }
         }
     }
-    let spec_schema = generate::schema_of(&kind).and_then(|s| s.pointer("/properties/spec"));
-    match (spec_schema, doc.get_mut("spec")) {
+    match (
+        generate::compiled_spec_schema_of(&kind),
+        doc.get_mut("spec"),
+    ) {
         (_, None) => problems.push(Problem::new("spec", "is required")),
-        (Some(schema), Some(spec)) => check(schema, spec, "spec", &mut problems),
+        (Some(schema), Some(spec)) => schema.check(spec, "spec", &mut problems),
         (None, Some(_)) => {}
     }
     // The API server drops status written by a client; so does a configuration file.
@@ -301,16 +303,30 @@ fn check_secret_refs(
 }
 
 fn walk_strings(value: &Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
+    let mut buffer = path.to_owned();
+    walk_strings_in(value, &mut buffer, f);
+}
+
+/// [`walk_strings`] with one path buffer, grown and cut back as the walk goes (a spec holds
+/// thousands of strings; a path allocated per node cost more than the checks).
+fn walk_strings_in(value: &Value, path: &mut String, f: &mut dyn FnMut(&str, &str)) {
+    use std::fmt::Write as _;
+    let len = path.len();
     match value {
         Value::String(s) => f(path, s),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                walk_strings(item, &format!("{path}[{i}]"), f);
+                let _ = write!(path, "[{i}]");
+                walk_strings_in(item, path, f);
+                path.truncate(len);
             }
         }
         Value::Object(map) => {
             for (key, child) in map {
-                walk_strings(child, &format!("{path}.{key}"), f);
+                path.push('.');
+                path.push_str(key);
+                walk_strings_in(child, path, f);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -322,7 +338,7 @@ fn check_regexes(value: &Value, path: &str, keys: &[&str], problems: &mut Vec<Pr
     walk_strings(value, path, &mut |path, text| {
         let key = path.rsplit('.').next().unwrap_or_default();
         if keys.contains(&key) {
-            if let Err(err) = regex::Regex::new(text) {
+            if let Err(err) = crate::validate::cached_regex(text) {
                 problems.push(Problem::new(path, regex_message(text, &err)));
             }
         }
@@ -341,7 +357,7 @@ fn check_anchor_regexes(value: &Value, path: &str, problems: &mut Vec<Problem>) 
     });
 }
 
-fn regex_message(pattern: &str, err: &regex::Error) -> String {
+fn regex_message(pattern: &str, err: &dyn std::fmt::Display) -> String {
     let detail = err.to_string();
     let last = detail.lines().last().unwrap_or_default().trim();
     format!("{pattern:?} is not a valid regular expression: {last}")

@@ -8,11 +8,12 @@
 //! Caveats: `type(x)` is not part of the interpreter; it is provided here for the one use the
 //! schemas make of it (int-or-string fields). Formats (`date-time`) are not checked.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cel_interpreter::extractors::This;
-use cel_interpreter::{Context, Program, Value as Cel};
+use cel_interpreter::{Context, FunctionContext, Program, Value as Cel};
 use serde_json::{Map, Value};
 
 use crate::apply_policy::MODE_PATTERN;
@@ -51,12 +52,414 @@ impl fmt::Display for Problem {
 /// CEL rules see the defaulted value and, as on the API server, a node's rules are evaluated
 /// only when the structure below it is valid; rules elsewhere still run, so one pass reports
 /// every problem.
+///
+/// This compiles `schema` first; a caller checking many values against one schema compiles it
+/// once with [`Schema::compile`] (as [`crate::generate::compiled_spec_schema_of`] does per kind).
 pub fn check(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Problem>) {
-    check_node(schema, value, path, problems);
+    Schema::compile(schema).check(value, path, problems);
 }
 
-fn flag(schema: &Value, key: &str) -> bool {
-    schema.get(key).and_then(Value::as_bool).unwrap_or(false)
+/// The JSON type a schema node expects (`type`).
+#[derive(Debug)]
+enum Type {
+    Object,
+    Array,
+    String,
+    Boolean,
+    Integer,
+    Number,
+    /// A type name the walk does not know: every value is reported as not being one.
+    Other(String),
+}
+
+/// What a node accepts besides its named properties (`additionalProperties`).
+#[derive(Debug)]
+enum Additional {
+    /// Unknown fields are refused (absent, or `false`).
+    Refused,
+    /// Any value (`true`).
+    Any,
+    /// Values checked against a schema.
+    Schema(Box<Schema>),
+}
+
+/// A compiled `pattern`: the regular expression, or why it does not compile (reported for
+/// every value checked against it — a broken pattern must not accept anything).
+#[derive(Debug)]
+struct Pattern {
+    source: String,
+    regex: Result<Arc<regex::Regex>, String>,
+}
+
+/// A compiled `x-kubernetes-validations` entry.
+#[derive(Debug)]
+struct Rule {
+    expr: String,
+    /// The user-facing message when the rule is false.
+    message: String,
+    /// The program, or the compiler's error (reported whenever the rule would run, as before).
+    program: Result<Arc<Program>, String>,
+}
+
+/// One node of an `openAPIV3Schema`, with every keyword the walk uses read once and every
+/// pattern and CEL rule compiled once.
+///
+/// Guarantees: checking a value against a `Schema` gives exactly the problems, in the same
+/// order, as walking the JSON schema it was compiled from.
+#[derive(Debug)]
+pub struct Schema {
+    nullable: bool,
+    int_or_string: bool,
+    ty: Option<Type>,
+    /// Properties in schema order, for defaults; looked up through `index`.
+    properties: Vec<(String, Schema)>,
+    index: HashMap<String, usize>,
+    /// Property names, sorted, for the "unknown field" message.
+    known: String,
+    defaults: Vec<(String, Value)>,
+    required: Vec<String>,
+    additional: Additional,
+    preserve_unknown: bool,
+    enumeration: Option<Vec<Value>>,
+    max_items: Option<u64>,
+    min_items: Option<u64>,
+    items: Option<Box<Schema>>,
+    list_map_keys: Option<Vec<String>>,
+    max_length: Option<u64>,
+    min_length: Option<u64>,
+    pattern: Option<Pattern>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    rules: Vec<Rule>,
+}
+
+impl Schema {
+    /// Reads a JSON schema node (and everything below it) into its compiled form. Patterns and
+    /// rules come from the process-wide caches, so compiling the same schema again is cheap.
+    pub fn compile(schema: &Value) -> Self {
+        let flag = |key: &str| schema.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let u64_of = |key: &str| schema.get(key).and_then(Value::as_u64);
+        let f64_of = |key: &str| schema.get(key).and_then(Value::as_f64);
+        let mut properties = Vec::new();
+        let mut defaults = Vec::new();
+        if let Some(map) = schema.get("properties").and_then(Value::as_object) {
+            for (key, property) in map {
+                if let Some(default) = property.get("default") {
+                    defaults.push((key.clone(), default.clone()));
+                }
+                properties.push((key.clone(), Schema::compile(property)));
+            }
+        }
+        let index = properties
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        let mut known: Vec<&str> = properties.iter().map(|(k, _)| k.as_str()).collect();
+        known.sort_unstable();
+        let known = known.join(", ");
+        let ty = schema.get("type").and_then(Value::as_str).map(|t| match t {
+            "object" => Type::Object,
+            "array" => Type::Array,
+            "string" => Type::String,
+            "boolean" => Type::Boolean,
+            "integer" => Type::Integer,
+            "number" => Type::Number,
+            other => Type::Other(other.to_owned()),
+        });
+        let additional = match schema.get("additionalProperties") {
+            Some(object @ Value::Object(_)) => {
+                Additional::Schema(Box::new(Schema::compile(object)))
+            }
+            Some(Value::Bool(true)) => Additional::Any,
+            _ => Additional::Refused,
+        };
+        let list_map_keys = (schema.get("x-kubernetes-list-type").and_then(Value::as_str)
+            == Some("map"))
+        .then(|| {
+            schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| {
+                    k.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        Self {
+            nullable: flag("nullable"),
+            int_or_string: flag("x-kubernetes-int-or-string"),
+            ty,
+            properties,
+            index,
+            known,
+            defaults,
+            required: schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            additional,
+            preserve_unknown: flag("x-kubernetes-preserve-unknown-fields"),
+            enumeration: schema.get("enum").and_then(Value::as_array).cloned(),
+            max_items: u64_of("maxItems"),
+            min_items: u64_of("minItems"),
+            items: schema.get("items").map(|i| Box::new(Schema::compile(i))),
+            list_map_keys,
+            max_length: u64_of("maxLength"),
+            min_length: u64_of("minLength"),
+            pattern: schema
+                .get("pattern")
+                .and_then(Value::as_str)
+                .map(|p| Pattern {
+                    source: p.to_owned(),
+                    regex: cached_regex(p),
+                }),
+            minimum: f64_of("minimum"),
+            maximum: f64_of("maximum"),
+            rules: compile_rules(schema),
+        }
+    }
+
+    /// Applies defaults to `value` and checks it, appending problems (see [`check`]).
+    pub fn check(&self, value: &mut Value, path: &str, problems: &mut Vec<Problem>) {
+        self.check_node(value, path, problems);
+    }
+
+    /// Checks one node and everything below it; returns whether its structure is valid.
+    fn check_node(&self, value: &mut Value, path: &str, problems: &mut Vec<Problem>) -> bool {
+        let start = problems.len();
+        let mut structural = Vec::new();
+        let children_valid = self.check_structure(value, path, &mut structural, problems);
+        let valid = children_valid && structural.is_empty();
+        // A node's own problems read before those of its children.
+        problems.splice(start..start, structural);
+        if valid && !self.rules.is_empty() {
+            check_rules(&self.rules, value, path, problems);
+        }
+        valid
+    }
+
+    /// The structural checks of one node; problems of this node go to `own`, children report
+    /// into `problems` themselves. Returns whether every child is valid.
+    fn check_structure(
+        &self,
+        value: &mut Value,
+        path: &str,
+        own: &mut Vec<Problem>,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        if value.is_null() {
+            if !self.nullable {
+                own.push(Problem::new(path, "must not be null"));
+            }
+            return true;
+        }
+        if self.int_or_string {
+            if !(value.is_string() || value.is_i64() || value.is_u64()) {
+                own.push(Problem::new(
+                    path,
+                    format!("expected an integer or a string, got {}", describe(value)),
+                ));
+            }
+            if let Value::String(s) = value {
+                self.check_string(s, path, own);
+            }
+            return true;
+        }
+        let mut children_valid = true;
+        match (&self.ty, &mut *value) {
+            (None, _) => {}
+            (Some(Type::Object), Value::Object(map)) => {
+                children_valid = self.check_object(map, path, own, problems)
+            }
+            (Some(Type::Array), Value::Array(items)) => {
+                children_valid = self.check_array(items, path, own, problems)
+            }
+            (Some(Type::String), Value::String(s)) => self.check_string(s, path, own),
+            (Some(Type::Boolean), Value::Bool(_)) => {}
+            (Some(Type::Integer), v @ Value::Number(_)) if v.is_i64() || v.is_u64() => {
+                self.check_number(v, path, own)
+            }
+            (Some(Type::Number), v @ Value::Number(_)) => self.check_number(v, path, own),
+            (Some(expected), v) => own.push(Problem::new(
+                path,
+                format!(
+                    "expected {}, got {} {}",
+                    expected.name(),
+                    type_name(v),
+                    describe(v)
+                ),
+            )),
+        }
+        if let Some(allowed) = &self.enumeration {
+            if !allowed.contains(value) {
+                let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+                own.push(Problem::new(
+                    path,
+                    format!("{} is not one of {}", describe(value), names.join(", ")),
+                ));
+            }
+        }
+        children_valid
+    }
+
+    fn check_object(
+        &self,
+        map: &mut Map<String, Value>,
+        path: &str,
+        own: &mut Vec<Problem>,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        for (key, default) in &self.defaults {
+            if !map.contains_key(key) {
+                map.insert(key.clone(), default.clone());
+            }
+        }
+        for key in &self.required {
+            if !map.contains_key(key) {
+                own.push(Problem::new(join(key), "is required"));
+            }
+        }
+        let mut valid = true;
+        for (key, child) in map.iter_mut() {
+            let child_path = join(key);
+            if let Some(&i) = self.index.get(key) {
+                valid &= self.properties[i]
+                    .1
+                    .check_node(child, &child_path, problems);
+            } else if let Additional::Schema(additional) = &self.additional {
+                valid &= additional.check_node(child, &child_path, problems);
+            } else if !self.preserve_unknown && !matches!(self.additional, Additional::Any) {
+                valid = false;
+                problems.push(Problem::new(
+                    child_path,
+                    format!("unknown field; expected one of: {}", self.known),
+                ));
+            }
+        }
+        valid
+    }
+
+    fn check_array(
+        &self,
+        items: &mut [Value],
+        path: &str,
+        own: &mut Vec<Problem>,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        if let Some(max) = self.max_items {
+            if items.len() as u64 > max {
+                own.push(Problem::new(
+                    path,
+                    format!("has {} items, at most {max} allowed", items.len()),
+                ));
+            }
+        }
+        if let Some(min) = self.min_items {
+            if (items.len() as u64) < min {
+                own.push(Problem::new(
+                    path,
+                    format!("has {} items, at least {min} required", items.len()),
+                ));
+            }
+        }
+        let mut valid = true;
+        if let Some(item_schema) = &self.items {
+            for (i, item) in items.iter_mut().enumerate() {
+                valid &= item_schema.check_node(item, &format!("{path}[{i}]"), problems);
+            }
+        }
+        if let Some(keys) = &self.list_map_keys {
+            duplicate_keys(keys, items, path, own);
+        }
+        valid
+    }
+
+    fn check_string(&self, s: &str, path: &str, problems: &mut Vec<Problem>) {
+        if self.max_length.is_some() || self.min_length.is_some() {
+            let len = s.chars().count() as u64;
+            if let Some(max) = self.max_length {
+                if len > max {
+                    problems.push(Problem::new(
+                        path,
+                        format!("is {len} characters long, at most {max} allowed"),
+                    ));
+                }
+            }
+            if let Some(min) = self.min_length {
+                if len < min {
+                    let what = if min == 1 {
+                        "must not be empty".to_owned()
+                    } else {
+                        format!("is {len} characters long, at least {min} required")
+                    };
+                    problems.push(Problem::new(path, what));
+                }
+            }
+        }
+        if let Some(pattern) = &self.pattern {
+            match &pattern.regex {
+                Ok(re) if re.is_match(s) => {}
+                Ok(_) => problems.push(Problem::new(path, pattern_message(&pattern.source, s))),
+                Err(err) => problems.push(Problem::new(
+                    path,
+                    format!(
+                        "the schema's pattern {:?} is not a valid regular expression ({err}), so no value can be checked against it",
+                        pattern.source
+                    ),
+                )),
+            }
+        }
+    }
+
+    fn check_number(&self, v: &Value, path: &str, problems: &mut Vec<Problem>) {
+        let Some(n) = v.as_f64() else { return };
+        if let Some(min) = self.minimum {
+            if n < min {
+                problems.push(Problem::new(
+                    path,
+                    format!("{v} is less than the minimum {min}"),
+                ));
+            }
+        }
+        if let Some(max) = self.maximum {
+            if n > max {
+                problems.push(Problem::new(
+                    path,
+                    format!("{v} is more than the maximum {max}"),
+                ));
+            }
+        }
+    }
+}
+
+impl Type {
+    fn name(&self) -> &str {
+        match self {
+            Type::Object => "object",
+            Type::Array => "array",
+            Type::String => "string",
+            Type::Boolean => "boolean",
+            Type::Integer => "integer",
+            Type::Number => "number",
+            Type::Other(name) => name,
+        }
+    }
 }
 
 fn describe(value: &Value) -> String {
@@ -80,217 +483,57 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Checks one node and everything below it; returns whether its structure is valid.
-fn check_node(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Problem>) -> bool {
-    let start = problems.len();
-    let mut structural = Vec::new();
-    let children_valid = check_structure(schema, value, path, &mut structural, problems);
-    let valid = children_valid && structural.is_empty();
-    // A node's own problems read before those of its children.
-    problems.splice(start..start, structural);
-    if valid {
-        check_rules(schema, value, path, problems);
-    }
-    valid
+/// One list-map key of an item: strings are compared as they are, anything else (rare) by its
+/// JSON text; the message shows the JSON text either way.
+#[derive(PartialEq, Eq, Hash)]
+enum KeyPart<'a> {
+    Text(&'a str),
+    Json(String),
 }
 
-/// The structural checks of one node; problems of this node go to `own`, children report into
-/// `problems` themselves. Returns whether every child is valid.
-fn check_structure(
-    schema: &Value,
-    value: &mut Value,
-    path: &str,
-    own: &mut Vec<Problem>,
-    problems: &mut Vec<Problem>,
-) -> bool {
-    if value.is_null() {
-        if !flag(schema, "nullable") {
-            own.push(Problem::new(path, "must not be null"));
-        }
-        return true;
-    }
-    if flag(schema, "x-kubernetes-int-or-string") {
-        if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            own.push(Problem::new(
-                path,
-                format!("expected an integer or a string, got {}", describe(value)),
-            ));
-        }
-        if let Value::String(s) = value {
-            check_string(schema, s, path, own);
-        }
-        return true;
-    }
-    let expected = schema.get("type").and_then(Value::as_str);
-    let mut children_valid = true;
-    match (expected, &mut *value) {
-        (None, _) => {}
-        (Some("object"), Value::Object(map)) => {
-            children_valid = check_object(schema, map, path, own, problems)
-        }
-        (Some("array"), Value::Array(items)) => {
-            children_valid = check_array(schema, items, path, own, problems)
-        }
-        (Some("string"), Value::String(s)) => check_string(schema, s, path, own),
-        (Some("boolean"), Value::Bool(_)) => {}
-        (Some("integer"), v @ Value::Number(_)) if v.is_i64() || v.is_u64() => {
-            check_number(schema, v, path, own)
-        }
-        (Some("number"), v @ Value::Number(_)) => check_number(schema, v, path, own),
-        (Some(expected), v) => own.push(Problem::new(
-            path,
-            format!("expected {expected}, got {} {}", type_name(v), describe(v)),
-        )),
-    }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            own.push(Problem::new(
-                path,
-                format!("{} is not one of {}", describe(value), names.join(", ")),
-            ));
+impl fmt::Display for KeyPart<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Text(s) => write!(f, "{}", Value::from(*s)),
+            KeyPart::Json(j) => f.write_str(j),
         }
     }
-    children_valid
 }
 
-fn check_object(
-    schema: &Value,
-    map: &mut Map<String, Value>,
-    path: &str,
-    own: &mut Vec<Problem>,
-    problems: &mut Vec<Problem>,
-) -> bool {
-    let join = |key: &str| {
-        if path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{path}.{key}")
-        }
-    };
-    let empty = Map::new();
-    let properties = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    for (key, property) in properties {
-        if !map.contains_key(key) {
-            if let Some(default) = property.get("default") {
-                map.insert(key.clone(), default.clone());
-            }
-        }
-    }
-    if let Some(required) = schema.get("required").and_then(Value::as_array) {
-        for key in required.iter().filter_map(Value::as_str) {
-            if !map.contains_key(key) {
-                own.push(Problem::new(join(key), "is required"));
-            }
-        }
-    }
-    let additional = schema.get("additionalProperties");
-    let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
-    let mut valid = true;
-    for (key, child) in map.iter_mut() {
-        let child_path = join(key);
-        if let Some(property) = properties.get(key) {
-            valid &= check_node(property, child, &child_path, problems);
-        } else if let Some(additional @ Value::Object(_)) = additional {
-            valid &= check_node(additional, child, &child_path, problems);
-        } else if !preserve && additional != Some(&Value::Bool(true)) {
-            let mut known: Vec<&str> = properties.keys().map(String::as_str).collect();
-            known.sort_unstable();
-            valid = false;
-            problems.push(Problem::new(
-                child_path,
-                format!("unknown field; expected one of: {}", known.join(", ")),
-            ));
-        }
-    }
-    valid
-}
-
-fn check_array(
-    schema: &Value,
-    items: &mut [Value],
-    path: &str,
-    own: &mut Vec<Problem>,
-    problems: &mut Vec<Problem>,
-) -> bool {
-    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-        if items.len() as u64 > max {
-            own.push(Problem::new(
-                path,
-                format!("has {} items, at most {max} allowed", items.len()),
-            ));
-        }
-    }
-    if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-        if (items.len() as u64) < min {
-            own.push(Problem::new(
-                path,
-                format!("has {} items, at least {min} required", items.len()),
-            ));
-        }
-    }
-    let mut valid = true;
-    if let Some(item_schema) = schema.get("items") {
-        for (i, item) in items.iter_mut().enumerate() {
-            valid &= check_node(item_schema, item, &format!("{path}[{i}]"), problems);
-        }
-    }
-    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
-        let keys: Vec<&str> = schema
-            .get("x-kubernetes-list-map-keys")
-            .and_then(Value::as_array)
-            .map(|k| k.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut seen = std::collections::BTreeMap::new();
-        for (i, item) in items.iter().enumerate() {
-            let key: Vec<String> = keys
-                .iter()
-                .map(|k| item.get(k).map(Value::to_string).unwrap_or_default())
-                .collect();
-            if let Some(first) = seen.insert(key.clone(), i) {
+/// `x-kubernetes-list-type: map`: no two items with the same keys.
+fn duplicate_keys(keys: &[String], items: &[Value], path: &str, own: &mut Vec<Problem>) {
+    let mut seen: HashMap<Vec<KeyPart<'_>>, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let key: Vec<KeyPart<'_>> = keys
+            .iter()
+            .map(|k| match item.get(k) {
+                Some(Value::String(s)) => KeyPart::Text(s),
+                Some(other) => KeyPart::Json(other.to_string()),
+                None => KeyPart::Json(String::new()),
+            })
+            .collect();
+        let text = |key: &[KeyPart<'_>]| {
+            key.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        match seen.entry(key) {
+            // The message names the previous item with this key, as each duplicate is met.
+            std::collections::hash_map::Entry::Occupied(mut previous) => {
+                let at = std::mem::replace(previous.get_mut(), i);
                 own.push(Problem::new(
                     format!("{path}[{i}]"),
                     format!(
-                        "duplicate {} {} (also at {path}[{first}])",
+                        "duplicate {} {} (also at {path}[{at}])",
                         keys.join("/"),
-                        key.join("/")
+                        text(previous.key()),
                     ),
                 ));
             }
-        }
-    }
-    valid
-}
-
-fn check_string(schema: &Value, s: &str, path: &str, problems: &mut Vec<Problem>) {
-    let len = s.chars().count() as u64;
-    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-        if len > max {
-            problems.push(Problem::new(
-                path,
-                format!("is {len} characters long, at most {max} allowed"),
-            ));
-        }
-    }
-    if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-        if len < min {
-            let what = if min == 1 {
-                "must not be empty".to_owned()
-            } else {
-                format!("is {len} characters long, at least {min} required")
-            };
-            problems.push(Problem::new(path, what));
-        }
-    }
-    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-        let matches = regex::Regex::new(pattern)
-            .map(|re| re.is_match(s))
-            .unwrap_or(true);
-        if !matches {
-            problems.push(Problem::new(path, pattern_message(pattern, s)));
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
         }
     }
 }
@@ -305,49 +548,97 @@ fn pattern_message(pattern: &str, value: &str) -> String {
     format!("{value:?} {expected}")
 }
 
-fn check_number(schema: &Value, v: &Value, path: &str, problems: &mut Vec<Problem>) {
-    let Some(n) = v.as_f64() else { return };
-    if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-        if n < min {
-            problems.push(Problem::new(
-                path,
-                format!("{v} is less than the minimum {min}"),
-            ));
-        }
+/// The most distinct patterns (or CEL rules) kept compiled; past it a cache starts afresh. The
+/// schemas hold a few dozen; the bound keeps a long-running process from growing without end
+/// should a caller compile patterns taken from its input.
+const CACHE_LIMIT: usize = 1024;
+
+/// A process-wide map from source text to its compiled form.
+struct Cache<T>(OnceLock<Mutex<HashMap<String, Compiled<T>>>>);
+
+/// A compiled pattern or rule, or the compiler's message.
+type Compiled<T> = Result<Arc<T>, String>;
+
+impl<T> Cache<T> {
+    const fn new() -> Self {
+        Self(OnceLock::new())
     }
-    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-        if n > max {
-            problems.push(Problem::new(
-                path,
-                format!("{v} is more than the maximum {max}"),
-            ));
+
+    fn get(
+        &self,
+        source: &str,
+        compile: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Arc<T>, String> {
+        let map = self.0.get_or_init(Default::default);
+        if let Some(found) = map.lock().unwrap_or_else(|e| e.into_inner()).get(source) {
+            return found.clone();
         }
+        // Compiled outside the lock: a slow pattern does not hold up other threads.
+        let compiled = compile(source).map(Arc::new);
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(source.to_owned(), compiled.clone());
+        compiled
     }
 }
 
-/// Evaluates the CEL rules of one structurally valid node.
-fn check_rules(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) {
+static REGEXES: Cache<regex::Regex> = Cache::new();
+static PROGRAMS: Cache<Program> = Cache::new();
+
+/// A regular expression, compiled once per process: the schemas' `pattern`s and the patterns of
+/// CEL's `matches`. The error is the regex crate's message.
+pub fn cached_regex(pattern: &str) -> Result<Arc<regex::Regex>, String> {
+    REGEXES.get(pattern, |p| regex::Regex::new(p).map_err(|e| e.to_string()))
+}
+
+/// A CEL program, compiled once per process.
+fn cached_program(expr: &str) -> Result<Arc<Program>, String> {
+    PROGRAMS.get(expr, |e| Program::compile(e).map_err(|e| e.to_string()))
+}
+
+fn compile_rules(schema: &Value) -> Vec<Rule> {
     let Some(rules) = schema
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
     else {
-        return;
+        return Vec::new();
     };
+    rules
+        .iter()
+        .filter_map(|rule| {
+            let expr = rule.get("rule").and_then(Value::as_str)?;
+            let message = rule
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("failed rule: {expr}"));
+            Some(Rule {
+                expr: expr.to_owned(),
+                message,
+                program: cached_program(expr),
+            })
+        })
+        .collect()
+}
+
+/// Evaluates the CEL rules of one structurally valid node; the node is converted to CEL once
+/// for all of them.
+fn check_rules(rules: &[Rule], value: &Value, path: &str, problems: &mut Vec<Problem>) {
+    let this = to_cel(value);
     for rule in rules {
-        let Some(expr) = rule.get("rule").and_then(Value::as_str) else {
-            continue;
-        };
-        let message = rule
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("failed rule: {expr}"));
-        match evaluate(expr, value) {
+        let result = rule
+            .program
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|program| run(program, this.clone()));
+        match result {
             Ok(true) => {}
-            Ok(false) => problems.push(Problem::new(path, message)),
+            Ok(false) => problems.push(Problem::new(path, rule.message.clone())),
             Err(err) => problems.push(Problem::new(
                 path,
-                format!("rule {expr:?} could not be evaluated: {err}"),
+                format!("rule {:?} could not be evaluated: {err}", rule.expr),
             )),
         }
     }
@@ -355,26 +646,53 @@ fn check_rules(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Pro
 
 /// Evaluates one CEL rule with `self` bound to `value`, as the API server does.
 pub fn evaluate(expr: &str, value: &Value) -> Result<bool, String> {
-    let program = Program::compile(expr).map_err(|e| e.to_string())?;
-    let mut context = Context::default();
-    context.add_variable_from_value("self", to_cel(value));
-    for name in [
-        "int",
-        "uint",
-        "double",
-        "string",
-        "bool",
-        "list",
-        "map",
-        "null_type",
-    ] {
-        context.add_variable_from_value(name, Cel::String(Arc::new(name.to_owned())));
-    }
-    context.add_function("type", cel_type);
+    let program = cached_program(expr)?;
+    run(&program, to_cel(value))
+}
+
+/// The functions and type names every rule sees, set up once per process.
+fn root_context() -> &'static Context<'static> {
+    static ROOT: OnceLock<Context<'static>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut context = Context::default();
+        for name in [
+            "int",
+            "uint",
+            "double",
+            "string",
+            "bool",
+            "list",
+            "map",
+            "null_type",
+        ] {
+            context.add_variable_from_value(name, Cel::String(Arc::new(name.to_owned())));
+        }
+        context.add_function("type", cel_type);
+        context.add_function("matches", cel_matches);
+        context
+    })
+}
+
+fn run(program: &Program, this: Cel) -> Result<bool, String> {
+    let mut context = root_context().new_inner_scope();
+    context.add_variable_from_value("self", this);
     match program.execute(&context) {
         Ok(Cel::Bool(result)) => Ok(result),
         Ok(other) => Err(format!("returned {other:?}, not a boolean")),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// CEL's `matches`, as the interpreter defines it, with the pattern compiled once per process
+/// instead of once per call.
+fn cel_matches(
+    ftx: &FunctionContext,
+    This(this): This<Arc<String>>,
+    regex: Arc<String>,
+) -> cel_interpreter::ResolveResult {
+    match cached_regex(&regex) {
+        Ok(re) => Ok(Cel::Bool(re.is_match(&this))),
+        Err(err) => Err(ftx.error(format!("'{regex}' not a valid regex:\n{err}"))),
     }
 }
 
@@ -509,6 +827,73 @@ mod tests {
         assert_eq!(evaluate(rule, &json!("25%")), Ok(true));
         assert_eq!(evaluate(rule, &json!("0%")), Ok(false));
         assert_eq!(evaluate(rule, &json!("two")), Ok(false));
+    }
+
+    #[test]
+    fn a_pattern_that_does_not_compile_refuses_every_value_naming_the_field() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"name": {"type": "string", "pattern": "^(unclosed$"}}
+        });
+        let got = problems(schema, json!({"name": "anything"}));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "spec.name: the schema's pattern \"^(unclosed$\" is not a valid regular expression"
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn patterns_and_rules_are_compiled_once_per_process() {
+        let a = cached_regex("^compiled-once-[0-9]+$").unwrap();
+        let b = cached_regex("^compiled-once-[0-9]+$").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(cached_regex("(").is_err());
+        let rule = "self.x == 'compiled once'";
+        assert!(Arc::ptr_eq(
+            &cached_program(rule).unwrap(),
+            &cached_program(rule).unwrap()
+        ));
+        // Two compilations of a schema share the compiled pattern and rule.
+        let schema = json!({"type": "string", "pattern": "^compiled-once-[0-9]+$",
+            "x-kubernetes-validations": [{"rule": "self.size() > 1"}]});
+        let (x, y) = (Schema::compile(&schema), Schema::compile(&schema));
+        let pattern = |s: &Schema| s.pattern.as_ref().unwrap().regex.clone().unwrap();
+        assert!(Arc::ptr_eq(&pattern(&x), &pattern(&y)));
+        assert!(Arc::ptr_eq(&pattern(&x), &a));
+        let program = |s: &Schema| s.rules[0].program.clone().unwrap();
+        assert!(Arc::ptr_eq(&program(&x), &program(&y)));
+    }
+
+    #[test]
+    fn cel_matches_uses_the_cache_and_reports_bad_patterns() {
+        assert_eq!(evaluate("self.matches('^a+$')", &json!("aaa")), Ok(true));
+        assert_eq!(evaluate("self.matches('^a+$')", &json!("ab")), Ok(false));
+        let err = evaluate("self.matches('(')", &json!("a")).unwrap_err();
+        assert!(err.contains("not a valid regex"), "{err}");
+    }
+
+    #[test]
+    fn list_map_duplicates_name_the_previous_item() {
+        let schema = json!({
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "properties": {"name": {}}}
+        });
+        assert_eq!(
+            problems(
+                schema,
+                json!([{"name": "a"}, {"name": 1}, {"name": "a"}, {"name": 1}, {"name": "a"}])
+            ),
+            [
+                "spec[2]: duplicate name \"a\" (also at spec[0])",
+                "spec[3]: duplicate name 1 (also at spec[1])",
+                "spec[4]: duplicate name \"a\" (also at spec[2])",
+            ]
+        );
     }
 
     #[test]

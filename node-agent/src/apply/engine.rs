@@ -16,6 +16,9 @@
 //!   does.
 //! - `timeout`: commands are killed when it runs out, and a task that took longer fails.
 //!
+//! - Files a policy wrote are flushed to disk (one `syncfs` per filesystem) before its report
+//!   is made; see [`super::durable`].
+//!
 //! Caveat: a timeout does not interrupt file operations in progress; they are short and
 //! bounded by the file's size.
 
@@ -59,11 +62,21 @@ pub struct Environment<'a> {
 
 /// Applies every ApplyPolicy of a loaded configuration, in order.
 pub fn apply(config: &Config, env: &Environment, options: &Options) -> ApplyReport {
+    apply_with(config, env, options, &Templates::new())
+}
+
+/// [`apply`] with templates that may already be parsed (by [`super::validate::check_with`]),
+/// so a run parses each template once.
+pub fn apply_with(
+    config: &Config,
+    env: &Environment,
+    options: &Options,
+    templates: &Templates,
+) -> ApplyReport {
     let mut report = ApplyReport {
         dry_run: options.dry_run,
         policies: Vec::new(),
     };
-    let templates = Templates::new();
     for loaded in config.of_kind("ApplyPolicy") {
         if let driftless_crds::resource::Resource::ApplyPolicy(policy) = &loaded.resource {
             let name = policy.metadata.name.clone().unwrap_or_default();
@@ -73,7 +86,7 @@ pub fn apply(config: &Config, env: &Environment, options: &Options) -> ApplyRepo
                 &policy.spec,
                 env,
                 options,
-                &templates,
+                templates,
             ));
         }
     }
@@ -233,7 +246,25 @@ pub fn apply_policy(
         }
         report.tasks.push(r);
     }
+    flush(env.root, &mut report);
     report
+}
+
+/// Flushes the policy's writes to disk before it is reported (see [`super::durable`]); when
+/// that fails, what it changed is not known to be on disk, so those tasks fail.
+fn flush(root: &Root, report: &mut PolicyReport) {
+    if root.pending.is_empty() {
+        return;
+    }
+    if let Err(e) = root.pending.flush() {
+        tracing::error!(policy = %report.policy, error = %e, "cannot flush written files to disk");
+        for task in &mut report.tasks {
+            if task.status == Status::Changed {
+                task.status = Status::Failed;
+                task.message = Some(format!("written, but not flushed to disk: {e}"));
+            }
+        }
+    }
 }
 
 /// `when`, plan, and (unless checking only) execute.

@@ -8,11 +8,13 @@
 //! - [`diff`]: unified diffs of content with secrets masked.
 //! - [`template`]: minijinja with `facts` and `vars`.
 //! - [`root`]: host-root confinement of paths and commands.
+//! - [`durable`]: the writes of a policy flushed to disk once per filesystem, at its end.
 //! - [`validate`]: template and `when` syntax checks run by `driftless validate` and before any
 //!   apply.
 
 pub mod backends;
 pub mod diff;
+pub mod durable;
 pub mod engine;
 pub mod report;
 pub mod root;
@@ -20,6 +22,6 @@ pub mod tasks;
 pub mod template;
 pub mod validate;
 
-pub use engine::{apply, Environment, Options};
+pub use engine::{apply, apply_with, Environment, Options};
 pub use report::{ApplyReport, Plan, PolicyReport, Status, TaskReport};
 pub use root::Root;

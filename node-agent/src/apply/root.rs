@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::durable::PendingSync;
 use crate::host::HostPaths;
 
 /// Symlinks followed while resolving one path, as Linux's `MAXSYMLINKS`.
@@ -62,6 +63,8 @@ pub enum RootError {
 pub struct Root {
     /// The host's paths (root, proc, sys).
     pub paths: HostPaths,
+    /// Files written below the root and not flushed to disk yet (see [`super::durable`]).
+    pub pending: PendingSync,
 }
 
 /// What a command printed and how it exited.
@@ -108,6 +111,7 @@ impl Root {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             paths: HostPaths::under(root),
+            pending: PendingSync::default(),
         }
     }
 

@@ -1,6 +1,9 @@
 //! Templates (`file.template`) and `when` conditions, with minijinja: `facts` and `vars` in
 //! scope, undefined values refused (a typo is an error, never an empty string).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// A template or condition error, naming the task and field.
@@ -15,10 +18,21 @@ pub struct TemplateError {
     pub message: String,
 }
 
-/// The template engine, configured once.
+/// The template engine, configured once, and the templates it parsed: a template is parsed
+/// the first time it is checked or rendered and reused after that, for as long as this value
+/// lives (one apply run; `driftless apply` shares it between validation and the run) and
+/// while at most [`CACHED_TEMPLATES`] distinct templates were parsed since the cache last
+/// started afresh.
 pub struct Templates {
-    env: Environment<'static>,
+    env: Mutex<Environment<'static>>,
+    /// Templates parsed since the cache was last cleared (counted by the loader).
+    loaded: Arc<AtomicUsize>,
 }
+
+/// Distinct templates kept parsed. A parsed template holds about 12 KiB (minijinja's code
+/// generator reserves room for instructions), so caching every template of a 1,000-file policy
+/// cost 12 MiB of resident memory; past this many the cache starts afresh.
+pub const CACHED_TEMPLATES: usize = 64;
 
 impl Default for Templates {
     fn default() -> Self {
@@ -36,6 +50,11 @@ impl std::fmt::Debug for Templates {
 fn describe(err: &minijinja::Error) -> String {
     let mut message = match err.detail() {
         Some(detail) => format!("{}: {detail}", err.kind()),
+        // A cached template's name is its source text (see `Templates::new`); the message
+        // names it the way minijinja names a template parsed from a string.
+        None if err.name().is_some_and(|n| n != "<expression>") => {
+            format!("{} (in <string>:{})", err.kind(), err.line().unwrap_or(0))
+        }
         None => err.to_string(),
     };
     if let Some(line) = err.line() {
@@ -208,7 +227,30 @@ impl Templates {
         // Bounds the work one render may do, so a runaway loop in a template fails the task
         // instead of hanging the agent.
         env.set_fuel(Some(TEMPLATE_FUEL));
-        Self { env }
+        // The cache: a template's source is its name, and the loader hands the name back as
+        // the source; minijinja keeps what it loaded compiled. Names would otherwise choose
+        // auto-escaping by their extension (`.html`); these are config files, never escaped.
+        let loaded = Arc::new(AtomicUsize::new(0));
+        let counter = loaded.clone();
+        env.set_loader(move |source| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(source.to_owned()))
+        });
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        Self {
+            env: Mutex::new(env),
+            loaded,
+        }
+    }
+
+    /// The environment, its template cache cleared when it holds [`CACHED_TEMPLATES`].
+    fn env(&self) -> MutexGuard<'_, Environment<'static>> {
+        let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner());
+        if self.loaded.load(Ordering::Relaxed) >= CACHED_TEMPLATES {
+            env.clear_templates();
+            self.loaded.store(0, Ordering::Relaxed);
+        }
+        env
     }
 
     fn context(facts: &serde_json::Value, vars: &serde_json::Value) -> Value {
@@ -220,8 +262,8 @@ impl Templates {
 
     /// Checks a template's syntax without rendering it.
     pub fn check_template(&self, source: &str) -> Result<(), String> {
-        self.env
-            .template_from_str(source)
+        self.env()
+            .get_template(source)
             .map(|_| ())
             .map_err(|e| describe(&e))
     }
@@ -230,7 +272,7 @@ impl Templates {
     pub fn check_expression(&self, source: &str) -> Result<(), String> {
         no_delimiters(source)?;
         no_repetition(source)?;
-        self.env
+        self.env()
             .compile_expression(source)
             .map(|_| ())
             .map_err(|e| describe(&e))
@@ -250,9 +292,11 @@ impl Templates {
             field: field.into(),
             message: describe(&e),
         };
-        let template = self.env.template_from_str(source).map_err(error)?;
+        let env = self.env();
+        let template = env.get_template(source).map_err(error)?;
         let mut out = BoundedOutput::new();
-        match template.render_captured_to(Self::context(facts, vars), &mut out) {
+        let rendered = template.render_captured_to(Self::context(facts, vars), &mut out);
+        match rendered {
             Ok(_) => String::from_utf8(out.text).map_err(|e| TemplateError {
                 task: task.into(),
                 field: field.into(),
@@ -297,7 +341,8 @@ impl Templates {
                 field: "when".into(),
                 message,
             })?;
-        let expr = self.env.compile_expression(source).map_err(error)?;
+        let env = self.env();
+        let expr = env.compile_expression(source).map_err(error)?;
         let value = expr.eval(Self::context(facts, vars)).map_err(error)?;
         Ok(value.is_true())
     }
@@ -307,6 +352,49 @@ impl Templates {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cached_templates_render_like_fresh_ones() {
+        let t = Templates::new();
+        let (facts, vars) = (json!({}), json!({"x": "<b>"}));
+        // Checked first (as validation does), then rendered twice from the cache; a source
+        // ending like an HTML file name is still not escaped.
+        let source = "{{ vars.x }}.html";
+        t.check_template(source).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                t.render("t", "f", source, &facts, &vars).unwrap(),
+                "<b>.html"
+            );
+        }
+        // Two templates never share a cache entry.
+        assert_eq!(
+            t.render("t", "f", "{{ vars.x }}!", &facts, &vars).unwrap(),
+            "<b>!"
+        );
+        let err = t
+            .render("t", "f", "{{ vars.y }}", &facts, &vars)
+            .unwrap_err();
+        assert!(err.message.starts_with("undefined value"), "{err}");
+        assert!(!err.message.contains("vars.y }}"), "{err}");
+        // Past the cache's bound it starts afresh; every template still renders.
+        for i in 0..CACHED_TEMPLATES + 2 {
+            let source = format!("{{{{ vars.x }}}}-{i}");
+            assert_eq!(
+                t.render("t", "f", &source, &facts, &vars).unwrap(),
+                format!("<b>-{i}")
+            );
+        }
+        assert!(t.loaded.load(Ordering::Relaxed) <= CACHED_TEMPLATES);
+        assert_eq!(
+            t.render("t", "f", source, &facts, &vars).unwrap(),
+            "<b>.html"
+        );
+        assert_eq!(
+            t.check_template("{{ broken").unwrap_err(),
+            Templates::new().check_template("{{ broken").unwrap_err()
+        );
+    }
 
     #[test]
     fn delimiters_in_expressions_are_refused_not_a_panic() {

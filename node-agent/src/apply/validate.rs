@@ -11,7 +11,11 @@ use crate::config::{Config, ConfigError};
 
 /// Every template or `when` that does not compile, with file, resource and field path.
 pub fn check(config: &Config) -> Vec<ConfigError> {
-    let templates = Templates::new();
+    check_with(config, &Templates::new())
+}
+
+/// [`check`], parsing templates into `templates`, which the apply that follows reuses.
+pub fn check_with(config: &Config, templates: &Templates) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for loaded in &config.resources {
         let Resource::ApplyPolicy(policy) = &loaded.resource else {
@@ -52,7 +56,7 @@ pub fn check(config: &Config) -> Vec<ConfigError> {
                     }
                 }
                 for (field, pattern) in regexes(&task.action) {
-                    if let Err(e) = regex::Regex::new(pattern) {
+                    if let Err(e) = driftless_crds::validate::cached_regex(pattern) {
                         let first = e.to_string();
                         let last = first.lines().last().unwrap_or_default().trim().to_owned();
                         problem(

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 
 use super::ConfigArgs;
+use crate::apply::template::Templates;
 use crate::apply::{self, Environment, Options, Root};
 use crate::config::{self, Config};
 
@@ -63,6 +64,8 @@ pub struct Loaded {
     pub root: Root,
     /// The host's facts (`facts` in templates and `when`).
     pub facts: serde_json::Value,
+    /// The templates, parsed once by validation and reused by the run.
+    pub templates: Templates,
 }
 
 impl Loaded {
@@ -81,8 +84,9 @@ impl Loaded {
 /// returns `None` when the configuration is invalid.
 pub fn load(host: &HostArgs) -> anyhow::Result<Option<Loaded>> {
     let (dir, secrets) = host.config.sources()?;
+    let templates = Templates::new();
     let loaded = config::load(&dir, &secrets).and_then(|config| {
-        let problems = apply::validate::check(&config);
+        let problems = apply::validate::check_with(&config, &templates);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -112,6 +116,7 @@ pub fn load(host: &HostArgs) -> anyhow::Result<Option<Loaded>> {
         secrets,
         root,
         facts,
+        templates,
     }))
 }
 
@@ -126,7 +131,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         only: args.only.clone(),
         skip: args.skip.clone(),
     };
-    let report = apply::apply(&loaded.config, &loaded.env(), &options);
+    let report = apply::apply_with(&loaded.config, &loaded.env(), &options, &loaded.templates);
     // Audit delivery never changes the outcome: problems are logged, records stay spooled.
     let audit_problems =
         crate::audit::deliver(&report, &loaded.config, &loaded.secrets, &args.audit_spool);

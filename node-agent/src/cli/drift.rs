@@ -62,7 +62,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let (config, env) = (&loaded.config, loaded.env());
-    let result = drift::check(config, &env);
+    let result = drift::check_with(config, &env, &loaded.templates);
     match args.output {
         Output::Text => print!("{}", result.to_text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
@@ -80,7 +80,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let (config, env) = (&loaded.config, loaded.env());
-    let found = drift::check(config, &env);
+    let found = drift::check_with(config, &env, &loaded.templates);
     if !found.errors.is_empty() {
         print!("{}", found.to_text());
         return Ok(ExitCode::FAILURE);
@@ -100,7 +100,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
                     .map(|(_, t)| t.to_owned())
             })
             .collect();
-        let report = apply::apply(
+        let report = apply::apply_with(
             config,
             &env,
             &Options {
@@ -108,6 +108,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
                 only,
                 skip: Vec::new(),
             },
+            &loaded.templates,
         );
         print!("{}", report.to_text());
         return Ok(if report.counts().failed > 0 {

@@ -79,13 +79,23 @@ pub fn from_report(report: &ApplyReport) -> DriftCheck {
 
 /// Checks every policy without changing anything.
 pub fn check(config: &Config, env: &Environment) -> DriftCheck {
-    let report = apply::apply(
+    check_with(config, env, &apply::template::Templates::new())
+}
+
+/// [`check`] with templates already parsed by validation.
+pub fn check_with(
+    config: &Config,
+    env: &Environment,
+    templates: &apply::template::Templates,
+) -> DriftCheck {
+    let report = apply::apply_with(
         config,
         env,
         &Options {
             dry_run: true,
             ..Options::default()
         },
+        templates,
     );
     from_report(&report)
 }

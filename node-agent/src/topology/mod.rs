@@ -115,6 +115,7 @@ impl Topology {
         let apply = Arc::new(ApplyLoop::new(
             Root {
                 paths: settings.host.clone(),
+                pending: Default::default(),
             },
             settings.dry_run,
             settings.config_dir.clone(),

@@ -755,10 +755,10 @@ impl LockedFiles {
             }
             if let Some(current) = &current {
                 let backup = self.etc.join(format!("{name}-"));
-                write_atomic(&backup, current, *mode)?;
+                write_atomic(&backup, current, *mode, None)?;
                 copy_owner_mode(&path, &backup)?;
             }
-            write_atomic(&path, &text, *mode)?;
+            write_atomic(&path, &text, *mode, None)?;
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 
 use driftless_crds::apply_policy::PackageManager;
 
+use crate::apply::durable::PendingSync;
 use crate::host::HostPaths;
 
 /// What went wrong in a back-end.
@@ -262,14 +263,24 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, BackendError> {
     }
 }
 
-/// Writes a file atomically: a temporary file beside it, flushed, then renamed over it. The
-/// mode of an existing file is kept; a new file gets `new_mode`. Parent directories are created.
-pub fn write_atomic(path: &Path, content: &str, new_mode: u32) -> Result<(), BackendError> {
+/// Writes a file atomically: a temporary file beside it, then renamed over it. The mode of an
+/// existing file is kept; a new file gets `new_mode`. Parent directories are created. With
+/// `pending` the file is flushed to disk with the rest of the policy's writes (see
+/// [`crate::apply::durable`]); without, it is flushed before the rename (account databases,
+/// whose backup and replacement must reach the disk in order).
+pub fn write_atomic(
+    path: &Path,
+    content: &str,
+    new_mode: u32,
+    pending: Option<&PendingSync>,
+) -> Result<(), BackendError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let parent = path
         .parent()
         .ok_or_else(|| BackendError::Invalid(format!("{} has no parent", path.display())))?;
-    std::fs::create_dir_all(parent).map_err(|e| BackendError::io(parent, e))?;
+    if !parent.is_dir() {
+        std::fs::create_dir_all(parent).map_err(|e| BackendError::io(parent, e))?;
+    }
     let (mode, owner) = match std::fs::metadata(path) {
         Ok(meta) => (meta.mode() & 0o7777, Some((meta.uid(), meta.gid()))),
         Err(_) => (new_mode, None),
@@ -286,12 +297,17 @@ pub fn write_atomic(path: &Path, content: &str, new_mode: u32) -> Result<(), Bac
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
         }
-        file.sync_all()?;
+        if pending.is_none() {
+            file.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(BackendError::io(path, e));
+    }
+    if let Some(pending) = pending {
+        pending.note(parent);
     }
     Ok(())
 }
@@ -401,12 +417,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/file");
-        write_atomic(&path, "one", 0o600).unwrap();
+        write_atomic(&path, "one", 0o600, None).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        write_atomic(&path, "two", 0o600).unwrap();
+        write_atomic(&path, "two", 0o600, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         assert_eq!(

@@ -91,7 +91,7 @@ impl Task for KernelModuleTask {
             match &file.content {
                 Some(content) => {
                     if read_optional(&path)?.as_deref() != Some(content.as_str()) {
-                        write_atomic(&path, content, 0o644)?;
+                        write_atomic(&path, content, 0o644, Some(&ctx.root.pending))?;
                     }
                 }
                 None => {

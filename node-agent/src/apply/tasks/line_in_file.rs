@@ -34,12 +34,15 @@ pub enum Anchor {
     Regex(Regex),
 }
 
+/// Compiled once per process (validation compiled it already).
 fn compile(field: &str, pattern: &str) -> Result<Regex, TaskError> {
-    Regex::new(pattern).map_err(|e| {
-        TaskError::Invalid(format!(
-            "{field}: {pattern:?} is not a regular expression: {e}"
-        ))
-    })
+    driftless_crds::validate::cached_regex(pattern)
+        .map(|re| (*re).clone())
+        .map_err(|e| {
+            TaskError::Invalid(format!(
+                "{field}: {pattern:?} is not a regular expression: {e}"
+            ))
+        })
 }
 
 /// Splits text into lines without their newline.

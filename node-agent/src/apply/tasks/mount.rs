@@ -115,7 +115,7 @@ impl Task for MountTask {
             set_mounted(&ctx.root.paths, &self.path, false)?;
         }
         if before != after {
-            write_atomic(&ctx.path(FSTAB)?, &after, 0o644)?;
+            write_atomic(&ctx.path(FSTAB)?, &after, 0o644, Some(&ctx.root.pending))?;
         }
         if want == Some(true) && !is {
             let mount_point = ctx.path(&self.path)?;

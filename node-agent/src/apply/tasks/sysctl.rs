@@ -90,7 +90,12 @@ impl Task for SysctlTask {
         check(self)?;
         if self.persist {
             if let Some((_, after)) = persisted_edit(self, ctx)? {
-                write_atomic(&ctx.path(&self.file)?, &after, 0o644)?;
+                write_atomic(
+                    &ctx.path(&self.file)?,
+                    &after,
+                    0o644,
+                    Some(&ctx.root.pending),
+                )?;
             }
         }
         if self.live {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{Context, Plan, TaskError};
 use crate::apply::diff::unified_diff;
+use crate::apply::durable::PendingSync;
 
 /// Parses an octal mode such as `"0644"` or `"2755"`.
 pub fn parse_mode(text: &str) -> Result<u32, TaskError> {
@@ -156,19 +157,24 @@ impl Attrs {
 }
 
 /// Writes a file atomically: a temporary file in the same directory with the final mode and
-/// owner, synced, then renamed over the target. Missing parent directories are created.
+/// owner, renamed over the target. Missing parent directories are created. The write is
+/// flushed to disk with the rest of the policy's writes (`pending`, see
+/// [`crate::apply::durable`]), not one file at a time.
 pub fn write_atomic(
     path: &Path,
     host_path: &str,
     content: &[u8],
     attrs: &Attrs,
     default_mode: u32,
+    pending: &PendingSync,
 ) -> Result<(), TaskError> {
     let io = |e| TaskError::io(host_path, e);
     let dir = path
         .parent()
         .ok_or_else(|| TaskError::Invalid(format!("{host_path:?} has no parent directory")))?;
-    std::fs::create_dir_all(dir).map_err(io)?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     // Keep the mode and owner of an existing file unless the task sets them.
     let existing = std::fs::metadata(path).ok();
     let mut attrs = attrs.clone();
@@ -195,14 +201,16 @@ pub fn write_atomic(
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(content)?;
-        file.sync_all()?;
         Ok::<(), std::io::Error>(())
     })()
     .map_err(io)
     .and_then(|()| attrs.apply(&tmp, host_path))
     .and_then(|()| std::fs::rename(&tmp, path).map_err(io));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match &result {
+        Ok(()) => pending.note(dir),
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
     result
 }
@@ -274,6 +282,7 @@ impl DesiredFile {
                 content.as_bytes(),
                 &self.attrs,
                 self.default_mode,
+                &ctx.root.pending,
             )
         } else {
             self.attrs.apply(&path, &self.host_path)

@@ -38,6 +38,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use serde_json::{json, Value};
 
+/// Per node report: the (policy, revision) assignments last written.
+type Written = BTreeMap<String, Vec<(String, String)>>;
+
 const POLICIES: usize = 20;
 const CONCURRENCY: usize = 32;
 const DRIVER: &str = "driftless-bench-agents";
@@ -142,7 +145,7 @@ fn drive(
     let typed: Api<driftless_crds::drift_report::DriftReport> =
         Api::namespaced(scope.client.clone(), &scope.namespace);
     tokio::spawn(async move {
-        let written: Arc<Mutex<BTreeMap<String, Vec<(String, String)>>>> = Default::default();
+        let written: Arc<Mutex<Written>> = Default::default();
         let stream = watcher(typed, watcher::Config::default().labels("driftless.dev/node"))
             .applied_objects()
             .filter_map(|r| async move { r.ok() })
@@ -243,11 +246,7 @@ fn planner_ms(n: usize) -> f64 {
             ready: i % 97 != 0,
             cordoned: false,
             assigned: Some(if i < n / 3 { "p-new" } else { "p-old" }),
-            health: if i < n / 3 {
-                Health::Healthy { since }
-            } else {
-                Health::Healthy { since }
-            },
+            health: Health::Healthy { since },
         })
         .collect();
     let rollout_spec: driftless_crds::apply_policy::Rollout =

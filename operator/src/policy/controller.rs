@@ -246,6 +246,14 @@ struct Written {
     view: Value,
 }
 
+/// What one status pass computes every policy's status from.
+struct Pass<'a> {
+    nodes: &'a [NodeRef<'a>],
+    index: &'a ReportIndex<'a>,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    rollouts: &'a HashMap<String, Value>,
+}
+
 /// One status to write.
 struct Pending {
     kind: PolicyKind,
@@ -457,36 +465,17 @@ impl PolicyStatusController {
             .collect();
         let reports = self.caches.reports.state();
         let index = ReportIndex::new(reports.iter().map(|r| r.as_ref()));
-        let now = time(Utc::now());
+        let pass = Pass {
+            nodes: &node_refs,
+            index: &index,
+            now: time(Utc::now()),
+            rollouts,
+        };
         let mut out = Vec::new();
         let mut seen = Vec::new();
-        self.compute_kind(
-            &self.caches.apply,
-            &node_refs,
-            &index,
-            &now,
-            rollouts,
-            &mut out,
-            &mut seen,
-        );
-        self.compute_kind(
-            &self.caches.facts,
-            &node_refs,
-            &index,
-            &now,
-            rollouts,
-            &mut out,
-            &mut seen,
-        );
-        self.compute_kind(
-            &self.caches.logs,
-            &node_refs,
-            &index,
-            &now,
-            rollouts,
-            &mut out,
-            &mut seen,
-        );
+        self.compute_kind(&self.caches.apply, &pass, &mut out, &mut seen);
+        self.compute_kind(&self.caches.facts, &pass, &mut out, &mut seen);
+        self.compute_kind(&self.caches.logs, &pass, &mut out, &mut seen);
         if let Ok(mut memo) = self.written.lock() {
             memo.retain(|key, _| seen.contains(key));
         }
@@ -496,10 +485,7 @@ impl PolicyStatusController {
     fn compute_kind<K: Policy>(
         &self,
         store: &Store<K>,
-        nodes: &[NodeRef<'_>],
-        index: &ReportIndex<'_>,
-        now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-        rollouts: &HashMap<String, Value>,
+        pass: &Pass<'_>,
         out: &mut Vec<Pending>,
         seen: &mut Vec<(PolicyKind, String)>,
     ) {
@@ -517,9 +503,9 @@ impl PolicyStatusController {
                     sinks,
                     previous: policy.conditions(),
                 },
-                nodes,
-                index,
-                now,
+                pass.nodes,
+                pass.index,
+                &pass.now,
             );
             if computed.ready() {
                 ready += 1;
@@ -527,7 +513,8 @@ impl PolicyStatusController {
                 not_ready += 1;
             }
             let mut json = computed.to_json();
-            if let Some(extra) = rollouts
+            if let Some(extra) = pass
+                .rollouts
                 .get(&name)
                 .filter(|_| K::KIND == PolicyKind::ApplyPolicy)
             {

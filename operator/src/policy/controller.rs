@@ -52,8 +52,7 @@ pub const DEBOUNCE: Duration = Duration::from_secs(1);
 /// Longest time between two recomputes.
 pub const SAFETY_NET: Duration = Duration::from_secs(60);
 
-/// Tells whether this replica may write (holds the leader Lease).
-pub type IsLeader = Arc<dyn Fn() -> bool + Send + Sync>;
+pub use crate::leader::IsLeader;
 
 /// A policy kind whose status this controller writes.
 pub trait Policy:
@@ -274,6 +273,11 @@ impl PolicyStatusController {
             wake,
             written: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Wakes [`Self::run`] for a recompute (for example when this replica starts leading).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Recomputes and writes statuses forever: after every change (debounced) and at least

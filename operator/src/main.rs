@@ -350,7 +350,7 @@ async fn run(
 mod tests {
     use clap::Parser as _;
 
-    use super::Cli;
+    use super::{election_config, Cli, Command};
 
     #[test]
     fn git_server_timeout_is_bounded() {
@@ -364,5 +364,43 @@ mod tests {
         }
         let default = Cli::try_parse_from(["op", "crds"]).unwrap();
         assert_eq!(default.git_server_timeout, 60);
+    }
+
+    fn election(args: &[&str]) -> Result<driftless_operator::leader::Config, String> {
+        let cli =
+            Cli::try_parse_from(["op", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let Command::Run { election, .. } = cli.command else {
+            unreachable!("parsed run")
+        };
+        election_config("ns", &election).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn leader_election_timing_defaults_and_checks() {
+        let c = election(&["--identity", "pod-a"]).unwrap();
+        assert_eq!(c.identity, "pod-a");
+        assert_eq!(
+            (
+                c.lease_duration.as_secs(),
+                c.renew_deadline.as_secs(),
+                c.retry_period.as_secs()
+            ),
+            (15, 10, 2)
+        );
+        assert!(election(&[])
+            .unwrap()
+            .identity
+            .ends_with(&format!("-{}", std::process::id())));
+        let err = election(&["--lease-duration-seconds", "10"]).unwrap_err();
+        assert!(
+            err.contains(
+                "--renew-deadline-seconds (10) must be less than --lease-duration-seconds (10)"
+            ),
+            "{err}"
+        );
+        let err = election(&["--retry-period-seconds", "10"]).unwrap_err();
+        assert!(err.contains("--retry-period-seconds (10)"), "{err}");
+        let err = election(&["--lease-duration-seconds", "0"]).unwrap_err();
+        assert!(err.contains("--lease-duration-seconds"), "{err}");
     }
 }

@@ -407,6 +407,19 @@ fn operator_rbac_is_exactly_what_it_needs() {
             &["get", "create", "update"],
         )],
     );
+    // get and update only of the operator's Lease; create cannot be narrowed by name.
+    for rule in lease_role["rules"].as_array().unwrap() {
+        let verbs = strings(&rule["verbs"]);
+        if verbs == ["create"] {
+            assert!(rule.get("resourceNames").is_none(), "{rule}");
+        } else {
+            assert_eq!(
+                rule["resourceNames"],
+                serde_json::json!(["driftless-operator"]),
+                "{rule}"
+            );
+        }
+    }
     let lease_binding = all_of_kind(&docs, "RoleBinding")
         .into_iter()
         .find(|b| b["roleRef"]["name"] == name_of(lease_role))
@@ -718,7 +731,8 @@ fn operator_deployment_is_hardened() {
     let docs = render(&helm, &[]);
     let deployment = object(&docs, "Deployment", "driftless-operator");
     assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(deployment["spec"]["replicas"], 1);
+    // Two replicas: a standby takes the Lease over when the leader goes.
+    assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = pod_spec(deployment);
     assert_eq!(pod["serviceAccountName"], "driftless-operator");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);

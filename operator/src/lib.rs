@@ -1,8 +1,9 @@
-//! The Driftless operator: start-up checks and HTTP endpoints. Controllers (policy status,
-//! DriftScan), the DriftScan scheduler and the scan runner build on these.
+//! The Driftless operator: start-up checks, leader election and HTTP endpoints. Controllers
+//! (policy status, DriftScan), the DriftScan scheduler and the scan runner build on these.
 
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod policy;
 pub mod preflight;
 pub mod repo;

@@ -1,14 +1,17 @@
 //! `driftless-operator`: reconciles Driftless resources and serves the operator's HTTP API.
 
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::http::{router, HttpState};
-use driftless_operator::policy::controller::{IsLeader, PolicyStatusController};
+use driftless_operator::leader::{self, LeaderElector, Leadership};
+use driftless_operator::policy::controller::PolicyStatusController;
 use driftless_operator::policy::metrics::PolicyMetrics;
 use driftless_operator::preflight;
 use driftless_operator::scan::controller::{JobDefaults, ScanController, Settings};
@@ -49,12 +52,55 @@ enum Command {
         #[arg(long, env = "POD_NAMESPACE", default_value = "driftless")]
         namespace: String,
         #[command(flatten)]
+        election: ElectionArgs,
+        #[command(flatten)]
         scan: ScanArgs,
     },
     /// Print the Driftless CRDs as YAML (`driftless-operator crds | kubectl apply -f -`).
     Crds,
     /// Plan the stacks of a DriftScan run and write their DriftReports (scan Job entrypoint).
     ScanRunner(Box<driftless_operator::runner::Args>),
+}
+
+/// Leader election over the Lease `driftless-operator` in `--namespace`.
+#[derive(clap::Args, Debug)]
+struct ElectionArgs {
+    /// Do not take part in leader election: act at once and always (one replica only).
+    #[arg(long, env = "DRIFTLESS_NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    /// This replica's identity in the Lease (the pod name). Default: `<hostname>-<pid>`.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    identity: String,
+    /// How long followers wait, from the last change of the Lease they saw, before taking it
+    /// over from a silent leader.
+    #[arg(
+        long,
+        env = "DRIFTLESS_LEASE_DURATION_SECONDS",
+        default_value_t = 15,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(2..=300)
+    )]
+    lease_duration_seconds: u64,
+    /// How long the leader keeps acting without a successful renewal; then it exits. Must be
+    /// less than the lease duration.
+    #[arg(
+        long,
+        env = "DRIFTLESS_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=299)
+    )]
+    renew_deadline_seconds: u64,
+    /// Pause between two attempts to acquire or renew the Lease. Must be less than the renew
+    /// deadline.
+    #[arg(
+        long,
+        env = "DRIFTLESS_RETRY_PERIOD_SECONDS",
+        default_value_t = 2,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..=298)
+    )]
+    retry_period_seconds: u64,
 }
 
 /// Settings of the DriftScan controller.
@@ -71,12 +117,6 @@ struct ScanArgs {
     /// Most scan Jobs running at once over all DriftScans.
     #[arg(long, env = "DRIFTLESS_MAX_CONCURRENT_JOBS", default_value_t = 10)]
     max_concurrent_jobs: u32,
-    /// Do not take part in leader election (one replica only).
-    #[arg(long, env = "DRIFTLESS_NO_LEADER_ELECTION")]
-    no_leader_election: bool,
-    /// This replica's identity in the Lease (the pod name).
-    #[arg(long, env = "POD_NAME", default_value = "")]
-    identity: String,
     /// Where to keep the fetched DriftScan repositories (bare clones, one per URL). Default:
     /// `driftless-repos` in the temporary directory.
     #[arg(long, env = "DRIFTLESS_REPO_CACHE_DIR", value_name = "DIR")]
@@ -129,6 +169,7 @@ fn main() -> ExitCode {
         Command::Run {
             listen,
             namespace,
+            election,
             scan,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -139,7 +180,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            let result = runtime.block_on(run(listen, namespace, scan));
+            let result = runtime.block_on(run(listen, namespace, election, scan));
             // A git fetch stuck on a silent server must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             match result {
@@ -162,7 +203,39 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::Result<()> {
+/// The leader-election settings of `args` for `namespace`, checked.
+fn election_config(namespace: &str, args: &ElectionArgs) -> anyhow::Result<leader::Config> {
+    let identity = if args.identity.is_empty() {
+        format!("{}-{}", hostname(), std::process::id())
+    } else {
+        args.identity.clone()
+    };
+    let config = leader::Config {
+        namespace: namespace.to_owned(),
+        identity,
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
+        retry_period: Duration::from_secs(args.retry_period_seconds),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+/// Why the operator stops.
+enum Stop {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// This replica led and lost the Lease.
+    Lost(leader::Lost),
+}
+
+async fn run(
+    listen: SocketAddr,
+    namespace: String,
+    election: ElectionArgs,
+    scan: ScanArgs,
+) -> anyhow::Result<()> {
+    let election_config = election_config(&namespace, &election)?;
     let config = kube::Config::infer().await.context(
         "no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod",
     )?;
@@ -175,11 +248,12 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
     let metrics = ScanMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
     let policy_metrics =
         PolicyMetrics::register(state.registry.sub_registry_with_prefix("driftless"));
-    let identity = if scan.identity.is_empty() {
-        format!("{}-{}", hostname(), std::process::id())
-    } else {
-        scan.identity
-    };
+    let mut elector = (!election.no_leader_election)
+        .then(|| LeaderElector::new(client.clone(), election_config.clone()));
+    let leadership = elector
+        .as_ref()
+        .map_or_else(Leadership::always, LeaderElector::leadership);
+    let identity = election_config.identity.clone();
     let controller = ScanController::start(
         client.clone(),
         Settings {
@@ -189,46 +263,94 @@ async fn run(listen: SocketAddr, namespace: String, scan: ScanArgs) -> anyhow::R
                 service_account: Some(scan.scan_service_account).filter(|s| !s.is_empty()),
             },
             max_concurrent_jobs: scan.max_concurrent_jobs,
-            identity,
-            leader_election: !scan.no_leader_election,
+            identity: identity.clone(),
             repo_cache_dir: scan
                 .repo_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("driftless-repos")),
-            git_timeout: std::time::Duration::from_secs(scan.git_timeout_seconds.max(1)),
+            git_timeout: Duration::from_secs(scan.git_timeout_seconds.max(1)),
         },
         metrics,
+        leadership.is_leader_fn(),
     );
-    tokio::spawn(controller.clone().run());
-    // Policy statuses are written by the replica that holds the scan controller's Lease.
-    let leader = controller.clone();
-    let is_leader: IsLeader = Arc::new(move || leader.is_leader());
-    let policies =
-        PolicyStatusController::start(client.clone(), &namespace, policy_metrics, is_leader);
-    tokio::spawn(policies.run());
+    // Every replica watches (warm caches for a fast takeover); only the leader acts.
+    let policies = PolicyStatusController::start(
+        client.clone(),
+        &namespace,
+        policy_metrics,
+        leadership.is_leader_fn(),
+    );
+    let workers = [
+        tokio::spawn(controller.clone().run()),
+        tokio::spawn(policies.clone().run()),
+        tokio::spawn({
+            let (leadership, controller, policies) =
+                (leadership.clone(), controller.clone(), policies.clone());
+            async move {
+                leadership.acquired().await;
+                controller.wake.notify_one();
+                policies.wake();
+            }
+        }),
+    ];
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%server, %namespace, address = %listener.local_addr()?, "operator ready");
+    tracing::info!(%server, %namespace, %identity, leader_election = elector.is_some(), address = %listener.local_addr()?, "operator ready");
     state.ready.store(true, Ordering::Relaxed);
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(
+        axum::serve(listener, router(state).merge(webhook::routes(controller)))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    axum::serve(listener, router(state).merge(webhook::routes(controller)))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
+    let signal = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    let stop = match elector.as_mut() {
+        Some(elector) => tokio::select! {
+            () = signal => Stop::Signal,
+            lost = elector.run() => Stop::Lost(lost),
+        },
+        None => {
+            signal.await;
+            Stop::Signal
+        }
+    };
+    // Controllers first, so nothing acts once the Lease is released or lost.
+    for worker in &workers {
+        worker.abort();
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    match stop {
+        Stop::Signal => {
             tracing::info!("shutting down");
-        })
-        .await?;
-    Ok(())
+            if let Some(elector) = elector.as_mut() {
+                elector.release().await;
+            }
+            let _ = stop_http.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+            Ok(())
+        }
+        Stop::Lost(lost) => Err(anyhow::Error::new(lost).context(
+            "stopped leading; exiting so that the controllers stop and a restart rejoins as a follower",
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
-    use super::Cli;
+    use super::{election_config, Cli, Command};
 
     #[test]
     fn git_server_timeout_is_bounded() {
@@ -242,5 +364,43 @@ mod tests {
         }
         let default = Cli::try_parse_from(["op", "crds"]).unwrap();
         assert_eq!(default.git_server_timeout, 60);
+    }
+
+    fn election(args: &[&str]) -> Result<driftless_operator::leader::Config, String> {
+        let cli =
+            Cli::try_parse_from(["op", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let Command::Run { election, .. } = cli.command else {
+            unreachable!("parsed run")
+        };
+        election_config("ns", &election).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn leader_election_timing_defaults_and_checks() {
+        let c = election(&["--identity", "pod-a"]).unwrap();
+        assert_eq!(c.identity, "pod-a");
+        assert_eq!(
+            (
+                c.lease_duration.as_secs(),
+                c.renew_deadline.as_secs(),
+                c.retry_period.as_secs()
+            ),
+            (15, 10, 2)
+        );
+        assert!(election(&[])
+            .unwrap()
+            .identity
+            .ends_with(&format!("-{}", std::process::id())));
+        let err = election(&["--lease-duration-seconds", "10"]).unwrap_err();
+        assert!(
+            err.contains(
+                "--renew-deadline-seconds (10) must be less than --lease-duration-seconds (10)"
+            ),
+            "{err}"
+        );
+        let err = election(&["--retry-period-seconds", "10"]).unwrap_err();
+        assert!(err.contains("--retry-period-seconds (10)"), "{err}");
+        let err = election(&["--lease-duration-seconds", "0"]).unwrap_err();
+        assert!(err.contains("--lease-duration-seconds"), "{err}");
     }
 }

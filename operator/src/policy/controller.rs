@@ -57,8 +57,7 @@ pub const DEBOUNCE: Duration = Duration::from_secs(1);
 /// Longest time between two recomputes.
 pub const SAFETY_NET: Duration = Duration::from_secs(60);
 
-/// Tells whether this replica may write (holds the leader Lease).
-pub type IsLeader = Arc<dyn Fn() -> bool + Send + Sync>;
+pub use crate::leader::IsLeader;
 
 /// A policy kind whose status this controller writes.
 pub trait Policy:
@@ -361,6 +360,11 @@ impl PolicyStatusController {
             written: std::sync::Mutex::new(HashMap::new()),
             requeue: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Wakes [`Self::run`] for a recompute (for example when this replica starts leading).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Recomputes and writes statuses forever: after every change (debounced) and at least

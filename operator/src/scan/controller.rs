@@ -15,21 +15,20 @@
 //!   with 409 and decided again once the watch caught up, so it never undoes a webhook's run.
 //! - Jobs created but not yet seen in the watch cache are remembered ("expectations") and
 //!   count as running, so a lagging cache never creates a Job twice.
-//! - Only the holder of the Lease `driftless-operator` in the operator's namespace acts.
+//! - It acts only while this replica leads (see [`crate::leader`]); the watches run on every
+//!   replica, so a new leader decides from warm caches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use driftless_crds::drift_report::{DriftReport, DriftStatus};
 use driftless_crds::drift_scan::{DriftScan, DriftScanStatus, RunPhase, RunStatus, TriggerKind};
-use driftless_crds::time::{micro_time, of_micro_time, of_time};
+use driftless_crds::time::of_time;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, ObjectReference, PersistentVolumeClaimVolumeSource,
     PodSpec, PodTemplateSpec, Volume, VolumeMount,
@@ -49,6 +48,7 @@ use super::scheduler::{
     RunSource, ScanState,
 };
 use super::triggers::{self, TRIGGER_ANNOTATION};
+use crate::leader::IsLeader;
 use crate::repo::{self, RepoCache, Resolved};
 use crate::Error;
 
@@ -64,8 +64,6 @@ pub const STACKS_ANNOTATION: &str = "driftless.dev/stacks";
 pub const BIN_DIR: &str = "/driftless/bin";
 /// The provider plugin cache mount.
 pub const PLUGIN_CACHE_DIR: &str = "/driftless/plugin-cache";
-/// Name of the leader-election Lease.
-pub const LEASE_NAME: &str = "driftless-operator";
 /// How long a Job created but not yet seen still counts as running.
 const EXPECTATION_TTL: Duration = Duration::from_secs(60);
 /// Longest sleep between two decisions.
@@ -74,17 +72,15 @@ const SAFETY_NET: Duration = Duration::from_secs(30);
 /// Settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The operator's namespace (its Lease).
+    /// The operator's namespace.
     pub namespace: String,
     /// Image of the init container that provides the runner binary, and the default
     /// ServiceAccount of scan Jobs.
     pub job_defaults: JobDefaults,
     /// Most scan Jobs running at once over all DriftScans.
     pub max_concurrent_jobs: u32,
-    /// This replica's identity in the Lease.
+    /// This replica's identity (the Lease holder name, and the Events' reporting instance).
     pub identity: String,
-    /// Take part in leader election (off: act always, for a single replica or tests).
-    pub leader_election: bool,
     /// Where the operator keeps its clones of the DriftScans' repositories.
     pub repo_cache_dir: PathBuf,
     /// Longest a fetch of a DriftScan's repository may take.
@@ -366,7 +362,7 @@ pub struct ScanController {
     pub wake: Arc<Notify>,
     /// Metrics.
     pub metrics: ScanMetrics,
-    leader: AtomicBool,
+    is_leader: IsLeader,
     expectations: Mutex<HashMap<String, (JobState, Instant)>>,
     recorder: Recorder,
     repo: Arc<RepoCache>,
@@ -376,7 +372,13 @@ pub struct ScanController {
 impl ScanController {
     /// Starts the watches (as background tasks) and returns the controller; call
     /// [`ScanController::run`] to decide and act.
-    pub fn start(client: Client, settings: Settings, metrics: ScanMetrics) -> Arc<Self> {
+    /// The loop acts only while `is_leader` says so.
+    pub fn start(
+        client: Client,
+        settings: Settings,
+        metrics: ScanMetrics,
+        is_leader: IsLeader,
+    ) -> Arc<Self> {
         let wake = Arc::new(Notify::new());
         let (scans, scans_writer) = reflector::store();
         let (jobs, jobs_writer) = reflector::store();
@@ -437,7 +439,7 @@ impl ScanController {
         let settings_repo_dir = settings.repo_cache_dir.clone();
         Arc::new(Self {
             client,
-            leader: AtomicBool::new(!settings.leader_election),
+            is_leader,
             settings,
             scans,
             jobs,
@@ -453,7 +455,7 @@ impl ScanController {
 
     /// This replica holds the Lease (or leader election is off).
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        (self.is_leader)()
     }
 
     /// The DriftScan store (for the webhook's GETs).
@@ -677,9 +679,6 @@ impl ScanController {
     /// Decides and acts forever: on every wake-up, at the next schedule or timeout, and at
     /// least every 30 s.
     pub async fn run(self: Arc<Self>) {
-        if self.settings.leader_election {
-            tokio::spawn(self.clone().elect());
-        }
         let _ = self.scans.wait_until_ready().await;
         let _ = self.jobs.wait_until_ready().await;
         let _ = self.reports.wait_until_ready().await;
@@ -860,26 +859,6 @@ impl ScanController {
             );
         }
     }
-
-    /// Holds or waits for the Lease, renewing every 5 s (15 s lease).
-    async fn elect(self: Arc<Self>) {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.namespace);
-        loop {
-            let leading = match try_acquire(&api, &self.settings.identity, 15).await {
-                Ok(leading) => leading,
-                Err(err) => {
-                    tracing::warn!(error = %err, "leader election failed");
-                    false
-                }
-            };
-            if leading != self.is_leader() {
-                tracing::info!(leading, identity = %self.settings.identity, "leadership changed");
-                self.leader.store(leading, Ordering::Relaxed);
-                self.wake.notify_one();
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    }
 }
 
 fn spawn_watch<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
@@ -894,63 +873,6 @@ fn spawn_watch<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
             }
         }
     });
-}
-
-/// Takes or renews the Lease `driftless-operator` for `identity`. Returns whether this
-/// identity holds it.
-pub async fn try_acquire(api: &Api<Lease>, identity: &str, seconds: i32) -> Result<bool, Error> {
-    let now = Utc::now();
-    let fresh = |transitions: i32| Lease {
-        metadata: ObjectMeta {
-            name: Some(LEASE_NAME.into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(identity.into()),
-            lease_duration_seconds: Some(seconds),
-            acquire_time: Some(micro_time(now)),
-            renew_time: Some(micro_time(now)),
-            lease_transitions: Some(transitions),
-            ..Default::default()
-        }),
-    };
-    let Some(mut lease) = api.get_opt(LEASE_NAME).await? else {
-        return match api.create(&PostParams::default(), &fresh(0)).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e.into()),
-        };
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.as_deref();
-    let expired = spec.renew_time.as_ref().is_none_or(|t| {
-        of_micro_time(t)
-            + chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(seconds)))
-            < now
-    });
-    if holder != Some(identity) && !expired {
-        return Ok(false);
-    }
-    let mut new = if holder == Some(identity) {
-        let mut s = spec.clone();
-        s.renew_time = Some(micro_time(now));
-        s
-    } else {
-        fresh(spec.lease_transitions.unwrap_or(0) + 1)
-            .spec
-            .unwrap_or_default()
-    };
-    new.lease_duration_seconds = Some(seconds);
-    lease.spec = Some(new);
-    // replace carries the resourceVersion: two candidates cannot both win.
-    match api
-        .replace(LEASE_NAME, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Carries out `decisions`: creates the Jobs (an existing one is fine), deletes Jobs of

@@ -205,7 +205,16 @@ async fn scenario(
     .await?;
     let arrived: Vec<(Duration, &String)> = names
         .iter()
-        .map(|n| (seen[n].iter().find(|(_, c)| c == "v1\n").unwrap().0, n))
+        .map(|n| {
+            (
+                seen[n]
+                    .iter()
+                    .find(|(_, c)| c == "v1\n")
+                    .expect("every node applied v1")
+                    .0,
+                n,
+            )
+        })
         .collect();
     eprintln!("rollout: v1 arrived at {arrived:?}");
     for pair in arrived.windows(2) {

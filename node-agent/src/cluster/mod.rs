@@ -177,12 +177,31 @@ impl Watched {
             .unwrap_or_default()
     }
 
-    /// Revision name → its data.
-    fn revision_data(&self) -> BTreeMap<String, Value> {
-        self.revisions
-            .state()
-            .iter()
-            .filter_map(|r| Some((r.metadata.name.clone()?, r.data.as_ref()?.0.clone())))
+    /// Revision name → its data, and whether it is its policy's newest.
+    fn revision_data(&self) -> BTreeMap<String, select::Revision> {
+        let all = self.revisions.state();
+        let policy = |r: &ControllerRevision| {
+            r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(driftless_crds::rbac::REVISION_POLICY_UID_LABEL))
+                .cloned()
+        };
+        let mut newest: BTreeMap<Option<String>, i64> = BTreeMap::new();
+        for r in &all {
+            let top = newest.entry(policy(r)).or_insert(r.revision);
+            *top = (*top).max(r.revision);
+        }
+        all.iter()
+            .filter_map(|r| {
+                Some((
+                    r.metadata.name.clone()?,
+                    select::Revision {
+                        data: r.data.as_ref()?.0.clone(),
+                        newest: newest.get(&policy(r)) == Some(&r.revision),
+                    },
+                ))
+            })
             .collect()
     }
 }

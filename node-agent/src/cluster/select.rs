@@ -105,16 +105,27 @@ pub fn good_objects(
     out
 }
 
+/// A ControllerRevision as the agent pins policies to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Revision {
+    /// Its `data` (`{"spec": ...}`).
+    pub data: Value,
+    /// Whether it is its policy's newest revision (the highest `revision` number).
+    pub newest: bool,
+}
+
 /// The ApplyPolicies as the node may run them: each one's spec replaced by the revision the
 /// operator assigned to the node (`assignments`: policy → ControllerRevision name;
-/// `revisions`: name → its `data`), keeping the live `nodeSelector`, `rollout` and
-/// `revisionHistoryLimit`, and annotated with the revision's name. A policy without an
-/// assignment does not run yet; one whose revision is not visible yet runs what `previous`
-/// (the last good versions) holds of it, if anything. Other kinds pass unchanged. Pure.
+/// `revisions`: name → revision), keeping the live `nodeSelector`, `rollout` and
+/// `revisionHistoryLimit`, and annotated with the revision's name. The live
+/// `rollout.canary.healthCheck` probes the newest revision: a node assigned an older one (a
+/// rollback) does not run them. A policy without an assignment does not run yet; one whose
+/// revision is not visible yet runs what `previous` (the last good versions) holds of it, if
+/// anything. Other kinds pass unchanged. Pure.
 pub fn pin(
     objects: Vec<Value>,
     assignments: &BTreeMap<String, String>,
-    revisions: &BTreeMap<String, Value>,
+    revisions: &BTreeMap<String, Revision>,
     previous: &BTreeMap<Key, Value>,
 ) -> Vec<Value> {
     use crate::topology::apply_loop::REVISION_ANNOTATION;
@@ -128,10 +139,9 @@ pub fn pin(
         let Some(revision) = assignments.get(&name) else {
             continue;
         };
-        let Some(spec) = revisions
+        let Some((spec, newest)) = revisions
             .get(revision)
-            .and_then(|data| data.get("spec"))
-            .and_then(Value::as_object)
+            .and_then(|r| Some((r.data.get("spec").and_then(Value::as_object)?, r.newest)))
         else {
             if let Some(old) = previous.get(&(PolicyKind::ApplyPolicy, name)) {
                 out.push(old.clone());
@@ -145,6 +155,15 @@ pub fn pin(
                     Some(v) => spec.insert(key.to_owned(), v.clone()),
                     None => spec.remove(key),
                 };
+            }
+        }
+        if !newest {
+            if let Some(canary) = spec
+                .get_mut("rollout")
+                .and_then(|r| r.get_mut("canary"))
+                .and_then(Value::as_object_mut)
+            {
+                canary.remove("healthCheck");
             }
         }
         object["spec"] = Value::Object(spec);

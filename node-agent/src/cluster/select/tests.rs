@@ -244,7 +244,14 @@ fn apply_policies_run_the_assigned_revision_only() {
     let facts = pipeline("p", 1, "x");
     let old = motd(5, Value::Null, "old\n");
     let old_data = json!({"spec": old["spec"].clone()});
-    let revisions: BTreeMap<String, Value> = [("motd-aaaa".to_owned(), old_data)].into();
+    let revisions: BTreeMap<String, Revision> = [(
+        "motd-aaaa".to_owned(),
+        Revision {
+            data: old_data,
+            newest: true,
+        },
+    )]
+    .into();
     // No assignment: the ApplyPolicy does not run yet; other kinds are untouched.
     let pinned = pin(
         vec![live.clone(), facts.clone()],
@@ -291,4 +298,33 @@ fn apply_policies_run_the_assigned_revision_only() {
         vec![p.clone()]
     );
     assert!(pin(vec![live], &unknown, &revisions, &BTreeMap::new()).is_empty());
+}
+
+#[test]
+fn only_the_newest_revision_runs_the_probes() {
+    let mut live = motd(7, Value::Null, "live\n");
+    live["spec"]["rollout"] = json!({"strategy": "Canary", "canary": {"nodes": 1,
+        "healthCheck": {"command": ["/bin/false"]}}});
+    let data = json!({"spec": motd(5, Value::Null, "old\n")["spec"].clone()});
+    let assignments: BTreeMap<String, String> =
+        [("motd".to_owned(), "motd-aaaa".to_owned())].into();
+    for newest in [true, false] {
+        let revisions: BTreeMap<String, Revision> = [(
+            "motd-aaaa".to_owned(),
+            Revision {
+                data: data.clone(),
+                newest,
+            },
+        )]
+        .into();
+        let pinned = pin(
+            vec![live.clone()],
+            &assignments,
+            &revisions,
+            &BTreeMap::new(),
+        );
+        let canary = &pinned[0]["spec"]["rollout"]["canary"];
+        assert_eq!(canary["nodes"], 1, "{newest}");
+        assert_eq!(canary.get("healthCheck").is_some(), newest, "{canary}");
+    }
 }

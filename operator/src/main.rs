@@ -52,7 +52,7 @@ enum Command {
         #[command(flatten)]
         scan: ScanArgs,
         #[command(flatten)]
-        webhook: WebhookArgs,
+        webhook: Box<WebhookArgs>,
     },
     /// Print the Driftless CRDs as YAML (`driftless-operator crds | kubectl apply -f -`).
     Crds,
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            let result = runtime.block_on(run(listen, namespace, scan, webhook));
+            let result = runtime.block_on(run(listen, namespace, scan, *webhook));
             // A git fetch stuck on a silent server must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             match result {

@@ -81,3 +81,9 @@ bench-scan:
 bench-cluster:
 	cargo build --release -p driftless-agent -p driftless-operator -p driftless-e2e --bin driftless --bin driftless-operator --bin bench_cluster
 	target/release/bench_cluster
+
+## Webhook under attack with KUBECONFIG: 1,000 forged requests/s (BENCH_FORGED_PER_SECOND) for 30 s (BENCH_SECONDS)
+## beside valid triggers; refused counts, valid-trigger p99 against a quiet baseline, API server GETs meanwhile.
+bench-webhook:
+	cargo build --release -p driftless-operator -p driftless-e2e --bin driftless-operator --bin bench_webhook
+	target/release/bench_webhook

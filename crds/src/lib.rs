@@ -7,6 +7,7 @@
 
 pub mod apply_policy;
 pub mod common;
+pub mod cron;
 pub mod drift_report;
 pub mod drift_scan;
 pub mod facts_policy;

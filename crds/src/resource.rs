@@ -363,75 +363,9 @@ fn regex_message(pattern: &str, err: &dyn std::fmt::Display) -> String {
     format!("{pattern:?} is not a valid regular expression: {last}")
 }
 
-/// Checks a cron expression: five fields, or one of the `@` macros.
+/// Checks a DriftScan schedule with the project's one cron parser ([`crate::cron::parse`]).
 pub fn check_cron(schedule: &str) -> Result<(), String> {
-    const MACROS: &[&str] = &[
-        "@yearly",
-        "@annually",
-        "@monthly",
-        "@weekly",
-        "@daily",
-        "@midnight",
-        "@hourly",
-    ];
-    if schedule.starts_with('@') {
-        return if MACROS.contains(&schedule) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{schedule:?} is not a cron macro; expected one of {}",
-                MACROS.join(", ")
-            ))
-        };
-    }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "{schedule:?} has {} fields; expected five (minute hour day-of-month month day-of-week)",
-            fields.len()
-        ));
-    }
-    let limits = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    let names = ["minute", "hour", "day-of-month", "month", "day-of-week"];
-    for ((field, (lo, hi)), name) in fields.iter().zip(limits).zip(names) {
-        for part in field.split(',') {
-            let (range, step) = part.split_once('/').unwrap_or((part, "1"));
-            let step_ok = step.parse::<u32>().map(|s| s > 0).unwrap_or(false);
-            let range_ok = range == "*"
-                || range
-                    .split_once('-')
-                    .map(|(a, b)| {
-                        (in_range(a, lo, hi) || is_name(a, name))
-                            && (in_range(b, lo, hi) || is_name(b, name))
-                    })
-                    .unwrap_or_else(|| in_range(range, lo, hi) || is_name(range, name));
-            if !(step_ok && range_ok) {
-                return Err(format!(
-                    "{schedule:?}: {name} field {part:?} is not valid (expected {lo}-{hi}, *, ranges, lists or steps)"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn in_range(text: &str, lo: u32, hi: u32) -> bool {
-    text.parse::<u32>()
-        .map(|n| n >= lo && n <= hi)
-        .unwrap_or(false)
-}
-
-fn is_name(text: &str, field: &str) -> bool {
-    const MONTHS: &[&str] = &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    let lower = text.to_ascii_lowercase();
-    match field {
-        "month" => MONTHS.contains(&lower.as_str()),
-        "day-of-week" => DAYS.contains(&lower.as_str()),
-        _ => false,
-    }
+    crate::cron::parse(schedule).map(|_| ())
 }
 
 #[cfg(test)]
@@ -456,7 +390,10 @@ mod tests {
         );
         assert!(check_cron("61 * * * *")
             .unwrap_err()
-            .contains("minute field \"61\""));
+            .starts_with("\"61 * * * *\" is not a valid cron expression"));
+        // What the operator computes, validation accepts, and the other way round.
+        assert_eq!(check_cron("@midnight"), Ok(()));
+        assert!(check_cron("@reboot").is_err());
         assert!(check_cron("@often").is_err());
     }
 

@@ -810,6 +810,82 @@ fn operator_deployment_is_hardened() {
     );
 }
 
+/// `operator.tls.secretName`: the Secret mounted, the flags passed, the probes and the
+/// ServiceMonitor on HTTPS; nothing of it without the value.
+#[test]
+fn operator_tls_from_a_secret() {
+    let Some(helm) = helm_or_skip() else {
+        return;
+    };
+    let plain = render(&helm, &["--set", "serviceMonitor.enabled=true"]);
+    let c = container(object(&plain, "Deployment", "driftless-operator"));
+    assert_eq!(arg_after(c, "--tls-cert"), None);
+    assert!(c["livenessProbe"]["httpGet"]["scheme"].is_null());
+    let monitor = object(&plain, "ServiceMonitor", "driftless-operator");
+    assert!(monitor["spec"]["endpoints"][0]["scheme"].is_null());
+
+    let docs = render(
+        &helm,
+        &[
+            "--set",
+            "operator.tls.secretName=operator-tls",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "serviceMonitor.operatorTlsConfig.serverName=driftless-operator.driftless.svc",
+        ],
+    );
+    let deployment = object(&docs, "Deployment", "driftless-operator");
+    let c = container(deployment);
+    assert_eq!(
+        arg_after(c, "--tls-cert"),
+        Some("/etc/driftless/tls/tls.crt")
+    );
+    assert_eq!(
+        arg_after(c, "--tls-key"),
+        Some("/etc/driftless/tls/tls.key")
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .expect("the tls mount");
+    assert_eq!(mount["mountPath"], "/etc/driftless/tls");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("the tls volume");
+    assert_eq!(volume["secret"]["secretName"], "operator-tls");
+    let monitor = object(&docs, "ServiceMonitor", "driftless-operator");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["tlsConfig"]["serverName"],
+        "driftless-operator.driftless.svc"
+    );
+    let out = helm_cmd(
+        &helm,
+        &[
+            "template",
+            RELEASE,
+            chart_dir().to_str().unwrap(),
+            "--set",
+            "operator.tls.secretName=Not_A_Name",
+        ],
+    );
+    assert!(!out.status.success(), "an invalid Secret name renders");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator.tls.secretName"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Host mounts and scheduling that hold in both agent profiles and both sources.
 fn check_agent_common(daemonset: &Value) {
     let pod = pod_spec(daemonset);

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;

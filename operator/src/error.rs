@@ -14,6 +14,14 @@ pub enum Error {
         /// Comma-separated CRD names.
         missing: String,
     },
+    /// The HTTP server's certificate or key cannot be used.
+    #[error("TLS: {path}: {reason}")]
+    Tls {
+        /// The file (`--tls-cert` or `--tls-key`).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -22,6 +30,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::MissingCrds { .. } => "missing_crds",
+            Error::Tls { .. } => "tls",
         }
     }
 }

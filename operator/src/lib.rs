@@ -9,5 +9,6 @@ pub mod preflight;
 pub mod repo;
 pub mod runner;
 pub mod scan;
+pub mod tls;
 
 pub use error::Error;

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use driftless_operator::http::{router, HttpState};
+use driftless_operator::http::{router, ClientAddr, HttpState};
 use driftless_operator::leader::{self, LeaderElector, Leadership};
 use driftless_operator::policy::controller::PolicyStatusController;
 use driftless_operator::policy::metrics::PolicyMetrics;
 use driftless_operator::preflight;
 use driftless_operator::scan::controller::{JobDefaults, ScanController, Settings};
 use driftless_operator::scan::metrics::ScanMetrics;
-use driftless_operator::scan::webhook;
+use driftless_operator::scan::webhook::{self, Rate, Webhook, WebhookSettings};
+use driftless_operator::tls::{TlsListener, RELOAD_CHECK};
 
 /// The Driftless operator.
 #[derive(Parser, Debug)]
@@ -55,6 +56,8 @@ enum Command {
         election: ElectionArgs,
         #[command(flatten)]
         scan: ScanArgs,
+        #[command(flatten)]
+        webhook: Box<WebhookArgs>,
     },
     /// Print the Driftless CRDs as YAML (`driftless-operator crds | kubectl apply -f -`).
     Crds,
@@ -131,6 +134,76 @@ struct ScanArgs {
     git_timeout_seconds: u64,
 }
 
+/// Limits of the webhook API and TLS of the HTTP server.
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// PEM certificate chain: serve HTTPS (every path, health and /metrics included) instead
+    /// of HTTP. Needs --tls-key. The files are read again when they change.
+    #[arg(
+        long,
+        env = "DRIFTLESS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "DRIFTLESS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// Longest webhook request body accepted (413 beyond).
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
+    webhook_max_body_bytes: u64,
+    /// Webhook authentication failures a client address (IPv6: /64) may make at once; beyond,
+    /// its requests are answered 429 until the budget refills.
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_CLIENT_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    webhook_client_burst: u32,
+    /// Rate at which a client's failure budget refills, per second.
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_CLIENT_RATE", default_value_t = 1.0, value_parser = positive)]
+    webhook_client_rate: f64,
+    /// Authenticated webhook requests a DriftScan may get at once; beyond, 429.
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_SCAN_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    webhook_scan_burst: u32,
+    /// Rate at which a DriftScan's request budget refills, per second.
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_SCAN_RATE", default_value_t = 1.0, value_parser = positive)]
+    webhook_scan_rate: f64,
+    /// How often the token of each DriftScan's webhook Secret is read again (a rotated token
+    /// takes effect within this time).
+    #[arg(long, env = "DRIFTLESS_WEBHOOK_TOKEN_REFRESH_SECONDS", default_value_t = 60,
+          value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    webhook_token_refresh_seconds: u64,
+}
+
+fn positive(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("expected a number greater than 0, got {v:?}")),
+    }
+}
+
+impl WebhookArgs {
+    fn settings(&self) -> WebhookSettings {
+        WebhookSettings {
+            max_body_bytes: usize::try_from(self.webhook_max_body_bytes).unwrap_or(usize::MAX),
+            per_client: Rate {
+                per_second: self.webhook_client_rate,
+                burst: self.webhook_client_burst,
+            },
+            per_scan: Rate {
+                per_second: self.webhook_scan_rate,
+                burst: self.webhook_scan_burst,
+            },
+            token_refresh: std::time::Duration::from_secs(self.webhook_token_refresh_seconds),
+        }
+    }
+}
+
 /// Makes libgit2 give up on a git server that accepts a connection and then stays silent
 /// (http, https and git:// transports), so a stuck fetch frees its thread and the cached
 /// repository's lock instead of waiting for the TCP connection to drop.
@@ -171,6 +244,7 @@ fn main() -> ExitCode {
             namespace,
             election,
             scan,
+            webhook,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -180,7 +254,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            let result = runtime.block_on(run(listen, namespace, election, scan));
+            let result = runtime.block_on(run(listen, namespace, election, scan, *webhook));
             // A git fetch stuck on a silent server must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             match result {
@@ -234,6 +308,7 @@ async fn run(
     namespace: String,
     election: ElectionArgs,
     scan: ScanArgs,
+    webhook_args: WebhookArgs,
 ) -> anyhow::Result<()> {
     let election_config = election_config(&namespace, &election)?;
     let config = kube::Config::infer().await.context(
@@ -296,16 +371,36 @@ async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%server, %namespace, %identity, leader_election = elector.is_some(), address = %listener.local_addr()?, "operator ready");
-    state.ready.store(true, Ordering::Relaxed);
+    let address = listener.local_addr()?;
+    let api = Webhook::start(controller, webhook_args.settings());
+    let app = router(state.clone())
+        .merge(webhook::routes(api))
+        .into_make_service_with_connect_info::<ClientAddr>();
+    let tls = match (webhook_args.tls_cert, webhook_args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(
-        axum::serve(listener, router(state).merge(webhook::routes(controller)))
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let http_shutdown = async move {
+        let _ = http_stopped.await;
+    };
+    let http = match &tls {
+        Some((cert, key)) => {
+            let listener = TlsListener::new(listener, cert.clone(), key.clone(), RELOAD_CHECK)?;
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_shutdown)
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http_shutdown)
+                .into_future(),
+        ),
+    };
+    tracing::info!(%server, %namespace, %identity, leader_election = elector.is_some(), %address, tls = tls.is_some(), "operator ready");
+    state.ready.store(true, Ordering::Relaxed);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let signal = async move {
         tokio::select! {

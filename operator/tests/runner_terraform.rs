@@ -1314,6 +1314,66 @@ fn ssh_clone_checks_known_hosts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the known_hosts"));
 
+    // 4b. As OpenSSH reads known_hosts: a key marked `@revoked` is refused even where a plain
+    // line lists it, and a `@cert-authority` key is not a host key. OpenSSH's own client, on
+    // the same files, decides the same.
+    let openssh_accepts = |text: &str| {
+        let file = f.root.join("ssh/known_hosts_openssh");
+        write(&file, text);
+        let status = Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", file.display()))
+            .arg("-i")
+            .arg(f.root.join("ssh/client_ed25519"))
+            .args([
+                "-p",
+                &port.to_string(),
+                &format!("{}@127.0.0.1", sshd.user),
+                "true",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        status.status.success()
+    };
+    let plain = format!("[127.0.0.1]:{port} {kind} {blob}\n");
+    assert!(openssh_accepts(&plain), "OpenSSH refuses the plain entry");
+    let revoked = format!("{plain}@revoked * {kind} {blob}\n");
+    assert!(!openssh_accepts(&revoked), "OpenSSH accepts a revoked key");
+    known(&revoked);
+    let out = f.runner(&scan, "r4b", &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is marked @revoked in the known_hosts") && stderr.contains(&fp),
+        "{stderr}"
+    );
+    let authority = format!("@cert-authority [127.0.0.1]:{port} {kind} {blob}\n");
+    assert!(
+        !openssh_accepts(&authority),
+        "OpenSSH takes a CA key for a host key"
+    );
+    known(&authority);
+    let out = f.runner(&scan, "r4c", &args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the known_hosts"));
+    let err = fetch(revoked.clone()).unwrap_err().to_string();
+    assert!(err.contains("is marked @revoked"), "{err}");
+
     // 5. A key the server does not authorise: refused by sshd, a clear auth error.
     known(&hashed_text);
     let stranger = f.root.join("ssh/stranger_ed25519");

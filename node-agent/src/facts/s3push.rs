@@ -230,7 +230,10 @@ impl Pusher {
                 .ok()
                 .and_then(|p| p.items.front().cloned());
             let Some((key, body)) = next else { break };
-            let mut delay = self.backoff;
+            let backoff = crate::backoff::Backoff {
+                base: self.backoff,
+                max: Duration::from_secs(30),
+            };
             let mut ok = false;
             for attempt in 1..=self.attempts.max(1) {
                 match self
@@ -245,8 +248,7 @@ impl Pusher {
                     Err(error) => {
                         tracing::warn!(key, attempt, %error, "facts snapshot upload failed");
                         if attempt < self.attempts {
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(30));
+                            tokio::time::sleep(backoff.delay(attempt - 1)).await;
                         }
                     }
                 }

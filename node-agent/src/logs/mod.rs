@@ -20,7 +20,6 @@ pub mod disk;
 pub mod metrics;
 pub mod parsers;
 pub mod pipeline;
-pub mod retry;
 pub mod sinks;
 pub mod sources;
 pub mod transforms;

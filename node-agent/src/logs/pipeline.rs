@@ -29,11 +29,11 @@ use super::buffer::InFlight;
 use super::checkpoint::{self, Checkpoint};
 use super::disk::{DiskBuffer, Stored};
 use super::metrics::{LogMetrics, PipelineMetrics};
-use super::retry::Backoff;
 use super::sinks::{node_name, SinkContext, SinkState};
 use super::sources::file::{Budget, FileSource};
 use super::transforms::Transforms;
 use super::LogError;
+use crate::backoff::Backoff;
 use crate::host::HostPaths;
 
 /// Events read per step at most.

@@ -5,7 +5,9 @@
 //! - `ssh`: keys `ssh-privatekey` (PEM/OpenSSH) and `known_hosts`; the server's host key must
 //!   be listed in `known_hosts` (plain host patterns, `[host]:port`, `*`/`?` wildcards, `!`
 //!   negations, and hashed `|1|salt|hmac` entries as written by `ssh-keygen -H`) or the clone
-//!   fails with an error naming the host and the key's SHA256 fingerprint;
+//!   fails with an error naming the host and the key's SHA256 fingerprint. As in OpenSSH, a key
+//!   on a matching `@revoked` line is refused even where another line lists it, and
+//!   `@cert-authority` lines (keys that sign host certificates) never match a host key;
 //! - `githubApp`: key `private-key`; an RS256 JWT for the App is exchanged for an installation
 //!   token at `POST {apiUrl}/app/installations/{id}/access_tokens`, then used as `https` with
 //!   user `x-access-token`; a process reuses the token until five minutes before it expires
@@ -154,45 +156,88 @@ pub fn fingerprint(key: &[u8]) -> String {
     )
 }
 
-/// Whether `known_hosts` accepts host key `key` (the raw key blob) for `host`/`port`.
-/// Pure: the decision used by the SSH certificate check.
-pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) -> bool {
+/// What `known_hosts` says of a host key, read as OpenSSH reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// A plain line whose hosts match lists the key.
+    Known,
+    /// A `@revoked` line whose hosts match lists the key: refused, even where a plain line
+    /// also lists it.
+    Revoked,
+    /// No plain line for the host lists the key. `@cert-authority` lines name keys that sign
+    /// host certificates; such a key presented as the host's own key is not known.
+    Unknown,
+}
+
+/// Whether the host field of a `known_hosts` line (patterns separated by commas, or one hashed
+/// `|1|` entry) matches `name`.
+fn hosts_match(hosts: &str, name: &str) -> bool {
+    let mut matched = false;
+    if hosts.starts_with("|1|") {
+        matched = hashed_host_matches(hosts, name);
+    }
+    for pattern in hosts.split(',').filter(|p| !p.starts_with('|')) {
+        if let Some(neg) = pattern.strip_prefix('!') {
+            if glob_match(neg, name) {
+                return false;
+            }
+        } else if glob_match(pattern, name) {
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// What `known_hosts` says of host key `key` (the raw key blob) for `host`/`port`. Pure: the
+/// decision used by the SSH certificate check.
+pub fn host_key_status(
+    known_hosts: &str,
+    host: &str,
+    port: Option<u16>,
+    key: &[u8],
+) -> HostKeyStatus {
     let name = known_hosts_name(host, port);
+    let mut known = false;
     for line in known_hosts.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with("@revoked") {
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line.strip_prefix("@cert-authority ").unwrap_or(line);
+        let (marker, line) = match line.strip_prefix('@') {
+            Some(rest) => match rest.split_once(char::is_whitespace) {
+                Some((marker, rest)) => (Some(marker), rest.trim_start()),
+                None => continue,
+            },
+            None => (None, line),
+        };
         let mut fields = line.split_whitespace();
         let (Some(hosts), Some(_kind), Some(blob)) = (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
-        let mut matched = false;
-        if hosts.starts_with("|1|") {
-            matched = hashed_host_matches(hosts, &name);
-        }
-        for pattern in hosts.split(',').filter(|p| !p.starts_with('|')) {
-            if let Some(neg) = pattern.strip_prefix('!') {
-                if glob_match(neg, &name) {
-                    matched = false;
-                    break;
-                }
-            } else if glob_match(pattern, &name) {
-                matched = true;
-            }
-        }
-        if !matched {
+        let same_key = base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .is_ok_and(|decoded| decoded == key);
+        if !same_key || !hosts_match(hosts, &name) {
             continue;
         }
-        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(blob) {
-            if decoded == key {
-                return true;
-            }
+        match marker {
+            None => known = true,
+            Some("revoked") => return HostKeyStatus::Revoked,
+            // `cert-authority`, and markers OpenSSH does not know (it skips those lines).
+            Some(_) => {}
         }
     }
-    false
+    if known {
+        HostKeyStatus::Known
+    } else {
+        HostKeyStatus::Unknown
+    }
+}
+
+/// Whether `known_hosts` accepts host key `key` (the raw key blob) for `host`/`port`.
+pub fn known_host(known_hosts: &str, host: &str, port: Option<u16>, key: &[u8]) -> bool {
+    host_key_status(known_hosts, host, port, key) == HostKeyStatus::Known
 }
 
 /// How long a clone may take before it is abandoned (the Job's own deadline is one hour).
@@ -330,15 +375,21 @@ pub fn fetch_options<'a>(
                     "no host key to check against known_hosts",
                 ));
             };
-            if known_host(known_hosts, host, *port, key) {
+            let status = host_key_status(known_hosts, host, *port, key);
+            if status == HostKeyStatus::Known {
                 Ok(CertificateCheckStatus::CertificateOk)
             } else {
                 let kind = hostkey
                     .hostkey_type()
                     .map(|t| t.name())
                     .unwrap_or("unknown type");
+                let why = if status == HostKeyStatus::Revoked {
+                    "is marked @revoked in"
+                } else {
+                    "is not in"
+                };
                 let message = format!(
-                    "host key of {} ({kind} {}) is not in the known_hosts of the DriftScan's \
+                    "host key of {} ({kind} {}) {why} the known_hosts of the DriftScan's \
                      credentials; refusing to connect",
                     known_hosts_name(host, *port),
                     fingerprint(key)
@@ -543,6 +594,54 @@ mod tests {
         let neg = format!("*,!evil.com ssh-ed25519 {b64}\n");
         assert!(!known_host(&neg, "evil.com", None, key));
         assert!(known_host(&neg, "good.com", None, key));
+    }
+
+    #[test]
+    fn revoked_keys_are_refused_and_authorities_are_not_host_keys() {
+        let key = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20abcdefghijklmnopqrstuvwxyz012345";
+        let other = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20ZYXWVUTSRQPONMLKJIHGFEDCBA012345";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let other_b64 = base64::engine::general_purpose::STANDARD.encode(other);
+        let status = |kh: &str, k: &[u8]| host_key_status(kh, "git.example", None, k);
+        // Revoked wins over a plain line listing the same key, in either order.
+        let plain = format!("git.example ssh-ed25519 {b64}\n");
+        let revoked = format!("@revoked * ssh-ed25519 {b64}\n");
+        assert_eq!(status(&plain, key), HostKeyStatus::Known);
+        assert_eq!(
+            status(&format!("{plain}{revoked}"), key),
+            HostKeyStatus::Revoked
+        );
+        assert_eq!(
+            status(&format!("{revoked}{plain}"), key),
+            HostKeyStatus::Revoked
+        );
+        assert!(!known_host(
+            &format!("{plain}{revoked}"),
+            "git.example",
+            None,
+            key
+        ));
+        // Only for hosts the line matches, and only that key.
+        let elsewhere = format!("@revoked other.example ssh-ed25519 {b64}\n");
+        assert_eq!(
+            status(&format!("{plain}{elsewhere}"), key),
+            HostKeyStatus::Known
+        );
+        let both = format!("{plain}git.example ssh-ed25519 {other_b64}\n{revoked}");
+        assert_eq!(status(&both, other), HostKeyStatus::Known);
+        // A CA key is not a host key: presented as one, it is unknown.
+        let ca = format!("@cert-authority *.example ssh-ed25519 {b64}\n");
+        assert_eq!(status(&ca, key), HostKeyStatus::Unknown);
+        assert!(!known_host(&ca, "git.example", None, key));
+        assert_eq!(status(&format!("{ca}{plain}"), key), HostKeyStatus::Known);
+        // Unknown markers and a marker alone are skipped, as OpenSSH does.
+        assert_eq!(
+            status(
+                &format!("@future git.example ssh-ed25519 {b64}\n@revoked\n"),
+                key
+            ),
+            HostKeyStatus::Unknown
+        );
     }
 
     /// github.com's ed25519 host key, as `ssh-keyscan` prints it.

@@ -11,37 +11,177 @@
 //! `Authorization: Bearer TOKEN`, or `X-Hub-Signature-256: sha256=HMAC_SHA256(TOKEN, body)`.
 //! A run is answered `202 Accepted` with its progress; a DriftScan with an active run answers
 //! `409 Conflict` with that run's progress, unless `cancelInflightOnNewTrigger` is set.
+//!
+//! Before anything else a request passes, in this order ([`guard`]): its client's budget of
+//! authentication failures (`429`), the body size limit (`413`), authentication against the
+//! DriftScan watch cache and the token cache ([`tokens`]) — one `401` for every failure — and the
+//! DriftScan's budget of requests (`429`). The API server is called only for authenticated
+//! requests.
+
+pub mod guard;
+#[cfg(test)]
+mod http_tests;
+pub mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::Utc;
 use driftless_crds::drift_report::{report_name, DriftReport};
 use driftless_crds::drift_scan::{DriftScan, RunStatus, TriggerKind};
-use driftless_crds::secret::SecretString;
-use hmac::{Hmac, Mac};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
+use crate::http::ClientAddr;
 use crate::repo::normalize;
 
 use super::controller::{apply_status, scan_state, ScanController};
 use super::queue::ScanKey;
 use super::scheduler::{start_run, StartError};
 use super::triggers::RunRequest;
+use guard::Limiter;
+pub use guard::{authenticate, Rate, Refusal};
+use tokens::{secret_of, Tokens, FIRST_READ_WAIT};
 
-/// The routes, to merge into the operator's router.
-pub fn routes(controller: Arc<ScanController>) -> Router {
+/// Most clients, and DriftScans, whose budget is partly used that the limiters remember.
+const MAX_LIMITED_KEYS: usize = 10_000;
+/// How long an `/api/health` answer is reused (one API server call per period at most).
+const HEALTH_TTL: Duration = Duration::from_secs(5);
+
+/// Limits of the webhook API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookSettings {
+    /// Longest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Authentication failures allowed per client address (IPv6: per /64).
+    pub per_client: Rate,
+    /// Authenticated requests allowed per DriftScan.
+    pub per_scan: Rate,
+    /// How often each webhook Secret is read again.
+    pub token_refresh: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            per_client: Rate {
+                per_second: 1.0,
+                burst: 20,
+            },
+            per_scan: Rate {
+                per_second: 1.0,
+                burst: 10,
+            },
+            token_refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The webhook API's state: the controller, the token cache and the limiters.
+pub struct Webhook {
+    controller: Arc<ScanController>,
+    tokens: Arc<Tokens>,
+    settings: WebhookSettings,
+    clients: Mutex<Limiter<IpAddr>>,
+    scans: Mutex<Limiter<ScanKey>>,
+    health: tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Webhook {
+    /// The API over `controller`, authenticating against `tokens` (kept up to date by
+    /// [`Tokens::run`]).
+    pub fn new(
+        controller: Arc<ScanController>,
+        tokens: Arc<Tokens>,
+        settings: WebhookSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            controller,
+            tokens,
+            clients: Mutex::new(Limiter::new(settings.per_client, MAX_LIMITED_KEYS)),
+            scans: Mutex::new(Limiter::new(settings.per_scan, MAX_LIMITED_KEYS)),
+            settings,
+            health: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The API over `controller`, with its token cache running as a background task.
+    pub fn start(controller: Arc<ScanController>, settings: WebhookSettings) -> Arc<Self> {
+        let tokens = Arc::new(Tokens::new());
+        tokio::spawn(tokens.clone().run(
+            controller.client().clone(),
+            controller.scans().clone(),
+            settings.token_refresh,
+        ));
+        Self::new(controller, tokens, settings)
+    }
+
+    /// Lets a request for `key` in, or says why not; gives the cached DriftScan and the body.
+    async fn admit(
+        &self,
+        peer: IpAddr,
+        key: &ScanKey,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(Arc<DriftScan>, Bytes), Response> {
+        let client = guard::client_key(peer);
+        lock(&self.clients)
+            .check(&client, Instant::now())
+            .map_err(|wait| refuse(Refusal::TooManyRequests(wait)))?;
+        let limit = self.settings.max_body_bytes;
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if let Some(len) = announced {
+            guard::body_size(len, limit).map_err(refuse)?;
+        }
+        // The only read error that is not the client hanging up is the limit.
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| refuse(Refusal::PayloadTooLarge(limit)))?;
+        let scan = self
+            .controller
+            .scans()
+            .get(&ObjectRef::new(&key.name).within(&key.namespace));
+        let token = match scan.as_deref().and_then(secret_of) {
+            Some(secret) => self.tokens.get(&secret, FIRST_READ_WAIT).await,
+            None => None,
+        };
+        let admitted = guard::admit(headers, &body, token.as_ref())
+            .and_then(|()| scan.ok_or(Refusal::Unauthorized));
+        let scan = match admitted {
+            Ok(scan) => scan,
+            Err(refusal) => {
+                let _ = lock(&self.clients).take(&client, Instant::now());
+                return Err(refuse(refusal));
+            }
+        };
+        lock(&self.scans)
+            .take(key, Instant::now())
+            .map_err(|wait| refuse(Refusal::TooManyRequests(wait)))?;
+        Ok((scan, body))
+    }
+}
+
+/// The routes, to merge into the operator's router; it must be served with
+/// [`ClientAddr`] connection info.
+pub fn routes(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/v1/namespaces/{ns}/driftscans/{name}", get(get_scan))
@@ -53,7 +193,7 @@ pub fn routes(controller: Arc<ScanController>) -> Router {
             "/api/v1/namespaces/{ns}/driftscans/{name}/stacks/{*rest}",
             get(get_stack).post(post_stack),
         )
-        .with_state(controller)
+        .with_state(webhook)
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -67,6 +207,32 @@ fn reply(status: StatusCode, body: Value) -> Response {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     reply(status, json!({ "error": message.into() }))
+}
+
+/// The answer to a refused request.
+pub fn refuse(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Unauthorized => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        Refusal::TooManyRequests(wait) => {
+            let secs = wait.as_secs().max(1);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests; retry after {secs} s"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
+        Refusal::PayloadTooLarge(limit) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is longer than {limit} bytes"),
+        ),
+    }
 }
 
 /// The progress of a run as the API shows it.
@@ -87,119 +253,38 @@ pub fn progress(run: &RunStatus) -> Value {
     })
 }
 
-async fn health(State(c): State<Arc<ScanController>>) -> Response {
+async fn probe(c: &ScanController) -> (StatusCode, Value) {
     let api = tokio::time::timeout(Duration::from_secs(3), c.client().apiserver_version()).await;
     match api {
-        Ok(Ok(v)) => reply(
+        Ok(Ok(v)) => (
             StatusCode::OK,
-            json!({"status": "ok", "apiServer": {"reachable": true, "version": v.git_version}, "leader": c.is_leader()}),
+            json!({"status": "ok", "apiServer": {"reachable": true, "version": v.git_version}}),
         ),
-        Ok(Err(e)) => reply(
+        Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "degraded", "apiServer": {"reachable": false, "error": e.to_string()}, "leader": c.is_leader()}),
+            json!({"status": "degraded", "apiServer": {"reachable": false, "error": e.to_string()}}),
         ),
-        Err(_) => reply(
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "degraded", "apiServer": {"reachable": false, "error": "no answer within 3s"}, "leader": c.is_leader()}),
+            json!({"status": "degraded", "apiServer": {"reachable": false, "error": "no answer within 3s"}}),
         ),
     }
 }
 
-/// Checks a request against the token: bearer, or GitHub's `X-Hub-Signature-256`.
-pub fn authenticate(headers: &HeaderMap, body: &[u8], token: &SecretString) -> bool {
-    let token = token.expose().trim();
-    if token.is_empty() {
-        return false;
-    }
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(given) = auth.strip_prefix("Bearer ") {
-            return constant_time_eq(given.trim().as_bytes(), token.as_bytes());
-        }
-    }
-    if let Some(sig) = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("sha256="))
-    {
-        let Ok(given) = hex::decode(sig.trim()) else {
-            return false;
-        };
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(token.as_bytes()) else {
-            return false;
-        };
-        mac.update(body);
-        return mac.verify_slice(&given).is_ok();
-    }
-    false
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Fetches the DriftScan and checks the request's credentials; the error is the response.
-async fn authorized(
-    c: &ScanController,
-    ns: &str,
-    name: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<DriftScan, Response> {
-    let api: Api<DriftScan> = Api::namespaced(c.client().clone(), ns);
-    let scan = match api.get_opt(name).await {
-        Ok(Some(scan)) => scan,
-        Ok(None) => {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                format!("no DriftScan {ns}/{name}"),
-            ))
-        }
-        Err(e) => {
-            return Err(error(
-                StatusCode::BAD_GATEWAY,
-                format!("Kubernetes API: {e}"),
-            ))
+/// Unauthenticated, so the API server's answer is reused for [`HEALTH_TTL`].
+async fn health(State(w): State<Arc<Webhook>>) -> Response {
+    let mut cached = w.health.lock().await;
+    let (status, mut body) = match &*cached {
+        Some((at, status, body)) if at.elapsed() < HEALTH_TTL => (*status, body.clone()),
+        _ => {
+            let (status, body) = probe(&w.controller).await;
+            *cached = Some((Instant::now(), status, body.clone()));
+            (status, body)
         }
     };
-    let Some(auth) = &scan.spec.webhook else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("DriftScan {ns}/{name} has no spec.webhook: its HTTP API is off"),
-        ));
-    };
-    let secrets: Api<Secret> = Api::namespaced(c.client().clone(), ns);
-    let token = match secrets.get_opt(&auth.secret_ref.name).await {
-        Ok(Some(secret)) => secret.data.and_then(|d| {
-            d.get("token")
-                .map(|v| SecretString::new(String::from_utf8_lossy(&v.0).into_owned()))
-        }),
-        Ok(None) => None,
-        Err(e) => {
-            return Err(error(
-                StatusCode::BAD_GATEWAY,
-                format!("Kubernetes API: {e}"),
-            ))
-        }
-    };
-    let Some(token) = token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("Secret {ns}/{} has no key \"token\"", auth.secret_ref.name),
-        ));
-    };
-    if !authenticate(headers, body, &token) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing bearer token or X-Hub-Signature-256",
-        ));
-    }
-    Ok(scan)
+    drop(cached);
+    body["leader"] = json!(w.controller.is_leader());
+    reply(status, body)
 }
 
 /// What a trigger body asks.
@@ -310,54 +395,64 @@ pub fn affected_stacks(
 }
 
 async fn post_scan(
-    State(c): State<Arc<ScanController>>,
+    State(w): State<Arc<Webhook>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    trigger(&c, &ns, &name, None, &headers, &body).await
+    trigger(&w, peer.ip(), ScanKey::new(ns, name), None, &headers, body).await
 }
 
 async fn post_stack(
-    State(c): State<Arc<ScanController>>,
+    State(w): State<Arc<Webhook>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path((ns, name, rest)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(stack) = rest.strip_suffix("/scan") else {
         return error(StatusCode::NOT_FOUND, "POST .../stacks/{stack}/scan");
     };
-    trigger(
-        &c,
-        &ns,
-        &name,
-        Some(stack.trim_matches('/').to_owned()),
-        &headers,
-        &body,
-    )
-    .await
+    let stack = Some(stack.trim_matches('/').to_owned());
+    trigger(&w, peer.ip(), ScanKey::new(ns, name), stack, &headers, body).await
 }
 
 async fn trigger(
-    c: &ScanController,
-    ns: &str,
-    name: &str,
+    w: &Webhook,
+    peer: IpAddr,
+    key: ScanKey,
     stack: Option<String>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Response {
+    let (cached, body) = match w.admit(peer, &key, headers, body).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     if headers.get("x-github-event").and_then(|v| v.to_str().ok()) == Some("ping") {
         return reply(StatusCode::OK, json!({"message": "pong"}));
     }
-    let parsed = match parse_body(body) {
+    let parsed = match parse_body(&body) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let c = &w.controller;
+    let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+    let authenticated_with = secret_of(&cached);
     let mut resolved = None;
-    for _attempt in 0..5 {
-        let scan = match authorized(c, ns, name, headers, body).await {
-            Ok(scan) => scan,
-            Err(response) => return response,
+    for attempt in 0..5 {
+        // The cached DriftScan first; after a conflict, the API server's (the request is
+        // authenticated by then).
+        let scan = if attempt == 0 {
+            cached.as_ref().clone()
+        } else {
+            let api: Api<DriftScan> = Api::namespaced(c.client().clone(), ns);
+            match api.get_opt(name).await {
+                Ok(Some(scan)) if secret_of(&scan) == authenticated_with => scan,
+                Ok(_) => return refuse(Refusal::Unauthorized),
+                Err(e) => return error(StatusCode::BAD_GATEWAY, format!("Kubernetes API: {e}")),
+            }
         };
         let state = scan_state(&scan);
         // The run's commit (the body's, else the head of spec.source.git.ref), and the stacks
@@ -414,7 +509,6 @@ async fn trigger(
             Err(StartError::Stacks(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, e),
             Ok(_) => {}
         }
-        let key = ScanKey::new(ns, name);
         match apply_status(
             c.client(),
             &key,
@@ -444,15 +538,18 @@ async fn trigger(
 }
 
 async fn get_scan(
-    State(c): State<Arc<ScanController>>,
+    State(w): State<Arc<Webhook>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let scan = match authorized(&c, &ns, &name, &headers, b"").await {
-        Ok(scan) => scan,
+    let key = ScanKey::new(ns, name);
+    let scan = match w.admit(peer.ip(), &key, &headers, body).await {
+        Ok((scan, _)) => scan,
         Err(response) => return response,
     };
-    let status = scan.status.unwrap_or_default();
+    let status = scan.status.clone().unwrap_or_default();
     reply(
         StatusCode::OK,
         json!({
@@ -465,22 +562,25 @@ async fn get_scan(
 }
 
 async fn get_stack(
-    State(c): State<Arc<ScanController>>,
+    State(w): State<Arc<Webhook>>,
+    ConnectInfo(ClientAddr(peer)): ConnectInfo<ClientAddr>,
     Path((ns, name, stack)): Path<(String, String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    let scan = match authorized(&c, &ns, &name, &headers, b"").await {
-        Ok(scan) => scan,
+    let key = ScanKey::new(ns.clone(), name.clone());
+    let scan = match w.admit(peer.ip(), &key, &headers, body).await {
+        Ok((scan, _)) => scan,
         Err(response) => return response,
     };
     let stack = stack.trim_matches('/').to_owned();
-    let status = scan.status.unwrap_or_default();
+    let status = scan.status.clone().unwrap_or_default();
     let unit = status.last_run.as_ref().and_then(|r| {
         r.units
             .iter()
             .find(|u| normalize(&u.stack) == normalize(&stack))
     });
-    let reports: Api<DriftReport> = Api::namespaced(c.client().clone(), &ns);
+    let reports: Api<DriftReport> = Api::namespaced(w.controller.client().clone(), &ns);
     let report = reports
         .get_opt(&report_name(&name, &stack))
         .await
@@ -506,29 +606,6 @@ async fn get_stack(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_and_hmac() {
-        let token = SecretString::new("s3cret");
-        let mut h = HeaderMap::new();
-        assert!(!authenticate(&h, b"{}", &token));
-        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        assert!(authenticate(&h, b"{}", &token));
-        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
-        assert!(!authenticate(&h, b"{}", &token));
-        let mut h = HeaderMap::new();
-        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
-        let gh = SecretString::new("It's a Secret to Everybody");
-        h.insert(
-            "x-hub-signature-256",
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-                .parse()
-                .unwrap(),
-        );
-        assert!(authenticate(&h, b"Hello, World!", &gh));
-        assert!(!authenticate(&h, b"Hello, World?", &gh));
-        assert!(!authenticate(&h, b"Hello, World!", &SecretString::new("")));
-    }
 
     #[test]
     fn bodies() {

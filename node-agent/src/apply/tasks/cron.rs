@@ -9,31 +9,10 @@ use super::util::{read_optional, Attrs, DesiredFile};
 use super::{Context, Plan, Task, TaskError};
 use crate::apply::diff::unified_diff;
 
-const MACROS: &[&str] = &[
-    "@reboot",
-    "@yearly",
-    "@annually",
-    "@monthly",
-    "@weekly",
-    "@daily",
-    "@midnight",
-    "@hourly",
-];
-
 /// The file cron reads for this task: a header, the environment lines, the job line.
 pub fn render(task: &CronTask, task_name: &str) -> Result<String, String> {
     let schedule = task.schedule.trim();
-    let fields = schedule.split_whitespace().count();
-    let valid = if schedule.starts_with('@') {
-        MACROS.contains(&schedule)
-    } else {
-        fields == 5
-    };
-    if !valid {
-        return Err(format!(
-            "cron.schedule {schedule:?} is not five fields (\"30 3 * * *\") or a macro such as @daily"
-        ));
-    }
+    driftless_crds::cron::check_cron_d(schedule).map_err(|e| format!("cron.schedule: {e}"))?;
     if task.command.trim().is_empty() || task.command.contains('\n') {
         return Err("cron.command must be one non-empty line".into());
     }
@@ -135,5 +114,10 @@ mod tests {
             .unwrap_err()
             .contains("@sometimes"));
         assert!(render(&task("* * *"), "t").is_err());
+        assert!(render(&task("@reboot"), "t").is_ok());
+        // Five fields are not enough: each must be a valid field (one parser everywhere).
+        assert!(render(&task("61 * * * *"), "t")
+            .unwrap_err()
+            .starts_with("cron.schedule: \"61 * * * *\" is not a valid cron expression"));
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use driftless_crds::apply_policy::AuditHttp;
 use driftless_crds::secret::{Lookup, Redactor};
-use rand::Rng;
 
 use super::expand_field;
 use crate::audit::AuditError;
@@ -86,9 +85,11 @@ impl HttpSink {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                let base = self.backoff * 2u32.pow(attempt - 1);
-                let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 2);
-                tokio::time::sleep(base + Duration::from_millis(jitter)).await;
+                let backoff = crate::backoff::Backoff {
+                    base: self.backoff,
+                    max: Duration::from_secs(30),
+                };
+                tokio::time::sleep(backoff.delay(attempt - 1)).await;
             }
             match self.post(&body).await {
                 Ok(()) => return Ok(()),

@@ -1,10 +1,11 @@
-//! Capped exponential backoff with full jitter.
+//! Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff
+//! and Jitter"): the one retry delay of the agent (log sinks, audit HTTP sink, facts S3 push).
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Backoff policy: the n-th retry waits a random time in `[base·2ⁿ/2, base·2ⁿ]`, capped at `max`.
+/// Backoff policy: the n-th retry waits a random time in `[0, min(max, base·2ⁿ)]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     /// First delay.
@@ -30,12 +31,10 @@ impl Backoff {
         Duration::from_millis(millis).min(self.max)
     }
 
-    /// The delay before retry number `attempt`, with jitter: between half the ceiling and it.
+    /// The delay before retry number `attempt`, with full jitter: between zero and the ceiling.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let half = ceiling / 2;
-        let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter)
+        let ceiling = self.ceiling(attempt).as_millis() as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling))
     }
 }
 
@@ -54,11 +53,21 @@ mod tests {
         assert_eq!(b.ceiling(10), Duration::from_secs(5));
         assert_eq!(b.ceiling(1000), Duration::from_secs(5));
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..200 {
+        for _ in 0..400 {
             let d = b.delay(4);
-            assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1600));
+            assert!(d <= Duration::from_millis(1600), "{d:?}");
             seen.insert(d);
         }
         assert!(seen.len() > 10, "jitter spreads delays");
+        // Full jitter: the whole range, not only its upper half (equal jitter).
+        let low = seen
+            .iter()
+            .filter(|d| **d < Duration::from_millis(800))
+            .count();
+        assert!(
+            low > seen.len() / 4,
+            "{low} of {} below half the ceiling",
+            seen.len()
+        );
     }
 }

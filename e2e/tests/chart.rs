@@ -287,11 +287,11 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
     for (extra, count, what) in [
         (
             &[][..],
-            7,
-            "operator: ClusterRole + leader-election Role; scan runner: ClusterRole; agent: \
-             ClusterRole + Roles for reports, secrets and node Events",
+            8,
+            "operator: ClusterRole + leader-election Role + rollout Role; scan runner: \
+             ClusterRole; agent: ClusterRole + Roles for reports, secrets and node Events",
         ),
-        (&["--set", "agent.apply.enabled=true"][..], 7, "as above"),
+        (&["--set", "agent.apply.enabled=true"][..], 8, "as above"),
         (
             &[
                 "--set",
@@ -299,8 +299,8 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
                 "--set-string",
                 "agent.config.files.host\\.yaml=kind: ApplyPolicy",
             ][..],
-            3,
-            "a standalone agent has no RBAC at all",
+            4,
+            "a standalone agent has no RBAC at all (the operator's three, the runner's one)",
         ),
     ] {
         let docs = render(&helm, extra);

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
 use driftless_crds::rbac::{agent_allows, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
+use driftless_e2e::procs::{binary, start_operator};
 use driftless_e2e::{
     api_error, apply, client_or_skip, in_scope, install_crds, kind, now, poll, repo_root, Scope,
     RUN_LABEL,
@@ -42,21 +43,6 @@ const TEMPLATES: [&str; 3] = [
     "templates/agent-rbac.yaml",
     "templates/agent-admission.yaml",
 ];
-
-fn binary(package: &str, bin: &str) -> PathBuf {
-    let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    target.join("debug").join(bin)
-}
 
 /// `helm` from `$HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into.
 fn find_helm() -> Option<PathBuf> {
@@ -216,13 +202,14 @@ async fn agent_token_is_held_to_its_own_node() {
     };
     install_crds(&client).await.expect("CRDs");
     let agent_bin = binary("driftless-agent", "driftless");
+    let operator_bin = binary("driftless-operator", "driftless-operator");
     in_scope(&client, "cluster-rbac", move |scope| async move {
         let dir = tempfile::tempdir()?;
         let created = std::sync::Arc::new(std::sync::Mutex::new(Created::default()));
         // A task, so that a panic in the scenario still reaches the cleanup below.
         let outcome = tokio::spawn({
             let (scope, created, path) = (scope.clone(), created.clone(), dir.path().to_owned());
-            async move { scenario(&scope, &helm, &agent_bin, &path, &created).await }
+            async move { scenario(&scope, &helm, &agent_bin, &operator_bin, &path, &created).await }
         })
         .await;
         let cleanup = clean_up(&scope, &created).await;
@@ -299,6 +286,7 @@ async fn scenario(
     scope: &Scope,
     helm: &Path,
     agent_bin: &Path,
+    operator_bin: &Path,
     dir: &Path,
     created: &std::sync::Mutex<Created>,
 ) -> anyhow::Result<()> {
@@ -467,6 +455,12 @@ async fn scenario(
             .spawn()
             .context("starting driftless agent")?,
     );
+    // The operator (admin credentials) assigns node A the policy's revision, as in a cluster;
+    // node A stays Ready the way a kubelet keeps it.
+    let heartbeat =
+        driftless_e2e::kubelet::heartbeat(&client, vec![node_a.clone()], Default::default());
+    let _heartbeat = AbortOnDrop(heartbeat);
+    let _operator = start_operator(operator_bin, scope, dir, "operator")?;
     let ap_name = scope.name("motd");
     let ap = scope.object(
         "ApplyPolicy",
@@ -688,4 +682,13 @@ fn kube_requests(text: &str) -> Vec<(String, String)> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

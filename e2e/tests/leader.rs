@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use driftless_e2e::{client_or_skip, in_scope, install_crds, poll, repo_root, Scope};
+use driftless_e2e::{client_or_skip, in_scope, install_crds, poll, Scope};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
@@ -22,25 +22,7 @@ use serde_json::{json, Value};
 const LEASE: &str = "driftless-operator";
 
 fn operator_binary() -> PathBuf {
-    let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "driftless-operator",
-            "--bin",
-            "driftless-operator",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "cargo build -p driftless-operator failed");
-    target.join("debug/driftless-operator")
+    driftless_e2e::procs::binary("driftless-operator", "driftless-operator")
 }
 
 /// One operator process; killed when dropped.

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _};
 use driftless_crds::drift_report::{report_name, ChangeType, DriftReport, DriftStatus};
 use driftless_crds::drift_scan::DriftScan;
-use driftless_e2e::{
-    client_with_jobs_or_skip, in_scope, install_crds, kubelet, poll, repo_root, Scope,
-};
+use driftless_e2e::{client_with_jobs_or_skip, in_scope, install_crds, kubelet, poll, Scope};
 use hmac::{Hmac, Mac};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Secret};
@@ -34,25 +32,7 @@ const MANAGER: &str = "driftless-e2e";
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn operator_binary() -> PathBuf {
-    let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "driftless-operator",
-            "--bin",
-            "driftless-operator",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "cargo build -p driftless-operator failed");
-    target.join("debug/driftless-operator")
+    driftless_e2e::procs::binary("driftless-operator", "driftless-operator")
 }
 
 struct Operator {

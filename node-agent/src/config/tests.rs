@@ -178,7 +178,7 @@ spec:
     assert_eq!(got[1], "p.yaml: ApplyPolicy/p: spec.tasks[1].file.owner: \"${vault:x}\" is not a reference: write ${env:NAME} or ${secret:NAME} (and $${ for a literal ${)");
     assert_eq!(got[2], "p.yaml: ApplyPolicy/p: spec.tasks[0].notify[0]: no handler named \"restart-ssh\" in spec.handlers");
     assert!(got[3].starts_with("p.yaml: ApplyPolicy/p: spec.tasks[0].lineInFile.regexp: \"^(Permit\" is not a valid regular expression: "), "{}", got[3]);
-    assert_eq!(got[4], "scan.yaml: DriftScan/s: spec.schedule: \"61 * * * *\": minute field \"61\" is not valid (expected 0-59, *, ranges, lists or steps)");
+    assert_eq!(got[4], "scan.yaml: DriftScan/s: spec.schedule: \"61 * * * *\" is not a valid cron expression: Component error: Number out of bounds.");
     assert_eq!(got[5], "scan.yaml: DriftScan/s: spec.source.git.stacks[0]: \"../outside\" must be a path inside the repository (relative, no \"..\")");
 }
 

@@ -33,6 +33,19 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// A `kB` field of /proc/<pid>/status (`VmHWM`, `VmRSS`, ...), in MB.
+pub fn proc_mb(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib as f64 / 1024.0)
+}
+
 /// A child process killed when dropped.
 pub struct Process {
     /// The process.

@@ -66,25 +66,6 @@ fn binary(name: &str) -> PathBuf {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A `kB` field of /proc/<pid>/status, in MB.
-fn proc_mb(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib as f64 / 1024.0)
-}
-
 /// User + system CPU seconds of a process.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -432,7 +413,7 @@ struct OperatorRun {
 
 fn start_operator(ns: &str, dir: &Path, malloc_arena_max: bool) -> anyhow::Result<(Process, u16)> {
     let bin = binary("driftless-operator");
-    let port = free_port()?;
+    let port = driftless_e2e::procs::free_port();
     let log = dir.join(if malloc_arena_max {
         "operator-arena1.log"
     } else {
@@ -545,8 +526,8 @@ async fn operator_run(
             change,
             change_converged,
             change_after_last_write,
-            peak_mb: proc_mb(pid, "VmHWM:").unwrap_or(0.0),
-            settled_mb: proc_mb(pid, "VmRSS:").unwrap_or(0.0),
+            peak_mb: driftless_e2e::procs::proc_mb(pid, "VmHWM:").unwrap_or(0.0),
+            settled_mb: driftless_e2e::procs::proc_mb(pid, "VmRSS:").unwrap_or(0.0),
             cpu_start,
             cpu_load,
             cpu_idle,
@@ -620,7 +601,7 @@ async fn agent_run(scope: &Scope, dir: &Path) -> anyhow::Result<AgentRun> {
         .await?;
     }
     let bin = binary("driftless");
-    let port = free_port()?;
+    let port = driftless_e2e::procs::free_port();
     let log = dir.join("agent.log");
     let child = Command::new(&bin)
         .args(["--log-format", "text", "agent", "--kubernetes", "--root"])
@@ -682,8 +663,8 @@ async fn agent_run(scope: &Scope, dir: &Path) -> anyhow::Result<AgentRun> {
         if forwarded < 1000 {
             bail!("the LogPipeline forwarded {forwarded} of 1000 lines");
         }
-        let rss_mb = proc_mb(agent.pid(), "VmRSS:").unwrap_or(0.0);
-        let peak_mb = proc_mb(agent.pid(), "VmHWM:").unwrap_or(0.0);
+        let rss_mb = driftless_e2e::procs::proc_mb(agent.pid(), "VmRSS:").unwrap_or(0.0);
+        let peak_mb = driftless_e2e::procs::proc_mb(agent.pid(), "VmHWM:").unwrap_or(0.0);
         let name = "driftless_kube_requests_total";
         let before = metric_samples(&metrics(port).await, name);
         let idle_seconds: u64 = std::env::var("BENCH_IDLE_SECONDS")

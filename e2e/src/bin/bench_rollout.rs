@@ -62,24 +62,6 @@ fn binary(name: &str) -> PathBuf {
     target.join("release").join(name)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn proc_mb(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib as f64 / 1024.0)
-}
-
 struct Process(Child);
 
 impl Drop for Process {
@@ -342,7 +324,7 @@ async fn run(scope: &Scope, nodes: usize, planner: f64, dir: &Path) -> anyhow::R
         "setup: {nodes} Nodes created in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let port = free_port()?;
+    let port = driftless_e2e::procs::free_port();
     let log = dir.join("operator.log");
     let operator = Process(
         Command::new(binary("driftless-operator"))
@@ -400,7 +382,7 @@ async fn run(scope: &Scope, nodes: usize, planner: f64, dir: &Path) -> anyhow::R
     let after = apiserver_seconds(&scope.client).await?;
     let m1 = text(metrics_url.clone()).await;
     let first_writes = writes(&m1) - writes(&m0);
-    let peak_first = proc_mb(pid, "VmHWM").unwrap_or(f64::NAN);
+    let peak_first = driftless_e2e::procs::proc_mb(pid, "VmHWM").unwrap_or(f64::NAN);
 
     // 2. One spec change of one policy.
     let changed = scope.name("ap-00");
@@ -425,8 +407,8 @@ async fn run(scope: &Scope, nodes: usize, planner: f64, dir: &Path) -> anyhow::R
     let m2 = text(metrics_url.clone()).await;
     let change_writes = writes(&m2) - writes(&m1);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let peak = proc_mb(pid, "VmHWM").unwrap_or(f64::NAN);
-    let settled = proc_mb(pid, "VmRSS").unwrap_or(f64::NAN);
+    let peak = driftless_e2e::procs::proc_mb(pid, "VmHWM").unwrap_or(f64::NAN);
+    let settled = driftless_e2e::procs::proc_mb(pid, "VmRSS").unwrap_or(f64::NAN);
     driver.abort();
     drop(operator);
 

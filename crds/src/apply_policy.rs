@@ -263,6 +263,10 @@ pub struct Canary {
     /// How many nodes go first: a count or a percentage of targeted nodes.
     #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : self.matches('^(100|[1-9][0-9]?)%$')").message("must be a positive count or a percentage between 1% and 100%"))]
     pub nodes: IntOrString,
+    /// Targeted nodes whose labels match are picked as canaries before the others (each group
+    /// by name); when fewer match than `nodes`, the rest are picked by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
     /// How long canary nodes must stay healthy before the rollout continues.
     #[serde(default = "default_soak")]
     pub soak: Duration,
@@ -288,6 +292,10 @@ pub struct HealthCheck {
     /// Time allowed for each check.
     #[serde(default = "default_check_timeout")]
     pub timeout: Duration,
+    /// A threshold of the node's FactsPolicy of this severity or higher that is breached
+    /// (`Info`, `Warning` or `Critical`) fails the check. Unset: thresholds are not part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_severity: Option<crate::facts_policy::Severity>,
 }
 
 fn default_check_timeout() -> Duration {

@@ -344,8 +344,10 @@ pub enum Comparison {
     NotEqual,
 }
 
-/// How bad a breached threshold is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// How bad a breached threshold is (ordered: `Info` < `Warning` < `Critical`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Severity {
     /// For information.
     Info,

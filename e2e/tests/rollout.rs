@@ -9,6 +9,10 @@
 //!    goes to the new revision exactly once.
 //! 4. `kubectl get applypolicies` shows UPDATED and STEP.
 //!
+//! A second test: the canary is the node labelled for `canary.nodeSelector`, and a FactsPolicy
+//! threshold of the gate's severity breached on it (a metric in its textfile directory) fails
+//! the gate: `Degraded`, a Warning Event on the policy, no other node touched.
+//!
 //! Skipped (and counted as skipped) without `KUBECONFIG`.
 
 use std::collections::BTreeMap;
@@ -20,6 +24,7 @@ use driftless_e2e::{
     apply, client_or_skip, get_table, in_scope, install_crds, kubelet, poll, Scope,
 };
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -336,6 +341,175 @@ async fn scenario(
     .await?;
     assert_ne!(s["currentRevision"], rev1.as_str());
     assert_ne!(s["currentRevision"], rev2.as_str());
+    heartbeat.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn canary_by_label_and_a_breached_threshold_fail_the_gate_with_an_event() {
+    let Some(client) =
+        client_or_skip("canary_by_label_and_a_breached_threshold_fail_the_gate_with_an_event")
+            .await
+    else {
+        return;
+    };
+    install_crds(&client).await.expect("CRDs");
+    let agent_bin = binary("driftless-agent", "driftless");
+    let operator_bin = binary("driftless-operator", "driftless-operator");
+    in_scope(&client, "gate", move |scope| async move {
+        let dir = tempfile::tempdir()?;
+        let outcome = threshold_scenario(&scope, &agent_bin, &operator_bin, dir.path()).await;
+        let nodes: Api<Node> = Api::all(scope.client.clone());
+        let _ = nodes
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default()
+                    .labels(&format!("driftless.dev/e2e-run={}", scope.namespace)),
+            )
+            .await;
+        if outcome.is_err() {
+            print_logs(dir.path());
+        }
+        outcome
+    })
+    .await
+    .expect("threshold gate");
+}
+
+async fn threshold_scenario(
+    scope: &Scope,
+    agent_bin: &Path,
+    operator_bin: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let client = scope.client.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = ["g1", "g2", "g3"].iter().map(|n| scope.name(n)).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut labels = json!({"role": "gate", "driftless.dev/e2e-run": scope.namespace});
+        if i == 2 {
+            labels["driftless.dev/canary"] = json!("true");
+        }
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+        }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+    }
+    let heartbeat = kubelet::heartbeat(&client, names.clone(), Default::default());
+    let _operator = start_operator(operator_bin, scope, dir, "operator-1")?;
+    let agents: Vec<Agent> = names
+        .iter()
+        .map(|n| start_agent(agent_bin, scope, n, dir, None))
+        .collect::<anyhow::Result<_>>()?;
+    let selector =
+        json!({"matchLabels": {"role": "gate", "driftless.dev/e2e-run": scope.namespace}});
+    // Each node's health metric: 0 everywhere for now.
+    for a in &agents {
+        let d = a.root.join("var/lib/health");
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("app.prom"), "app_broken 0\n")?;
+    }
+    let facts = scope.object(
+        "FactsPolicy",
+        &scope.name("health"),
+        json!({
+            "nodeSelector": selector,
+            "interval": "2s",
+            "collectors": {"enable": ["textfile"], "textfile": {"directories": ["/var/lib/health"]}},
+            "thresholds": [{"name": "app-broken", "metric": "app_broken",
+                            "comparison": "GreaterThan", "value": 0, "severity": "Critical"}],
+        }),
+    )?;
+    apply(&scope.api("FactsPolicy")?, &facts).await?;
+    let name = scope.name("gated");
+    let api = scope.api("ApplyPolicy")?;
+    let gated = |content: &str| {
+        scope.object(
+            "ApplyPolicy",
+            &name,
+            json!({
+                "nodeSelector": selector,
+                "interval": "30s",
+                "rollout": {
+                    "strategy": "Canary",
+                    "maxUnavailable": 1,
+                    "canary": {
+                        "nodes": 1,
+                        "nodeSelector": {"matchLabels": {"driftless.dev/canary": "true"}},
+                        "soak": format!("{SOAK_SECONDS}s"),
+                        "healthCheck": {"thresholdSeverity": "Warning", "timeout": "2s"},
+                    },
+                },
+                "tasks": [{"name": "conf", "file": {"path": "/etc/app.conf", "content": content}}],
+            }),
+        )
+    };
+    // v1 rolls out everywhere, the labelled node (the last by name) first.
+    apply(&api, &gated("v1\n")?).await?;
+    let seen = watch_files(
+        &agents,
+        "v1 on every node",
+        Duration::from_secs(180),
+        |seen| {
+            seen.values()
+                .all(|list| list.last().is_some_and(|(_, c)| c == "v1\n"))
+        },
+    )
+    .await?;
+    let first = seen
+        .iter()
+        .min_by_key(|(_, list)| list.iter().find(|(_, c)| c == "v1\n").map(|(t, _)| *t))
+        .map(|(n, _)| n.clone());
+    assert_eq!(first.as_deref(), Some(names[2].as_str()), "{seen:?}");
+    poll("rollout Complete", || async {
+        let s = status(scope, &name).await?;
+        Ok((s["rollout"]["step"] == "Complete").then_some(()))
+    })
+    .await?;
+    // The canary's metric breaches the threshold; v2 reaches the canary and fails its gate.
+    std::fs::write(
+        agents[2].root.join("var/lib/health/app.prom"),
+        "app_broken 1\n",
+    )?;
+    apply(&api, &gated("v2\n")?).await?;
+    let s = poll("rollout Degraded", || async {
+        let s = status(scope, &name).await?;
+        Ok((s["rollout"]["step"] == "Degraded").then_some(s))
+    })
+    .await?;
+    assert_eq!(s["rollout"]["failedNode"], names[2].as_str(), "{s}");
+    let message = s["rollout"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("FactsPolicy threshold(s) breached") && message.contains("app-broken"),
+        "{s}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event = poll("a HealthGateFailed Event", || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                && e.reason.as_deref() == Some("HealthGateFailed")
+        }))
+    })
+    .await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("app-broken"),
+        "{event:?}"
+    );
+    for a in &agents[..2] {
+        assert_eq!(read(a), "v1\n", "{} was touched", a.node);
+    }
+    let _ = events
+        .delete(
+            &event.metadata.name.clone().unwrap_or_default(),
+            &DeleteParams::default(),
+        )
+        .await;
     heartbeat.abort();
     Ok(())
 }

@@ -351,6 +351,7 @@ async fn run(
     let policies = PolicyStatusController::start(
         client.clone(),
         &namespace,
+        &identity,
         policy_metrics,
         leadership.is_leader_fn(),
     );

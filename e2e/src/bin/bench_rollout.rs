@@ -229,6 +229,7 @@ fn planner_ms(n: usize) -> f64 {
             cordoned: false,
             assigned: Some(if i < n / 3 { "p-new" } else { "p-old" }),
             health: Health::Healthy { since },
+            canary_first: false,
         })
         .collect();
     let rollout_spec: driftless_crds::apply_policy::Rollout =

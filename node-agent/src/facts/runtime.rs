@@ -198,6 +198,16 @@ impl Facts {
         self.breached.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// The breached thresholds of severity `min` or higher (`POLICY/THRESHOLD (SEVERITY)`),
+    /// for the rollout's health gate.
+    pub fn breached_at_least(&self, min: driftless_crds::facts_policy::Severity) -> Vec<String> {
+        self.thresholds
+            .0
+            .lock()
+            .map(|e| e.breached_at_least(min))
+            .unwrap_or_default()
+    }
+
     /// The node's report: breached thresholds, and the history of breaches and clearings.
     pub fn report(&self) -> driftless_crds::drift_report::DriftReport {
         match self.report.lock() {

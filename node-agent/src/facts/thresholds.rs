@@ -264,6 +264,23 @@ impl Evaluator {
             .collect()
     }
 
+    /// The breached thresholds of severity `min` or higher, as `POLICY/THRESHOLD (SEVERITY)`
+    /// in policy order.
+    pub fn breached_at_least(&self, min: Severity) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|(r, s)| matches!(s, State::Firing { .. }) && r.threshold.severity >= min)
+            .map(|(r, _)| {
+                format!(
+                    "{}/{} ({})",
+                    r.policy,
+                    r.threshold.name,
+                    severity_label(r.threshold.severity)
+                )
+            })
+            .collect()
+    }
+
     /// The breached thresholds: name → severity.
     pub fn breached(&self) -> BTreeMap<String, &'static str> {
         self.rules
@@ -337,6 +354,31 @@ mod tests {
             1.0,
         );
         vec![f]
+    }
+
+    #[test]
+    fn breaches_of_a_severity_or_higher() {
+        let mut warning = threshold(Comparison::LessThan, 100.0, "0s");
+        warning.name = "root-warn".into();
+        warning.severity = Severity::Warning;
+        let critical = threshold(Comparison::LessThan, 10.0, "0s");
+        let mut e = Evaluator::new("disk", &[warning, critical]).unwrap();
+        e.evaluate(&families(50.0), 0.0);
+        assert_eq!(
+            e.breached_at_least(Severity::Info),
+            ["disk/root-warn (warning)"]
+        );
+        assert_eq!(
+            e.breached_at_least(Severity::Warning),
+            ["disk/root-warn (warning)"]
+        );
+        assert!(e.breached_at_least(Severity::Critical).is_empty());
+        e.evaluate(&families(5.0), 1.0);
+        assert_eq!(
+            e.breached_at_least(Severity::Critical),
+            ["disk/root-low (critical)"]
+        );
+        assert_eq!(e.breached_at_least(Severity::Info).len(), 2);
     }
 
     #[test]

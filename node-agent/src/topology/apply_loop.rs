@@ -8,8 +8,8 @@
 //! - Each run updates the node's status (result and items), the `driftless_apply_*` metrics and
 //!   the policy's audit trail (`spec.audit`), and emits an `ApplyFailed` event when a task failed.
 //! - In a cluster the policy is a revision the operator assigned (annotation [`REVISION_ANNOTATION`]):
-//!   the result names it, runs the rollout's health checks (`spec.rollout.canary.healthCheck`)
-//!   after each successful run, and says since when the revision has been healthy
+//!   the result names it, runs the rollout's health checks (`spec.rollout.canary.healthCheck`:
+//!   probes, and the node's breached FactsPolicy thresholds) after each successful run, and says since when the revision has been healthy
 //!   (`healthySince`). While a revision with health checks is younger than the soak, the policy
 //!   runs again every [`PROBE_PERIOD`], so its checks pass for the whole soak or fail it.
 
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use driftless_crds::apply_policy::ApplyPolicy;
 use driftless_crds::drift_report::{PolicyKind, PolicyResult, PolicyState};
+use driftless_crds::facts_policy::Severity;
 use driftless_crds::resource::Resource;
 use driftless_crds::secret::Lookup;
 use tokio::sync::Notify;
@@ -27,7 +28,7 @@ use tokio::sync::Notify;
 use crate::apply::report::{ApplyReport, PolicyReport, Status};
 use crate::apply::{self, Environment, Options, Root};
 use crate::config::{Config, Loaded, Origin};
-use crate::events::{Events, NodeEvent, Severity};
+use crate::events::{self, Events, NodeEvent};
 use crate::metrics::{Family, Kind, MetricsSource};
 use crate::status::{cut_message, Entry, SharedStatus};
 
@@ -38,6 +39,9 @@ pub const PROBE_PERIOD: Duration = Duration::from_secs(10);
 
 /// A lookup shared across threads.
 pub type SharedLookup = Arc<dyn Lookup + Send + Sync>;
+
+/// The node's breached FactsPolicy thresholds of a severity or higher (for the health gate).
+pub type Breaches = Arc<dyn Fn(Severity) -> Vec<String> + Send + Sync>;
 
 /// One ApplyPolicy as the loop holds it.
 #[derive(Clone)]
@@ -77,6 +81,9 @@ pub struct ApplyLoop {
     last: Mutex<BTreeMap<String, LastRun>>,
     /// Per policy: the revision and since when its runs have been healthy.
     healthy: Mutex<BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>>,
+    breaches: Breaches,
+    /// Where `healthy` is kept across restarts (a soak goes on where it was).
+    health_file: Option<PathBuf>,
     wake: Notify,
 }
 
@@ -91,6 +98,7 @@ impl ApplyLoop {
         spool: PathBuf,
         status: Arc<SharedStatus>,
         events: Arc<Events>,
+        breaches: Breaches,
     ) -> Self {
         Self {
             root,
@@ -102,8 +110,20 @@ impl ApplyLoop {
             held: Mutex::new((BTreeMap::new(), None)),
             last: Mutex::new(BTreeMap::new()),
             healthy: Mutex::new(BTreeMap::new()),
+            breaches,
+            health_file: None,
             wake: Notify::new(),
         }
+    }
+
+    /// Keeps since when each revision has been healthy in `path` (written when it changes),
+    /// and starts from what it holds, so an agent restart does not restart a soak.
+    pub fn with_health_file(mut self, path: PathBuf) -> Self {
+        if let Ok(map) = self.healthy.get_mut() {
+            *map = read_health(&path);
+        }
+        self.health_file = Some(path);
+        self
     }
 
     /// Makes the held policies `wanted`: new or changed ones (spec, generation or secret values)
@@ -261,7 +281,9 @@ impl ApplyLoop {
                 .as_ref()
                 .and_then(|c| c.health_check.as_ref());
             if let (true, Some(checks)) = (healthy, checks) {
-                if let Err(why) = probe(&self.root, checks) {
+                let checked = probe(&self.root, checks)
+                    .and_then(|()| threshold_gate(checks.threshold_severity, &*self.breaches));
+                if let Err(why) = checked {
                     entry.result.state = PolicyState::Failed;
                     entry.result.message =
                         Some(cut_message(&format!("health check failed: {why}")));
@@ -269,6 +291,7 @@ impl ApplyLoop {
             }
             entry.result.revision = Some(revision.clone());
             if let Ok(mut map) = self.healthy.lock() {
+                let before = map.get(&name).cloned();
                 if entry.result.state == PolicyState::Failed {
                     map.remove(&name);
                 } else {
@@ -278,6 +301,11 @@ impl ApplyLoop {
                     };
                     map.insert(name.clone(), (revision, since));
                     entry.result.healthy_since = Some(crate::status::time(since));
+                }
+                if let (Some(path), true) = (&self.health_file, map.get(&name) != before.as_ref()) {
+                    if let Err(error) = write_health(path, &map) {
+                        tracing::warn!(path = %path.display(), %error, "cannot keep the rollout health record");
+                    }
                 }
             }
         }
@@ -293,7 +321,7 @@ impl ApplyLoop {
         );
         if entry.result.state == PolicyState::Failed {
             self.events.emit(NodeEvent {
-                severity: Severity::Warning,
+                severity: events::Severity::Warning,
                 reason: "ApplyFailed",
                 action: "Apply",
                 note: format!(
@@ -424,6 +452,55 @@ pub fn probe(root: &Root, check: &driftless_crds::apply_policy::HealthCheck) -> 
     Ok(())
 }
 
+type HealthMap = BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>;
+
+/// The health record in `path` (empty when missing or unreadable: soaks start again).
+fn read_health(path: &std::path::Path) -> HealthMap {
+    let Ok(bytes) = std::fs::read(path) else {
+        return HealthMap::new();
+    };
+    let stored: BTreeMap<String, (String, String)> =
+        serde_json::from_slice(&bytes).unwrap_or_default();
+    stored
+        .into_iter()
+        .filter_map(|(policy, (revision, since))| {
+            let since = chrono::DateTime::parse_from_rfc3339(&since).ok()?;
+            Some((policy, (revision, since.with_timezone(&chrono::Utc))))
+        })
+        .collect()
+}
+
+fn write_health(path: &std::path::Path, map: &HealthMap) -> std::io::Result<()> {
+    let stored: BTreeMap<&String, (&String, String)> = map
+        .iter()
+        .map(|(policy, (revision, since))| (policy, (revision, since.to_rfc3339())))
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&stored).unwrap_or_default())?;
+    std::fs::rename(tmp, path)
+}
+
+/// The health check's FactsPolicy part: no threshold of severity `min` or higher breached on
+/// the node (nothing to check without `min`).
+pub fn threshold_gate(
+    min: Option<Severity>,
+    breaches: &(dyn Fn(Severity) -> Vec<String> + Send + Sync),
+) -> Result<(), String> {
+    let Some(min) = min else { return Ok(()) };
+    let breached = breaches(min);
+    if breached.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "FactsPolicy threshold(s) breached on the node: {}",
+            breached.join(", ")
+        ))
+    }
+}
+
 /// The result and items of one policy's run. Pure.
 pub fn entry_of(
     report: &ApplyReport,
@@ -521,5 +598,53 @@ impl MetricsSource for ApplyLoop {
         for family in [tasks, runs, at, took] {
             family.encode(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_record_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/rollout-health.json");
+        assert!(read_health(&path).is_empty());
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-04T06:10:12Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let map: HealthMap = [("web".to_owned(), ("web-8c01d2aa94".to_owned(), since))].into();
+        write_health(&path, &map).unwrap();
+        assert_eq!(read_health(&path), map);
+        std::fs::write(&path, "not json").unwrap();
+        assert!(read_health(&path).is_empty());
+    }
+
+    #[test]
+    fn thresholds_fail_the_gate_only_when_asked_and_at_the_severity() {
+        let breaches = |min: Severity| -> Vec<String> {
+            [
+                ("disk/root-low (critical)", Severity::Critical),
+                ("load/high (warning)", Severity::Warning),
+            ]
+            .iter()
+            .filter(|(_, s)| *s >= min)
+            .map(|(n, _)| (*n).to_owned())
+            .collect()
+        };
+        assert_eq!(threshold_gate(None, &breaches), Ok(()));
+        assert_eq!(
+            threshold_gate(Some(Severity::Critical), &breaches),
+            Err("FactsPolicy threshold(s) breached on the node: disk/root-low (critical)".into())
+        );
+        assert_eq!(
+            threshold_gate(Some(Severity::Warning), &breaches),
+            Err(
+                "FactsPolicy threshold(s) breached on the node: disk/root-low (critical), load/high (warning)"
+                    .into()
+            )
+        );
+        let none = |_: Severity| Vec::new();
+        assert_eq!(threshold_gate(Some(Severity::Info), &none), Ok(()));
     }
 }

@@ -112,17 +112,24 @@ impl Topology {
             )
             .with_flag_options(settings.collector_options.clone()),
         );
-        let apply = Arc::new(ApplyLoop::new(
-            Root {
-                paths: settings.host.clone(),
-                pending: Default::default(),
-            },
-            settings.dry_run,
-            settings.config_dir.clone(),
-            settings.audit_spool.clone(),
-            status.clone(),
-            events.clone(),
-        ));
+        let apply = Arc::new(
+            ApplyLoop::new(
+                Root {
+                    paths: settings.host.clone(),
+                    pending: Default::default(),
+                },
+                settings.dry_run,
+                settings.config_dir.clone(),
+                settings.audit_spool.clone(),
+                status.clone(),
+                events.clone(),
+                {
+                    let facts = facts.clone();
+                    Arc::new(move |min| facts.breached_at_least(min))
+                },
+            )
+            .with_health_file(settings.state_dir.join("rollout-health.json")),
+        );
         let log_metrics = LogMetrics::default();
         state.add_source(Arc::new(log_metrics.clone()));
         state.add_source(apply.clone());

@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::SelectorExt as _;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -272,6 +273,7 @@ pub struct PolicyStatusController {
     namespace: String,
     written: std::sync::Mutex<HashMap<(PolicyKind, String), Written>>,
     requeue: std::sync::Mutex<Option<Duration>>,
+    recorder: Recorder,
 }
 
 impl PolicyStatusController {
@@ -280,6 +282,7 @@ impl PolicyStatusController {
     pub fn start(
         client: Client,
         namespace: &str,
+        identity: &str,
         metrics: PolicyMetrics,
         is_leader: IsLeader,
     ) -> Arc<Self> {
@@ -338,19 +341,30 @@ impl PolicyStatusController {
                 store
             },
         };
-        Self::new(client, namespace, caches, metrics, is_leader, wake)
+        Self::new(
+            client, namespace, identity, caches, metrics, is_leader, wake,
+        )
     }
 
     /// A controller over caches filled by someone else (tests); `wake` wakes [`Self::run`].
     pub fn new(
         client: Client,
         namespace: &str,
+        identity: &str,
         caches: Caches,
         metrics: PolicyMetrics,
         is_leader: IsLeader,
         wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            // Events name this replica (the Lease identity) as the reporting instance.
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "driftless-operator".into(),
+                    instance: Some(identity.to_owned()),
+                },
+            ),
             client,
             caches,
             metrics,
@@ -619,6 +633,21 @@ impl PolicyStatusController {
             let Ok(selector) = status::compile_selector(policy.spec.node_selector.as_ref()) else {
                 continue;
             };
+            let canary_selector = policy
+                .spec
+                .rollout
+                .canary
+                .as_ref()
+                .and_then(|c| c.node_selector.as_ref());
+            let (canary_first, canary_error) = match status::compile_selector(canary_selector) {
+                Ok(s) => (canary_selector.map(|_| s), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "spec.rollout.canary.nodeSelector is invalid: {e}; no node is assigned a new revision until it is fixed"
+                    )),
+                ),
+            };
             let empty = BTreeMap::new();
             let mut targeted = BTreeSet::new();
             let states: Vec<NodeState<'_>> = nodes
@@ -648,6 +677,9 @@ impl PolicyStatusController {
                         cordoned: node_cordoned(n),
                         assigned,
                         health: health(assigned, result),
+                        canary_first: canary_first.as_ref().is_some_and(|s| {
+                            s.matches(n.metadata.labels.as_ref().unwrap_or(&empty))
+                        }),
                     })
                 })
                 .collect();
@@ -659,7 +691,10 @@ impl PolicyStatusController {
                     reason: r.message.clone().unwrap_or_default(),
                 })
             });
-            let settings = rollout::Settings::new(&policy.spec.rollout, states.len());
+            let mut settings = rollout::Settings::new(&policy.spec.rollout, states.len());
+            if canary_error.is_some() {
+                settings.paused = true;
+            }
             let input = rollout::Input {
                 updated: &updated,
                 settings,
@@ -686,7 +721,10 @@ impl PolicyStatusController {
                 },
                 now,
             };
-            let plan = rollout::plan(&input);
+            let mut plan = rollout::plan(&input);
+            if let (Some(why), rollout::Step::Paused) = (&canary_error, plan.step) {
+                plan.message = why.clone();
+            }
             let was_failed = stored
                 .and_then(|s| s.rollout.as_ref())
                 .is_some_and(|r| r.failed_revision.as_deref() == Some(updated.as_str()));
@@ -698,6 +736,10 @@ impl PolicyStatusController {
                     })
                     .inc();
                 tracing::warn!(policy = %name, revision = %updated, message = %plan.message, "rollout stopped");
+                let event = gate_event(&plan);
+                if let Err(err) = self.recorder.publish(&event, &policy.object_ref(&())).await {
+                    tracing::warn!(policy = %name, error = %err, "cannot record an Event");
+                }
             }
             self.metrics
                 .nodes_updated
@@ -893,6 +935,22 @@ pub fn assignment_patch(node: &str, assignments: &BTreeMap<String, String>) -> V
             "revisions": list,
         },
     })
+}
+
+/// The Warning Event on an ApplyPolicy whose rollout stopped at a failed health gate (reason
+/// `HealthGateFailed`, or `RolledBack` when the nodes went back). Pure.
+pub fn gate_event(plan: &rollout::Plan) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: if plan.step == rollout::Step::RolledBack {
+            "RolledBack".into()
+        } else {
+            "HealthGateFailed".into()
+        },
+        note: Some(status::cut(&plan.message, 1024)),
+        action: "Rollout".into(),
+        secondary: None,
+    }
 }
 
 /// The rollout's part of an ApplyPolicy status: `currentRevision`, `updatedRevision`,

@@ -5,7 +5,8 @@
 //!
 //! Guarantees of [`plan`] (property-tested in `rollout/tests.rs`):
 //! - Canaries first: with `Canary`, no node beyond `canary.nodes` is assigned the new
-//!   revision before every canary passed its health gate and soaked.
+//!   revision before every canary passed its health gate and soaked; canaries are the nodes
+//!   matching `canary.nodeSelector` first, then the others, each by name.
 //! - Outside the canary step a node is assigned the new revision only while fewer than
 //!   `maxUnavailable` nodes are *unavailable* (assigned it and not yet through its gate).
 //! - A failed gate never advances: no node is assigned the failed revision until it is retried
@@ -114,6 +115,8 @@ pub struct NodeState<'a> {
     pub assigned: Option<&'a str>,
     /// How it fares on `assigned`.
     pub health: Health,
+    /// Its labels match `canary.nodeSelector`: picked as a canary before the others.
+    pub canary_first: bool,
 }
 
 /// What the stored status remembers of the rollout.
@@ -362,7 +365,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
         if !canary_over {
             let missing = s.canary.saturating_sub(canaries.len());
             if missing > 0 && !candidates.is_empty() {
-                for n in candidates.iter().take(missing) {
+                // Nodes matching `canary.nodeSelector` first, each group by name.
+                let mut picks = candidates.clone();
+                picks.sort_by_key(|n| !n.canary_first);
+                for n in picks.iter().take(missing) {
                     assign(&mut out, n);
                 }
                 out.step = Step::Canary;

@@ -409,9 +409,10 @@ impl ScanController {
         spawn_watch(
             reflector::reflector(
                 reports_writer,
-                // The cache keeps what the scheduler and the metrics read: summaries and
-                // item counts, not the items or managedFields (10,000 reports in < 100 MB).
-                watcher(report_api, watcher::Config::default()).modify(
+                // Scan reports only (node reports are the policy controller's). The cache
+                // keeps what the scheduler and the metrics read: summaries and item counts,
+                // not the items or managedFields (10,000 reports in < 100 MB).
+                watcher(report_api, watcher::Config::default().labels(SCAN_LABEL)).modify(
                     |report: &mut DriftReport| {
                         report.managed_fields_mut().clear();
                         report.annotations_mut().clear();

@@ -44,6 +44,7 @@ fn fixture() -> Fixture {
     let controller = PolicyStatusController::new(
         client,
         "driftless",
+        "operator-0",
         Caches {
             apply: apply_store,
             facts: facts_store,
@@ -730,4 +731,58 @@ async fn rollout_stores_a_revision_and_assigns_one_node_at_a_time() {
     );
     no_request(&mut f.handle).await;
     assert_eq!(f.metrics.assignment_writes.get(), 2);
+
+    // b fails its health gate: the rollout stops (Degraded), one Warning Event on the policy.
+    let mut b = report("b", &[]);
+    b.spec.revisions = vec![driftless_crds::drift_report::RevisionAssignment {
+        policy: "base".into(),
+        revision: revision.clone(),
+    }];
+    b.status = Some(
+        serde_json::from_value(json!({
+            "policies": [{"kind": "ApplyPolicy", "name": "base", "generation": 1,
+                          "state": "Failed", "checkedAt": "2026-01-01T00:00:00Z",
+                          "revision": revision,
+                          "message": "health check failed: GET http://127.0.0.1:1/ answered 503"}],
+        }))
+        .unwrap(),
+    );
+    f.reports.apply_watcher_event(&watcher::Event::Apply(b));
+    let (result, (event, status)) = tokio::join!(controller.reconcile_once(), async {
+        let (_, event) = expect(
+            &mut f.handle,
+            http::Method::POST,
+            "/apis/events.k8s.io/v1/namespaces/default/events",
+            json!(null),
+        )
+        .await;
+        let status = expect_status_apply(&mut f.handle, AP_PATH, 200, full_json.clone()).await;
+        (event, status)
+    });
+    result.unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "HealthGateFailed");
+    assert_eq!(event["action"], "Rollout");
+    assert_eq!(event["regarding"]["kind"], "ApplyPolicy");
+    assert_eq!(event["regarding"]["name"], "base");
+    assert_eq!(event["reportingInstance"], "operator-0");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("node b") && note.contains("answered 503"),
+        "{note}"
+    );
+    assert_eq!(status["status"]["rollout"]["step"], "Degraded");
+    assert_eq!(status["status"]["rollout"]["failedNode"], "b");
+    // The stored status remembers the failure: the next pass records no second Event.
+    let (slim, _) = rollout_policy(Some(status["status"].clone()));
+    f.apply.apply_watcher_event(&watcher::Event::Apply(slim));
+    let (result, seen) = tokio::join!(
+        controller.reconcile_once(),
+        answer_all(&mut f.handle, &full_json)
+    );
+    result.unwrap();
+    assert!(
+        seen.iter().all(|(m, p)| m == "PATCH" && p == AP_PATH),
+        "no second Event: {seen:?}"
+    );
 }

@@ -32,6 +32,7 @@ fn node<'a>(name: &'a str, assigned: Option<&'a str>, health: Health) -> NodeSta
         cordoned: false,
         assigned,
         health,
+        canary_first: false,
     }
 }
 
@@ -241,6 +242,27 @@ fn paused_assigns_nothing() {
 }
 
 #[test]
+fn canaries_matching_the_selector_go_first() {
+    let mut nodes = vec![
+        node("n1", Some("web-a"), Health::Healthy { since: t(0) }),
+        node("n2", Some("web-a"), Health::Healthy { since: t(0) }),
+        node("n3", Some("web-a"), Health::Healthy { since: t(0) }),
+        node("n4", Some("web-a"), Health::Healthy { since: t(0) }),
+    ];
+    nodes[3].canary_first = true;
+    nodes[2].canary_first = true;
+    let p = plan(&input(&nodes, settings(RolloutStrategy::Canary, 1, 1), 10));
+    assert_eq!(assigned_new(&p), ["n3"]);
+    // More canaries than matching nodes: the rest by name.
+    let p = plan(&input(&nodes, settings(RolloutStrategy::Canary, 1, 3), 10));
+    assert_eq!(assigned_new(&p), ["n1", "n3", "n4"]);
+    // A matching node that is NotReady is skipped, not waited for.
+    nodes[2].ready = false;
+    let p = plan(&input(&nodes, settings(RolloutStrategy::Canary, 1, 2), 10));
+    assert_eq!(assigned_new(&p), ["n1", "n4"]);
+}
+
+#[test]
 fn a_first_revision_and_an_empty_selection() {
     let nodes = vec![
         node("n1", None, Health::Pending),
@@ -292,6 +314,8 @@ fn properties_hold_on_random_fleets() {
                 )
             })
             .collect();
+        // Nodes matching `canary.nodeSelector`.
+        let preferred: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.3)).collect();
         let mut memory_failed: Option<Failure> = None;
         let mut now = 10;
         let mut best_updated = 0;
@@ -300,12 +324,14 @@ fn properties_hold_on_random_fleets() {
             let nodes: Vec<NodeState<'_>> = fleet
                 .iter()
                 .zip(&names)
-                .map(|(f, name)| NodeState {
+                .zip(&preferred)
+                .map(|((f, name), preferred)| NodeState {
                     name,
                     ready: f.2,
                     cordoned: f.3,
                     assigned: f.0.as_deref(),
                     health: f.1.clone(),
+                    canary_first: *preferred,
                 })
                 .collect();
             let i = Input {
@@ -375,6 +401,24 @@ fn properties_hold_on_random_fleets() {
                         since + s.soak <= t(now),
                         "case {case}: batch before the canary soaked"
                     );
+                }
+            }
+            // Canaries matching the selector first: a non-matching canary only when every
+            // eligible matching node is on the new revision or taken now.
+            if strategy == RolloutStrategy::Canary && on_count < s.canary {
+                let picked_other = new
+                    .iter()
+                    .any(|name| !preferred[names.iter().position(|x| x == *name).unwrap()]);
+                if picked_other {
+                    for (k, n) in nodes.iter().enumerate() {
+                        if preferred[k] && n.ready && !n.cordoned && n.assigned != Some("web-b") {
+                            assert!(
+                                new.contains(&&n.name.to_owned()),
+                                "case {case}: canary skipped selected node {}",
+                                n.name
+                            );
+                        }
+                    }
                 }
             }
             // maxUnavailable outside the canary step.

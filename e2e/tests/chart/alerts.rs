@@ -12,9 +12,10 @@ use serde_json::Value;
 use super::{all_of_kind, chart_dir, helm_or_skip, object, render, repo_root, NAMESPACE};
 
 /// The alerts the chart ships; each has cases in `fixtures/alerts.test.yaml`.
-const ALERTS: [&str; 12] = [
+const ALERTS: [&str; 13] = [
     "DriftlessStackDrifted",
     "DriftlessStackScanFailing",
+    "DriftlessScanRunFailed",
     "DriftlessScanQueueNotDraining",
     "DriftlessScanRunStuck",
     "DriftlessRolloutDegraded",

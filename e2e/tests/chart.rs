@@ -5,8 +5,9 @@
 //! runs as a non-root user without capabilities unless `agent.apply.enabled`), the host is
 //! mounted read-only, and values.schema.json rejects bad values.
 //!
-//! Needs `helm` (env `HELM`, `PATH`, or the directory `.ci/install-tools.sh` installs into). When
-//! it is missing the tests fail and say how to install it, unless `DRIFTLESS_SKIP_TOOLS=1`.
+//! Needs `helm` (env `HELM`, `PATH`, or the directory `.ci/install-tools.sh` installs into), and
+//! `promtool` for the alerts (`chart/alerts.rs`). When one is missing the tests fail and say how
+//! to install it, unless `DRIFTLESS_SKIP_TOOLS=1`.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,9 @@ use std::process::{Command, Output};
 
 use serde::Deserialize as _;
 use serde_json::Value;
+
+#[path = "chart/alerts.rs"]
+mod alerts;
 
 /// Namespace the chart is rendered into; namespaced objects must land here.
 const NAMESPACE: &str = "driftless-system";

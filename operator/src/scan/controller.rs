@@ -818,7 +818,11 @@ impl ScanController {
                 }
             }
         }
+        for scan in &observed.scans {
+            m.known_scan(&scan.key.namespace, &scan.key.name);
+        }
         for event in &decisions.events {
+            m.run_event(&event.scan.namespace, &event.scan.name, event.reason);
             if matches!(event.reason, "RunSucceeded" | "RunFailed" | "RunTimedOut") {
                 if let Some(run) = decisions
                     .statuses

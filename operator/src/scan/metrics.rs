@@ -9,8 +9,10 @@
 //! | `driftless_drift_items` | gauge | `namespace`, `scan`, `stack` |
 //! | `driftless_drift_state` | gauge (1 for the current state) | `namespace`, `scan`, `stack`, `state` |
 //! | `driftless_scan_oldest_running_unit_seconds` | gauge | |
+//! | `driftless_scan_runs_total` | counter | `namespace`, `scan`, `result` |
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -40,6 +42,25 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels of a DriftScan's runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// Namespace of the DriftScan.
+    pub namespace: String,
+    /// DriftScan.
+    pub scan: String,
+    /// One of [`RUN_RESULTS`].
+    pub result: String,
+}
+
+/// The `result` label values of `driftless_scan_runs_total`, with the Event reason each counts.
+pub const RUN_RESULTS: [(&str, &str); 4] = [
+    ("succeeded", "RunSucceeded"),
+    ("failed", "RunFailed"),
+    ("timed_out", "RunTimedOut"),
+    ("cancelled", "RunCancelled"),
+];
+
 /// The DriftScan metrics.
 #[derive(Clone, Debug)]
 pub struct ScanMetrics {
@@ -57,6 +78,8 @@ pub struct ScanMetrics {
     pub drift_state: Family<StateLabels, Gauge>,
     /// Age of the oldest running unit (0 when none).
     pub oldest_running_seconds: Gauge,
+    /// Runs that ended, or could not start, by result.
+    pub runs: Family<RunLabels, Counter>,
 }
 
 impl ScanMetrics {
@@ -71,6 +94,7 @@ impl ScanMetrics {
             drift_items: Family::default(),
             drift_state: Family::default(),
             oldest_running_seconds: Gauge::default(),
+            runs: Family::default(),
         };
         registry.register(
             "scan_queue_depth",
@@ -107,7 +131,33 @@ impl ScanMetrics {
             "Age of the oldest running DriftScan unit",
             m.oldest_running_seconds.clone(),
         );
+        registry.register(
+            "scan_runs",
+            "DriftScan runs that ended or could not start, by result (succeeded, failed, timed_out, cancelled)",
+            m.runs.clone(),
+        );
         m
+    }
+
+    /// Creates the run counters of a DriftScan at 0, so that its first failure is an increase.
+    pub fn known_scan(&self, namespace: &str, scan: &str) {
+        for (result, _) in RUN_RESULTS {
+            // Creating the series is the point; the returned read guard is not needed.
+            drop(
+                self.runs
+                    .get_or_create(&run_labels(namespace, scan, result)),
+            );
+        }
+    }
+
+    /// Counts a run Event (`RunSucceeded`, `RunFailed`, `RunTimedOut`, `RunCancelled`); other
+    /// reasons are not run results.
+    pub fn run_event(&self, namespace: &str, scan: &str, reason: &str) {
+        if let Some((result, _)) = RUN_RESULTS.iter().find(|(_, r)| *r == reason) {
+            self.runs
+                .get_or_create(&run_labels(namespace, scan, result))
+                .inc();
+        }
     }
 
     /// Sets the drift gauges of one stack; the other states of the stack are set to 0.
@@ -128,6 +178,14 @@ impl ScanMetrics {
                 })
                 .set(i64::from(s == state));
         }
+    }
+}
+
+fn run_labels(namespace: &str, scan: &str, result: &str) -> RunLabels {
+    RunLabels {
+        namespace: namespace.into(),
+        scan: scan.into(),
+        result: result.into(),
     }
 }
 
@@ -154,6 +212,35 @@ mod tests {
         assert!(out.contains("driftless_scan_wait_seconds_count 1"), "{out}");
         assert!(
             out.contains("driftless_scan_oldest_running_unit_seconds 0"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn run_results_start_at_zero_and_count_run_events() {
+        let mut registry = Registry::with_prefix("driftless");
+        let m = ScanMetrics::register(&mut registry);
+        m.known_scan("ns", "infra");
+        m.run_event("ns", "infra", "RunFailed");
+        m.run_event("ns", "infra", "RunTimedOut");
+        m.run_event("ns", "infra", "RunStarted");
+        m.run_event("ns", "infra", "ScheduleSkipped");
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for (result, value) in [
+            ("succeeded", 0),
+            ("failed", 1),
+            ("timed_out", 1),
+            ("cancelled", 0),
+        ] {
+            let line = format!(
+                r#"driftless_scan_runs_total{{namespace="ns",scan="infra",result="{result}"}} {value}"#
+            );
+            assert!(out.contains(&line), "{line}\n{out}");
+        }
+        assert_eq!(
+            out.matches("driftless_scan_runs_total{").count(),
+            4,
             "{out}"
         );
     }

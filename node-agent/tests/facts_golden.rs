@@ -684,3 +684,55 @@ fn watchdog_is_what_node_exporter_exports() {
     let (series, success, text) = watchdog(tmp.path());
     assert!(series == 0 && !success, "{text}");
 }
+
+/// `node_disk_info` as current node_exporter (1.10+) builds it: `rotational` from
+/// `/sys/block/DEV/queue/rotational` ("0" when missing or not a number), and the serial from
+/// `SCSI_IDENT_SERIAL`, else `ID_SERIAL_SHORT`, else `ID_SERIAL`.
+#[test]
+fn disk_info_has_node_exporter_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let put = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let zeros = "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+    put(
+        "proc/diskstats",
+        &format!(
+            "   8 16 sdb {zeros}\n 252 16 vdb {zeros}\n   8 32 sdc {zeros}\n   8 48 sdd {zeros}\n"
+        ),
+    );
+    put(
+        "run/udev/data/b8:16",
+        "E:SCSI_IDENT_SERIAL=ZA1B2C3D\nE:ID_SERIAL_SHORT=WD-123\nE:ID_SERIAL=WDC_WD40_WD-123\nE:ID_MODEL=WDC_WD40\n",
+    );
+    put("run/udev/data/b252:16", "E:ID_SERIAL=virtio-disk-7\n");
+    put(
+        "run/udev/data/b8:32",
+        "E:SCSI_IDENT_SERIAL=\nE:ID_SERIAL_SHORT=S1\n",
+    );
+    put("sys/block/sdb/queue/rotational", "1\n");
+    put("sys/block/vdb/queue/rotational", "0\n");
+    put("sys/block/sdc/queue/rotational", "yes\n");
+    let text = scrape(
+        root,
+        &["--collector.disable-defaults", "--collector.diskstats"],
+    );
+    promtool_check(&text);
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("node_disk_info{"))
+        .collect();
+    assert_eq!(
+        info,
+        [
+            "node_disk_info{device=\"sdb\",major=\"8\",minor=\"16\",model=\"WDC_WD40\",path=\"\",revision=\"\",rotational=\"1\",serial=\"ZA1B2C3D\",wwn=\"\"} 1",
+            "node_disk_info{device=\"vdb\",major=\"252\",minor=\"16\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"virtio-disk-7\",wwn=\"\"} 1",
+            "node_disk_info{device=\"sdc\",major=\"8\",minor=\"32\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"S1\",wwn=\"\"} 1",
+            "node_disk_info{device=\"sdd\",major=\"8\",minor=\"48\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"\",wwn=\"\"} 1",
+        ],
+        "{text}"
+    );
+}

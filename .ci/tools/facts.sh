@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Tools for the facts/metrics tests and benchmark (issue #4): promtool (Debian `prometheus`; also
-# checks and unit-tests the chart's alert rules in e2e/tests/chart.rs),
+# Tools for the facts/metrics tests and benchmark (issue #4): Debian `prometheus` (promtool, which
+# also checks and unit-tests the chart's alert rules in e2e/tests/chart.rs, and the server the
+# Grafana query test scrapes the agent with),
 # Debian's node_exporter for the side-by-side test, and wrk for `make bench-facts`.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"

@@ -168,6 +168,8 @@ pub enum CollectorName {
     Selinux,
     /// Batteries and power adapters.
     Powersupplyclass,
+    /// Watchdog timers of `/sys/class/watchdog`.
+    Watchdog,
 }
 
 /// Which collectors run. Every collector is on unless listed in `disable`; `enable`, when set,

@@ -458,13 +458,15 @@ fn textfile_tree_is_what_a_user_expects() {
 /// The synthetic sensors tree (`fixtures/facts/sensors`, written by `make_sensors.sh`; this
 /// machine has no hwmon, RAPL or SELinux to record): hwmon chips named by device, name file or
 /// directory, sensors in the device directory, a duplicate chip, values that are not numbers and
-/// a sensor file that is a directory; RAPL zones with repeated names; SELinux enforcing.
+/// a sensor file that is a directory; RAPL zones with repeated names; SELinux enforcing;
+/// power supplies; a full watchdog and one without attributes.
 const SENSORS: &[&str] = &[
     "--collector.disable-defaults",
     "--collector.hwmon",
     "--collector.rapl",
     "--collector.selinux",
     "--collector.powersupplyclass",
+    "--collector.watchdog",
 ];
 
 #[test]
@@ -605,4 +607,132 @@ fn option_flags_filter_devices_and_mount_points() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("netdev"));
+}
+
+/// node_exporter's watchdog test, series for series, plus the cases its fixture lacks.
+#[test]
+fn watchdog_is_what_node_exporter_exports() {
+    let text = scrape(&fixtures().join("sensors"), SENSORS);
+    let expected = [
+        "# HELP node_watchdog_access_cs0 Value of /sys/class/watchdog/<watchdog>/access_cs0",
+        "# TYPE node_watchdog_access_cs0 gauge",
+        "node_watchdog_access_cs0{name=\"watchdog0\"} 0",
+        "# HELP node_watchdog_bootstatus Value of /sys/class/watchdog/<watchdog>/bootstatus",
+        "# TYPE node_watchdog_bootstatus gauge",
+        "node_watchdog_bootstatus{name=\"watchdog0\"} 1",
+        "# HELP node_watchdog_fw_version Value of /sys/class/watchdog/<watchdog>/fw_version",
+        "# TYPE node_watchdog_fw_version gauge",
+        "node_watchdog_fw_version{name=\"watchdog0\"} 2",
+        "# HELP node_watchdog_nowayout Value of /sys/class/watchdog/<watchdog>/nowayout",
+        "# TYPE node_watchdog_nowayout gauge",
+        "node_watchdog_nowayout{name=\"watchdog0\"} 0",
+        "# HELP node_watchdog_pretimeout_seconds Value of /sys/class/watchdog/<watchdog>/pretimeout",
+        "# TYPE node_watchdog_pretimeout_seconds gauge",
+        "node_watchdog_pretimeout_seconds{name=\"watchdog0\"} 120",
+        "# HELP node_watchdog_timeleft_seconds Value of /sys/class/watchdog/<watchdog>/timeleft",
+        "# TYPE node_watchdog_timeleft_seconds gauge",
+        "node_watchdog_timeleft_seconds{name=\"watchdog0\"} 300",
+        "# HELP node_watchdog_timeout_seconds Value of /sys/class/watchdog/<watchdog>/timeout",
+        "# TYPE node_watchdog_timeout_seconds gauge",
+        "node_watchdog_timeout_seconds{name=\"watchdog0\"} 60",
+        "# HELP node_watchdog_info Info of /sys/class/watchdog/<watchdog>",
+        "# TYPE node_watchdog_info gauge",
+        "node_watchdog_info{identity=\"Software Watchdog\",name=\"watchdog0\",options=\"0x8380\",pretimeout_governor=\"noop\",state=\"active\",status=\"0x8000\"} 1",
+        "node_watchdog_info{identity=\"\",name=\"watchdog1\",options=\"\",pretimeout_governor=\"\",state=\"\",status=\"\"} 1",
+    ];
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("node_watchdog_"))
+        .collect();
+    assert_eq!(ours, expected, "{text}");
+    assert!(text.contains("node_scrape_collector_success{collector=\"watchdog\"} 1\n"));
+
+    let only = ["--collector.disable-defaults", "--collector.watchdog"];
+    let watchdog = |root: &Path| {
+        let text = scrape(root, &only);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("node_watchdog_"))
+            .count();
+        let success = text.contains("node_scrape_collector_success{collector=\"watchdog\"} 1\n");
+        (series, success, text)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let class = tmp.path().join("sys/class/watchdog");
+    // No class, an empty class: nothing, and not a failure.
+    let (series, success, text) = watchdog(tmp.path());
+    assert!(series == 0 && success, "{text}");
+    std::fs::create_dir_all(&class).unwrap();
+    let (series, success, text) = watchdog(tmp.path());
+    assert!(series == 0 && success, "{text}");
+    // Hexadecimal and octal numbers as Go's ParseInt(s, 0, 64) reads them; missing files left out.
+    let wd = class.join("watchdog0");
+    std::fs::create_dir_all(&wd).unwrap();
+    std::fs::write(wd.join("timeout"), "0x3c\n").unwrap();
+    std::fs::write(wd.join("bootstatus"), "010\n").unwrap();
+    let (series, success, text) = watchdog(tmp.path());
+    assert!(series == 3 && success, "{text}");
+    assert!(text.contains("node_watchdog_timeout_seconds{name=\"watchdog0\"} 60\n"));
+    assert!(text.contains("node_watchdog_bootstatus{name=\"watchdog0\"} 8\n"));
+    // A number that is not one, an attribute that cannot be read (a directory): the collector
+    // fails and exports no watchdog, as node_exporter's does.
+    std::fs::write(wd.join("timeleft"), "soon\n").unwrap();
+    let (series, success, text) = watchdog(tmp.path());
+    assert!(series == 0 && !success, "{text}");
+    std::fs::remove_file(wd.join("timeleft")).unwrap();
+    std::fs::create_dir(wd.join("timeleft")).unwrap();
+    let (series, success, text) = watchdog(tmp.path());
+    assert!(series == 0 && !success, "{text}");
+}
+
+/// `node_disk_info` as current node_exporter (1.10+) builds it: `rotational` from
+/// `/sys/block/DEV/queue/rotational` ("0" when missing or not a number), and the serial from
+/// `SCSI_IDENT_SERIAL`, else `ID_SERIAL_SHORT`, else `ID_SERIAL`.
+#[test]
+fn disk_info_has_node_exporter_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let put = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let zeros = "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+    put(
+        "proc/diskstats",
+        &format!(
+            "   8 16 sdb {zeros}\n 252 16 vdb {zeros}\n   8 32 sdc {zeros}\n   8 48 sdd {zeros}\n"
+        ),
+    );
+    put(
+        "run/udev/data/b8:16",
+        "E:SCSI_IDENT_SERIAL=ZA1B2C3D\nE:ID_SERIAL_SHORT=WD-123\nE:ID_SERIAL=WDC_WD40_WD-123\nE:ID_MODEL=WDC_WD40\n",
+    );
+    put("run/udev/data/b252:16", "E:ID_SERIAL=virtio-disk-7\n");
+    put(
+        "run/udev/data/b8:32",
+        "E:SCSI_IDENT_SERIAL=\nE:ID_SERIAL_SHORT=S1\n",
+    );
+    put("sys/block/sdb/queue/rotational", "1\n");
+    put("sys/block/vdb/queue/rotational", "0\n");
+    put("sys/block/sdc/queue/rotational", "yes\n");
+    let text = scrape(
+        root,
+        &["--collector.disable-defaults", "--collector.diskstats"],
+    );
+    promtool_check(&text);
+    let info: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("node_disk_info{"))
+        .collect();
+    assert_eq!(
+        info,
+        [
+            "node_disk_info{device=\"sdb\",major=\"8\",minor=\"16\",model=\"WDC_WD40\",path=\"\",revision=\"\",rotational=\"1\",serial=\"ZA1B2C3D\",wwn=\"\"} 1",
+            "node_disk_info{device=\"vdb\",major=\"252\",minor=\"16\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"virtio-disk-7\",wwn=\"\"} 1",
+            "node_disk_info{device=\"sdc\",major=\"8\",minor=\"32\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"S1\",wwn=\"\"} 1",
+            "node_disk_info{device=\"sdd\",major=\"8\",minor=\"48\",model=\"\",path=\"\",revision=\"\",rotational=\"0\",serial=\"\",wwn=\"\"} 1",
+        ],
+        "{text}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `diskstats`: block device I/O counters from `/proc/diskstats`, and what udev knows about each
-//! device (`ROOT/run/udev/data/b<major>:<minor>`, as node_exporter 1.5 reads it):
+//! device (`ROOT/run/udev/data/b<major>:<minor>`, as node_exporter reads it) and whether it
+//! spins (`SYS/block/DEV/queue/rotational`):
 //! `node_disk_info`, `node_disk_filesystem_info`, `node_disk_device_mapper_info` and the
 //! `node_disk_ata_*` gauges. Without a udev database the info labels are empty, as there.
 
@@ -157,6 +158,27 @@ const FIELDS: &[(usize, &str, &str, Kind, f64)] = &[
     ),
 ];
 
+impl Diskstats {
+    /// `node_disk_info`'s `rotational` label: `"1"` when `SYS/block/DEV/queue/rotational` reads
+    /// 1, else `"0"` (also when it is missing or does not parse), as node_exporter 1.9+ has it.
+    fn rotational(&self, device: &str) -> &'static str {
+        let path = self
+            .paths
+            .sys
+            .join("block")
+            .join(device)
+            .join("queue/rotational");
+        let value = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| super::kfiles::parse_u64(s.trim(), 10));
+        if value == Some(1) {
+            "1"
+        } else {
+            "0"
+        }
+    }
+}
+
 impl Collector for Diskstats {
     fn update(&self, out: &mut Vec<Family>) -> Result<(), CollectError> {
         let text = read(&self.paths.proc("diskstats"))?;
@@ -187,7 +209,8 @@ impl Collector for Diskstats {
                 }
             }
             let udev = Udev::read(&self.udev.join(format!("b{}:{}", f[0], f[1])));
-            udev.push_families(device, f[0], f[1], &mut extra);
+            let rotational = self.rotational(device);
+            udev.push_families(device, f[0], f[1], rotational, &mut extra);
         }
         out.extend(families);
         out.extend(extra.into_families());
@@ -227,7 +250,25 @@ impl Udev {
             .unwrap_or("")
     }
 
-    fn push_families(&self, device: &str, major: &str, minor: &str, out: &mut UdevFamilies) {
+    /// The serial printed on the disk's label where udev has it (`SCSI_IDENT_SERIAL`), else
+    /// `ID_SERIAL_SHORT`, else `ID_SERIAL` (virtio disks), as node_exporter 1.10+ picks it.
+    fn serial(&self) -> String {
+        ["SCSI_IDENT_SERIAL", "ID_SERIAL_SHORT", "ID_SERIAL"]
+            .iter()
+            .map(|key| self.get(key))
+            .find(|v| !v.is_empty())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn push_families(
+        &self,
+        device: &str,
+        major: &str,
+        minor: &str,
+        rotational: &str,
+        out: &mut UdevFamilies,
+    ) {
         let own = |key: &str| self.get(key).to_owned();
         out.info.push(
             vec![
@@ -237,7 +278,8 @@ impl Udev {
                 ("model", own("ID_MODEL")),
                 ("path", own("ID_PATH")),
                 ("revision", own("ID_REVISION")),
-                ("serial", own("ID_SERIAL_SHORT")),
+                ("rotational", rotational.to_owned()),
+                ("serial", self.serial()),
                 ("wwn", own("ID_WWN")),
             ],
             1.0,

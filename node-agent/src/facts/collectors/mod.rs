@@ -59,6 +59,7 @@ pub mod timex;
 pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
+pub mod watchdog;
 pub mod xfs;
 pub mod zfs;
 
@@ -379,6 +380,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         name: "vmstat",
         default_enabled: true,
         factory: vmstat::new,
+    },
+    CollectorInfo {
+        name: "watchdog",
+        default_enabled: true,
+        factory: watchdog::new,
     },
     CollectorInfo {
         name: "xfs",

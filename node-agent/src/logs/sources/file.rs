@@ -1229,7 +1229,7 @@ mod tests {
 
     fn unread_reports_after_start(root: &Path, restored: Vec<FileEntry>) -> u64 {
         let config: LogSource =
-            serde_yaml::from_str("{name: app, include: [/var/log/app.log]}").unwrap();
+            serde_saphyr::from_str("{name: app, include: [/var/log/app.log]}").unwrap();
         let mut source = FileSource::new(&config, HostPaths::under(root), Some(restored)).unwrap();
         let now = Instant::now();
         source.scan_if_due(now);

@@ -1157,11 +1157,6 @@ impl FileSource {
             .retain(|t| t.file.is_some() || t.final_offset.is_some_and(|f| t.committed < f));
     }
 
-    /// Whether any file is open (for idle detection) or pending.
-    pub fn open_files(&self) -> usize {
-        self.files.iter().filter(|t| t.file.is_some()).count()
-    }
-
     /// The checkpoint entries: every file with its acknowledged offset.
     pub fn entries(&self) -> Vec<FileEntry> {
         let mut entries: Vec<FileEntry> = self

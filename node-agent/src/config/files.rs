@@ -13,8 +13,8 @@ const EXTENSIONS: &[&str] = &["yaml", "yml", "json", "toml"];
 /// past the limit, so its cost is bounded whatever it holds (a ConfigMap holds at most 1 MiB).
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Deepest nesting of YAML mappings and sequences (block or flow) accepted — serde_json's own
-/// limit for JSON files, so the three formats agree.
+/// Deepest nesting of YAML mappings and sequences (block or flow) accepted; about serde_json's
+/// own limit for JSON files (127), far beyond any real configuration.
 pub const MAX_YAML_DEPTH: usize = 128;
 
 /// Every configuration file below `dir`, recursively, sorted by path. Hidden files and

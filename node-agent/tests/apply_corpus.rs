@@ -86,3 +86,49 @@ fn every_malformed_policy_is_refused_with_its_exact_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Inputs too large for the corpus directory, generated here: each is refused with the line and
+/// the limit it broke. How long a refusal takes is measured outside the tests (the figures are in
+/// docs/decisions.md, "YAML library"); the parser refuses as it meets the first level too many.
+#[test]
+fn nesting_and_size_bombs_are_refused_naming_line_and_limit() {
+    let cases = [
+        (
+            "100,000 nested flow sequences (200 KB)",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            "policy.yaml: invalid YAML: nesting deeper than 128 levels at line 1, column 129",
+        ),
+        (
+            "50,000 nested flow mappings",
+            format!("{}1{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
+            "policy.yaml: invalid YAML: nesting deeper than 128 levels at line 1, column 513",
+        ),
+        (
+            "1,000 indented block mappings",
+            (0..1_000)
+                .map(|i| format!("{}a:\n", " ".repeat(i)))
+                .collect(),
+            "policy.yaml: invalid YAML: nesting deeper than 128 levels at line 129, column 129",
+        ),
+        (
+            "a 5 MiB file",
+            format!("kind: ApplyPolicy\n#{}\n", "x".repeat(5 << 20)),
+            "policy.yaml: file is larger than the limit of 4194304 bytes",
+        ),
+    ];
+    let secrets = tempfile::tempdir().unwrap();
+    let env = secrets.path().join("env");
+    std::fs::write(&env, "").unwrap();
+    for (what, text, expected) in cases {
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(config.path().join("policy.yaml"), text).unwrap();
+        let (code, stderr) = run(&["validate"], config.path(), &env, None);
+        let prefix = format!("{}: ", config.path().display());
+        let got: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("found; nothing was applied"))
+            .map(|l| l.strip_prefix(&prefix).unwrap_or(l))
+            .collect();
+        assert_eq!((code, got), (1, vec![expected]), "{what}");
+    }
+}

@@ -72,7 +72,7 @@ fn records(tasks: &[&str]) -> Vec<AuditRecord> {
 }
 
 fn config(yaml: &str) -> AuditConfig {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_saphyr::from_str(yaml).unwrap()
 }
 
 fn lookup() -> MapLookup {

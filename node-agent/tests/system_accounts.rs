@@ -75,11 +75,11 @@ fn pwck_grpck(root: &Path) {
 }
 
 fn user(yaml: &str) -> UserTask {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_saphyr::from_str(yaml).unwrap()
 }
 
 fn group(yaml: &str) -> GroupTask {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_saphyr::from_str(yaml).unwrap()
 }
 
 fn line(root: &Path, file: &str, name: &str) -> Option<String> {

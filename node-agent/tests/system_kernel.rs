@@ -48,7 +48,7 @@ fn read(root: &Path, path: &str) -> String {
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(text: &str) -> T {
-    serde_yaml::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
 
 #[test]

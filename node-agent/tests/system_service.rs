@@ -15,7 +15,7 @@ use system_support::{apply, attribute, converges, require_tool, secrets};
 const SCRIPT: &str = ".ci/tools/apply.sh";
 
 fn service(yaml: &str) -> ServiceTask {
-    serde_yaml::from_str(yaml).unwrap()
+    serde_saphyr::from_str(yaml).unwrap()
 }
 
 fn unit_root() -> tempfile::TempDir {

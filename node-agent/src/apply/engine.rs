@@ -277,10 +277,7 @@ fn run_task(task: &Task, ctx: &Context, check_only: bool, rules: &[Rule]) -> Tas
             Err(e) => return TaskReport::failed(&task.name, kind, e.to_string()),
         }
     }
-    let module = match tasks::task(&task.action) {
-        Ok(m) => m,
-        Err(e) => return TaskReport::failed(&task.name, kind, e.to_string()),
-    };
+    let module = tasks::task(&task.action);
     let mut plan = match module.plan(ctx) {
         Ok(plan) => plan,
         Err(e) => return TaskReport::failed(&task.name, kind, e.to_string()),

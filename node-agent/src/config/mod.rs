@@ -5,7 +5,7 @@
 //! returned and *every* problem is reported, each naming the file, the document, the resource,
 //! the field path and what was expected. Loading never touches the host.
 
-mod files;
+pub mod files;
 pub mod secrets;
 
 use std::collections::BTreeMap;

@@ -162,7 +162,7 @@ mod tests {
     }
 
     fn transforms(yaml: &str) -> Transforms {
-        let list: Vec<Transform> = serde_yaml::from_str(yaml).unwrap();
+        let list: Vec<Transform> = serde_saphyr::from_str(yaml).unwrap();
         Transforms::new(&list).unwrap()
     }
 
@@ -193,7 +193,7 @@ mod tests {
         assert!(t.apply(&mut event("an ERROR here", "x")));
         assert!(!t.apply(&mut event("fine", "x")));
         let list: Vec<Transform> =
-            serde_yaml::from_str("- include: {field: message, pattern: '('}").unwrap();
+            serde_saphyr::from_str("- include: {field: message, pattern: '('}").unwrap();
         assert!(Transforms::new(&list)
             .unwrap_err()
             .to_string()

@@ -359,7 +359,8 @@ pub trait PackageBackend {
     fn install(&self, package: &str, version: Option<&str>) -> Result<(), BackendError>;
     /// Removes the package.
     fn remove(&self, package: &str) -> Result<(), BackendError>;
-    /// Holds the package at its installed version, or releases it.
+    /// Holds the package at `version`, the one just installed, or releases it. apk and dnf pin
+    /// `version` itself; dpkg's selections can only hold whatever is installed, so it ignores it.
     fn set_held(&self, package: &str, version: &str, held: bool) -> Result<(), BackendError>;
 }
 

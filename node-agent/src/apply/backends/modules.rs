@@ -39,11 +39,6 @@ pub fn load_file(paths: &HostPaths, name: &str) -> PathBuf {
     paths.host(format!("etc/modules-load.d/{name}.conf"))
 }
 
-/// `ROOT/etc/modprobe.d/NAME.conf`.
-pub fn options_file(paths: &HostPaths, name: &str) -> PathBuf {
-    paths.host(format!("etc/modprobe.d/{name}.conf"))
-}
-
 /// Whether the host kernel has the module loaded.
 pub fn loaded(paths: &HostPaths, name: &str) -> Result<bool, BackendError> {
     let path = paths.proc("modules");

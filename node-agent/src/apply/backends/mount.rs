@@ -1,8 +1,6 @@
 //! Mounts: the `/etc/fstab` entry (edited in place, every other line and comment kept) and
 //! the mounted state from the mount table; `mount` / `umount` on the live system only.
 
-use std::path::PathBuf;
-
 use super::{is_live_root, read_optional, require_live_root, BackendError, Cmd};
 use crate::host::HostPaths;
 
@@ -165,11 +163,6 @@ pub fn is_mounted(table: &str, path: &str) -> bool {
         };
         mount_point.is_some_and(|m| same_path(&unescape(m), path))
     })
-}
-
-/// `ROOT/etc/fstab`.
-pub fn fstab_path(paths: &HostPaths) -> PathBuf {
-    paths.host("etc/fstab")
 }
 
 /// Reads the host's mount table: the agent's own on `/`, PID 1's below another root (the

@@ -93,9 +93,6 @@ pub enum TaskError {
         /// What is missing.
         message: String,
     },
-    /// The task type has no module yet.
-    #[error("task type {0} is not implemented")]
-    NotImplemented(&'static str),
 }
 
 impl TaskError {
@@ -201,22 +198,22 @@ pub trait Task {
     fn execute(&self, plan: &Plan, ctx: &Context) -> Result<(), TaskError>;
 }
 
-/// The module for a task type, or [`TaskError::NotImplemented`].
-pub fn task(action: &TaskAction) -> Result<&dyn Task, TaskError> {
+/// The module for a task type.
+pub fn task(action: &TaskAction) -> &dyn Task {
     match action {
-        TaskAction::File(t) => Ok(t),
-        TaskAction::Directory(t) => Ok(t),
-        TaskAction::Symlink(t) => Ok(t),
-        TaskAction::LineInFile(t) => Ok(t),
-        TaskAction::BlockInFile(t) => Ok(t),
-        TaskAction::Cron(t) => Ok(t),
-        TaskAction::Command(t) => Ok(t),
-        TaskAction::Package(t) => Ok(t),
-        TaskAction::Service(t) => Ok(t),
-        TaskAction::Sysctl(t) => Ok(t),
-        TaskAction::User(t) => Ok(t),
-        TaskAction::Group(t) => Ok(t),
-        TaskAction::KernelModule(t) => Ok(t),
-        TaskAction::Mount(t) => Ok(t),
+        TaskAction::File(t) => t,
+        TaskAction::Directory(t) => t,
+        TaskAction::Symlink(t) => t,
+        TaskAction::LineInFile(t) => t,
+        TaskAction::BlockInFile(t) => t,
+        TaskAction::Cron(t) => t,
+        TaskAction::Command(t) => t,
+        TaskAction::Package(t) => t,
+        TaskAction::Service(t) => t,
+        TaskAction::Sysctl(t) => t,
+        TaskAction::User(t) => t,
+        TaskAction::Group(t) => t,
+        TaskAction::KernelModule(t) => t,
+        TaskAction::Mount(t) => t,
     }
 }

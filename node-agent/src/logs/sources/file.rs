@@ -583,16 +583,23 @@ impl FileSource {
                 self.files[i].host_path = host_path;
                 continue;
             }
-            candidates.push((host_path, local));
+            candidates.push((host_path, local, (meta.dev(), meta.ino())));
         }
-        let live: Vec<Fingerprint> = self
+        // Files with a checkpoint entry of their own inode first, so that a copy of one of them
+        // cannot adopt that entry before the file itself resumes from it.
+        candidates.sort_by_key(|(_, _, key)| {
+            !restored
+                .iter()
+                .any(|(e, used)| !used && (e.dev, e.ino) == *key)
+        });
+        let mut live: Vec<Fingerprint> = self
             .files
             .iter()
             .filter(|t| t.file.is_some())
             .map(|t| t.fp.clone())
             .collect();
         let mut still_deferred = HashMap::new();
-        for (host_path, local) in candidates {
+        for (host_path, local, _) in candidates {
             let Ok(file) = File::open(&local) else {
                 continue;
             };
@@ -628,6 +635,9 @@ impl FileSource {
                 len: 0,
                 hash: String::new(),
             });
+            // A copy of this file seen later in the same scan waits for its truncation too
+            // (after a restart in the middle of a copytruncate, nothing else is live yet).
+            live.push(fp.clone());
             tracing::debug!(source = %self.name, file = %host_path, offset, "tailing file");
             let container = if self.kubernetes {
                 kubernetes::parse_file_name(&host_path)
@@ -1151,15 +1161,16 @@ impl FileSource {
         }
     }
 
-    /// Forgets closed files whose every event was acknowledged.
+    /// Forgets closed files whose every event was acknowledged. A truncated file whose copy
+    /// has not been found yet stays: its checkpoint entry is what lets a restart hand its
+    /// offset to the copy (the handover itself, [`Self::truncated`], lives in memory only).
     pub fn prune(&mut self) {
-        self.files
-            .retain(|t| t.file.is_some() || t.final_offset.is_some_and(|f| t.committed < f));
-    }
-
-    /// Whether any file is open (for idle detection) or pending.
-    pub fn open_files(&self) -> usize {
-        self.files.iter().filter(|t| t.file.is_some()).count()
+        let truncated = &self.truncated;
+        self.files.retain(|t| {
+            t.file.is_some()
+                || t.final_offset.is_some_and(|f| t.committed < f)
+                || truncated.iter().any(|(fp, _, _)| *fp == t.fp)
+        });
     }
 
     /// The checkpoint entries: every file with its acknowledged offset.
@@ -1229,7 +1240,7 @@ mod tests {
 
     fn unread_reports_after_start(root: &Path, restored: Vec<FileEntry>) -> u64 {
         let config: LogSource =
-            serde_yaml::from_str("{name: app, include: [/var/log/app.log]}").unwrap();
+            serde_saphyr::from_str("{name: app, include: [/var/log/app.log]}").unwrap();
         let mut source = FileSource::new(&config, HostPaths::under(root), Some(restored)).unwrap();
         let now = Instant::now();
         source.scan_if_due(now);
@@ -1274,6 +1285,77 @@ mod tests {
         );
         deleted.size = 1000;
         assert_eq!(unread_reports_after_start(dir.path(), vec![deleted]), 0);
+    }
+
+    /// Copytruncate while running, the truncated file's lines all acknowledged, then a crash
+    /// before the next glob scan found the copy: the restart hands the copy the old offset
+    /// instead of reading the whole rotated file again.
+    #[test]
+    fn copy_found_after_a_crash_resumes_where_the_truncated_file_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("var/log");
+        std::fs::create_dir_all(&logs).unwrap();
+        let lines = |from: usize, count: usize| -> String {
+            (from..from + count)
+                .map(|i| format!("line {i:04} of a file rotated by copytruncate\n"))
+                .collect()
+        };
+        std::fs::write(logs.join("app.log"), lines(0, 100)).unwrap();
+        let config: LogSource =
+            serde_saphyr::from_str("{name: app, include: [/var/log/app.log*]}").unwrap();
+        let read_all = |source: &mut FileSource, now: Instant| {
+            let mut events = Vec::new();
+            let mut offsets = Vec::new();
+            let mut budget = Budget {
+                events: 1000,
+                bytes: 1 << 20,
+            };
+            source.read(&mut budget, now, "t", &mut events, &mut offsets);
+            for (id, offset) in offsets {
+                source.commit(id, offset);
+            }
+            source.prune();
+            events
+        };
+        let now = Instant::now();
+        let mut source = FileSource::new(&config, HostPaths::under(dir.path()), None).unwrap();
+        source.scan_if_due(now);
+        assert_eq!(read_all(&mut source, now).len(), 100);
+        std::fs::copy(logs.join("app.log"), logs.join("app.log.1")).unwrap();
+        std::fs::write(logs.join("app.log"), lines(100, 50)).unwrap();
+        // The truncation is seen while reading; the next glob scan is not due yet.
+        let events = read_all(&mut source, now);
+        let events = events.len() + read_all(&mut source, now).len();
+        assert_eq!(events, 50, "the new app.log");
+        // kill -9 here: the restart has only the checkpoint.
+        let mut restarted = FileSource::new(
+            &config,
+            HostPaths::under(dir.path()),
+            Some(source.entries()),
+        )
+        .unwrap();
+        restarted.scan_if_due(now);
+        let again: Vec<String> = read_all(&mut restarted, now)
+            .into_iter()
+            .map(|e| e.raw)
+            .collect();
+        assert!(again.is_empty(), "read again after the restart: {again:?}");
+
+        // kill -9 between the copy and the truncation: the restart sees both files whole.
+        std::fs::remove_file(logs.join("app.log.1")).unwrap();
+        let checkpoint = restarted.entries();
+        std::fs::copy(logs.join("app.log"), logs.join("app.log.1")).unwrap();
+        let mut restarted =
+            FileSource::new(&config, HostPaths::under(dir.path()), Some(checkpoint)).unwrap();
+        restarted.scan_if_due(now);
+        assert!(read_all(&mut restarted, now).is_empty(), "app.log resumes");
+        std::fs::write(logs.join("app.log"), lines(150, 10)).unwrap();
+        let later = now + Duration::from_secs(1);
+        let mut got = read_all(&mut restarted, later).len();
+        restarted.scan_if_due(later);
+        got += read_all(&mut restarted, later).len();
+        got += read_all(&mut restarted, later).len();
+        assert_eq!(got, 10, "only the lines written after the truncation");
     }
 
     #[test]

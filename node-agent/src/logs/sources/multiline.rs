@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     fn joiner(yaml: &str) -> Joiner {
-        let m: Multiline = serde_yaml::from_str(yaml).unwrap();
+        let m: Multiline = serde_saphyr::from_str(yaml).unwrap();
         Joiner::new(MultilineConfig::new("s", &m).unwrap())
     }
 

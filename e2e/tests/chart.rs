@@ -291,11 +291,16 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
     for (extra, count, what) in [
         (
             &[][..],
-            8,
-            "operator: ClusterRole + leader-election Role + rollout Role; scan runner: \
-             ClusterRole; agent: ClusterRole + Roles for reports, secrets and node Events",
+            9,
+            "operator: ClusterRole + leader-election Role + rollout Role + scan Role; scan \
+             runner: ClusterRole; agent: ClusterRole + Roles for reports, secrets and node Events",
         ),
-        (&["--set", "agent.apply.enabled=true"][..], 8, "as above"),
+        (&["--set", "agent.apply.enabled=true"][..], 9, "as above"),
+        (
+            &["--set", "scanRunner.namespaces={team-a,team-b}"][..],
+            10,
+            "as above, with the operator's scan Role in each of the two scan namespaces",
+        ),
         (
             &[
                 "--set",
@@ -303,8 +308,8 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
                 "--set-string",
                 "agent.config.files.host\\.yaml=kind: ApplyPolicy",
             ][..],
-            4,
-            "a standalone agent has no RBAC at all (the operator's three, the runner's one)",
+            5,
+            "a standalone agent has no RBAC at all (the operator's four, the runner's one)",
         ),
     ] {
         let docs = render(&helm, extra);
@@ -333,9 +338,10 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
 }
 
 /// The operator's grants: what operator/src calls (reflectors on DriftScans, Jobs and
-/// DriftReports; Job create/delete; DriftScan status by server-side apply; Secrets and CRDs by
-/// GET; kube-runtime's events.k8s.io Recorder) plus what the policy status controller reads
-/// (the three policy kinds, Nodes, DriftReports) and writes (the policies' status).
+/// DriftReports; DriftScan status by server-side apply; CRDs by GET; kube-runtime's
+/// events.k8s.io Recorder) plus what the policy status controller reads (the three policy
+/// kinds, Nodes, DriftReports) and writes (the policies' status). Secrets (GET) and Job
+/// create/delete only through a Role in each scan namespace.
 #[test]
 fn operator_rbac_is_exactly_what_it_needs() {
     let Some(helm) = helm_or_skip() else { return };
@@ -370,9 +376,8 @@ fn operator_rbac_is_exactly_what_it_needs() {
             triples("driftless.dev", &["driftscans"], &["get", "list", "watch"]),
             triples("driftless.dev", &["driftscans/status"], &["patch"]),
             triples("driftless.dev", &["driftscans/finalizers"], &["update"]),
-            triples("batch", &["jobs"], &["list", "watch", "create", "delete"]),
+            triples("batch", &["jobs"], &["list", "watch"]),
             triples("events.k8s.io", &["events"], &["create", "patch"]),
-            triples("", &["secrets"], &["get"]),
             triples(
                 "apiextensions.k8s.io",
                 &["customresourcedefinitions"],
@@ -451,6 +456,67 @@ fn operator_rbac_is_exactly_what_it_needs() {
     assert_eq!(rollout_binding["subjects"][0]["name"], name);
 }
 
+/// Secrets and Job writes only in the scan namespaces, one Role each; the operator is told
+/// the same list (`--scan-namespace`) and acts nowhere else.
+#[test]
+fn operator_reads_secrets_and_writes_jobs_only_in_scan_namespaces() {
+    let Some(helm) = helm_or_skip() else { return };
+    for (extra, namespaces) in [
+        (&[][..], vec![NAMESPACE]),
+        (
+            &["--set", "scanRunner.namespaces={team-a,team-b}"][..],
+            vec!["team-a", "team-b"],
+        ),
+    ] {
+        let docs = render(&helm, extra);
+        for role in all_of_kind(&docs, "ClusterRole") {
+            assert!(
+                !grants(role)
+                    .iter()
+                    .any(|(_, r, v)| r == "secrets" || (r == "jobs" && v != "list" && v != "watch")),
+                "{}: Secrets or Job writes granted cluster-wide",
+                name_of(role)
+            );
+        }
+        let roles: Vec<_> = all_of_kind(&docs, "Role")
+            .into_iter()
+            .filter(|r| name_of(r) == "driftless-operator-scan")
+            .collect();
+        let mut got: Vec<&str> = roles
+            .iter()
+            .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, namespaces, "{extra:?}");
+        for role in &roles {
+            expect_grants(
+                role,
+                vec![
+                    triples("", &["secrets"], &["get"]),
+                    triples("batch", &["jobs"], &["create", "delete"]),
+                ],
+            );
+        }
+        let bindings: Vec<_> = all_of_kind(&docs, "RoleBinding")
+            .into_iter()
+            .filter(|b| name_of(b) == "driftless-operator-scan")
+            .collect();
+        assert_eq!(bindings.len(), namespaces.len());
+        for b in bindings {
+            assert_eq!(b["roleRef"]["kind"], "Role");
+            assert_eq!(b["subjects"][0]["name"], "driftless-operator");
+            assert_eq!(b["subjects"][0]["namespace"], NAMESPACE);
+        }
+        let deployment = object(&docs, "Deployment", "driftless-operator");
+        let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+        let at = args
+            .iter()
+            .position(|a| *a == "--scan-namespace")
+            .expect("--scan-namespace");
+        assert_eq!(args[at + 1], namespaces.join(","));
+    }
+}
+
 #[test]
 fn scan_runner_rbac_is_bound_per_namespace() {
     let Some(helm) = helm_or_skip() else { return };
@@ -467,7 +533,6 @@ fn scan_runner_rbac_is_bound_per_namespace() {
                 &["get", "create", "patch"],
             ),
             triples("driftless.dev", &["driftreports/status"], &["patch"]),
-            triples("", &["secrets"], &["get"]),
         ],
     );
     let binding = object(&docs, "RoleBinding", name);

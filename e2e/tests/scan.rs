@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 
 const MANAGER: &str = "driftless-e2e";
 
-/// Each test runs an operator, and an operator acts on DriftScans in every namespace (as one
-/// per cluster does): two at once would both schedule each other's scans. The tests of this
-/// file therefore take turns.
+/// Each test runs an operator; it acts only on DriftScans of its own namespace
+/// (`--scan-namespace` defaults to `--namespace`), but two at once would still share the
+/// cluster-wide Job and DriftScan watches and the machine. The tests of this file take turns.
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn operator_binary() -> PathBuf {

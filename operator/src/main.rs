@@ -1,5 +1,6 @@
 //! `driftless-operator`: reconciles Driftless resources and serves the operator's HTTP API.
 
+use std::collections::BTreeSet;
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use driftless_operator::policy::metrics::PolicyMetrics;
 use driftless_operator::preflight;
 use driftless_operator::scan::controller::{JobDefaults, ScanController, Settings};
 use driftless_operator::scan::metrics::ScanMetrics;
+use driftless_operator::scan::tenancy::{normalize_api_url, Tenancy};
 use driftless_operator::scan::webhook::{self, Rate, Webhook, WebhookSettings};
 use driftless_operator::tls::{TlsListener, RELOAD_CHECK};
 
@@ -55,7 +57,7 @@ enum Command {
         #[command(flatten)]
         election: ElectionArgs,
         #[command(flatten)]
-        scan: ScanArgs,
+        scan: Box<ScanArgs>,
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
     },
@@ -132,6 +134,73 @@ struct ScanArgs {
     /// Longest a fetch of a DriftScan's repository may take, in seconds.
     #[arg(long, env = "DRIFTLESS_GIT_TIMEOUT_SECONDS", default_value_t = 60)]
     git_timeout_seconds: u64,
+    /// A namespace whose DriftScans the operator acts on (repeatable, or comma-separated).
+    /// DriftScans elsewhere are ignored. Default: --namespace only.
+    #[arg(
+        long = "scan-namespace",
+        env = "DRIFTLESS_SCAN_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    scan_namespaces: Vec<String>,
+    /// A scan namespace whose DriftScans may set any `jobTemplate.serviceAccountName`
+    /// (repeatable, or comma-separated); elsewhere only --scan-service-account.
+    #[arg(
+        long = "allow-service-accounts-in",
+        env = "DRIFTLESS_ALLOW_SERVICE_ACCOUNTS_IN",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    allow_service_accounts_in: Vec<String>,
+    /// A host `spec.source.git.url` may name (repeatable, or comma-separated). None: any.
+    #[arg(
+        long = "allowed-git-host",
+        env = "DRIFTLESS_ALLOWED_GIT_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    allowed_git_hosts: Vec<String>,
+    /// A URL a GitHub App's `apiUrl` may be (default `https://api.github.com`; repeatable, or
+    /// comma-separated). None: any.
+    #[arg(
+        long = "allowed-github-api-url",
+        env = "DRIFTLESS_ALLOWED_GITHUB_API_URLS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    allowed_github_api_urls: Vec<String>,
+    /// Send Git credentials and GitHub App JWTs to plain `http://` URLs too. For a lab only:
+    /// anyone on the path reads them.
+    #[arg(long, env = "DRIFTLESS_ALLOW_INSECURE_CREDENTIALS")]
+    allow_insecure_credentials: bool,
+}
+
+impl ScanArgs {
+    /// The tenancy settings, for an operator running in `namespace`.
+    fn tenancy(&self, namespace: &str) -> Tenancy {
+        let set = |v: &[String], f: fn(&str) -> String| -> BTreeSet<String> {
+            v.iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(f)
+                .collect()
+        };
+        let mut namespaces = set(&self.scan_namespaces, str::to_owned);
+        if namespaces.is_empty() {
+            namespaces.insert(namespace.to_owned());
+        }
+        Tenancy {
+            namespaces,
+            service_account_namespaces: set(&self.allow_service_accounts_in, str::to_owned),
+            runner_service_account: Some(self.scan_service_account.clone())
+                .filter(|s| !s.is_empty()),
+            git_hosts: set(&self.allowed_git_hosts, str::to_ascii_lowercase),
+            github_api_urls: set(&self.allowed_github_api_urls, |u| {
+                normalize_api_url(u).to_owned()
+            }),
+            allow_insecure_credentials: self.allow_insecure_credentials,
+        }
+    }
 }
 
 /// Limits of the webhook API and TLS of the HTTP server.
@@ -254,7 +323,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            let result = runtime.block_on(run(listen, namespace, election, scan, *webhook));
+            let result = runtime.block_on(run(listen, namespace, election, *scan, *webhook));
             // A git fetch stuck on a silent server must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             match result {
@@ -329,13 +398,18 @@ async fn run(
         .as_ref()
         .map_or_else(Leadership::always, LeaderElector::leadership);
     let identity = election_config.identity.clone();
+    let tenancy = scan.tenancy(&namespace);
+    tracing::info!(scan_namespaces = ?tenancy.namespaces, allow_service_accounts_in = ?tenancy.service_account_namespaces,
+        allowed_git_hosts = ?tenancy.git_hosts, allowed_github_api_urls = ?tenancy.github_api_urls,
+        allow_insecure_credentials = tenancy.allow_insecure_credentials, "DriftScan tenancy");
     let controller = ScanController::start(
         client.clone(),
         Settings {
             namespace: namespace.clone(),
             job_defaults: JobDefaults {
                 runner_image: scan.runner_image,
-                service_account: Some(scan.scan_service_account).filter(|s| !s.is_empty()),
+                service_account: tenancy.runner_service_account.clone(),
+                source_rules: tenancy.source_rules(),
             },
             max_concurrent_jobs: scan.max_concurrent_jobs,
             identity: identity.clone(),
@@ -343,6 +417,7 @@ async fn run(
                 .repo_cache_dir
                 .unwrap_or_else(|| std::env::temp_dir().join("driftless-repos")),
             git_timeout: Duration::from_secs(scan.git_timeout_seconds.max(1)),
+            tenancy,
         },
         metrics,
         leadership.is_leader_fn(),
@@ -498,5 +573,43 @@ mod tests {
         assert!(err.contains("--retry-period-seconds (10)"), "{err}");
         let err = election(&["--lease-duration-seconds", "0"]).unwrap_err();
         assert!(err.contains("--lease-duration-seconds"), "{err}");
+    }
+
+    fn tenancy(args: &[&str]) -> driftless_operator::scan::tenancy::Tenancy {
+        let cli = Cli::try_parse_from(["op", "run"].iter().chain(args)).unwrap();
+        let Command::Run { scan, .. } = cli.command else {
+            unreachable!("parsed run")
+        };
+        scan.tenancy("driftless")
+    }
+
+    #[test]
+    fn scan_namespaces_default_to_the_operators_own() {
+        let t = tenancy(&[]);
+        assert_eq!(t.namespaces, ["driftless".to_owned()].into());
+        assert!(t.git_hosts.is_empty() && t.github_api_urls.is_empty());
+        assert!(!t.allow_insecure_credentials);
+        let t = tenancy(&[
+            "--scan-namespace=team-a,team-b",
+            "--scan-namespace",
+            "team-c",
+            "--allowed-git-host=GitHub.com",
+            "--allowed-github-api-url=https://ghe.example.com/api/v3/",
+            "--allow-service-accounts-in=team-b",
+            "--scan-service-account=runner",
+            "--allow-insecure-credentials",
+        ]);
+        assert_eq!(
+            t.namespaces,
+            ["team-a", "team-b", "team-c"].map(String::from).into()
+        );
+        assert_eq!(t.git_hosts, ["github.com".to_owned()].into());
+        assert_eq!(
+            t.github_api_urls,
+            ["https://ghe.example.com/api/v3".to_owned()].into()
+        );
+        assert_eq!(t.service_account_namespaces, ["team-b".to_owned()].into());
+        assert_eq!(t.runner_service_account.as_deref(), Some("runner"));
+        assert!(t.allow_insecure_credentials);
     }
 }

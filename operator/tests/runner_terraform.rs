@@ -22,6 +22,8 @@ use driftless_operator::runner::git::Credentials;
 
 /// How long the operator's repository cache may take per fetch in these tests.
 const CACHE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The local git and GitHub API servers of these tests speak plain HTTP: a lab.
+const INSECURE: &str = "--allow-insecure-credentials";
 
 fn terraform() -> PathBuf {
     let root = std::env::var("DRIFTLESS_TOOLS")
@@ -719,7 +721,7 @@ fn smart_http_with_token() {
     write(&secrets.join("git-token/token"), "wrong-token-value\n");
     write(&secrets.join("git-token/username"), "ci-bot");
     let sd = secrets.display().to_string();
-    let out = f.runner(&scan, "r0", &["--secrets-dir", &sd]);
+    let out = f.runner(&scan, "r0", &["--secrets-dir", &sd, INSECURE]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("wrong-token-value"), "{stderr}");
@@ -762,7 +764,7 @@ fn smart_http_with_token() {
 
     // Right token.
     write(&secrets.join("git-token/token"), "tok-3f9a1c2e8b7d\n");
-    let out = f.runner(&scan, "r1", &["--secrets-dir", &sd]);
+    let out = f.runner(&scan, "r1", &["--secrets-dir", &sd, INSECURE]);
     assert!(out.status.success());
     assert_eq!(
         f.report("infra-live-app")
@@ -910,7 +912,7 @@ fn github_app_credentials() {
     std::fs::create_dir_all(secrets.join("app")).unwrap();
     std::fs::copy(&key, secrets.join("app/private-key")).unwrap();
     let sd = secrets.display().to_string();
-    let out = f.runner(&scan, "r1", &["--secrets-dir", &sd]);
+    let out = f.runner(&scan, "r1", &["--secrets-dir", &sd, INSECURE]);
     assert!(out.status.success());
     assert_eq!(minted.load(Ordering::SeqCst), 1);
     assert_eq!(
@@ -954,7 +956,7 @@ fn github_app_credentials() {
         .unwrap();
     assert!(gen.status.success());
     std::fs::copy(&pk8, secrets.join("app/private-key")).unwrap();
-    let out = f.runner(&scan, "r2", &["--secrets-dir", &sd]);
+    let out = f.runner(&scan, "r2", &["--secrets-dir", &sd, INSECURE]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     assert_eq!(minted.load(Ordering::SeqCst), 2);

@@ -99,3 +99,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "driftless.agent.clusterMode" -}}
 {{- if and .Values.agent.enabled (eq .Values.agent.source "kubernetes") }}true{{ end }}
 {{- end }}
+
+{{/*
+The namespaces whose DriftScans the operator acts on, comma-separated: scanRunner.namespaces,
+or the release namespace.
+*/}}
+{{- define "driftless.scanNamespaces" -}}
+{{- join "," (.Values.scanRunner.namespaces | default (list .Release.Namespace)) -}}
+{{- end }}

@@ -66,6 +66,16 @@ pub struct Args {
     /// `DIR/<secret-name>/`), instead of the Secret.
     #[arg(long, value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// Send Git credentials and GitHub App JWTs over plain `http://` too (set by the
+    /// operator's `--allow-insecure-credentials`).
+    #[arg(long)]
+    pub allow_insecure_credentials: bool,
+    /// A host `spec.source.git.url` may name (repeatable; none: any).
+    #[arg(long = "allowed-git-host", value_name = "HOST")]
+    pub allowed_git_hosts: Vec<String>,
+    /// A GitHub API URL a GitHub App's `apiUrl` may be (repeatable; none: any).
+    #[arg(long = "allowed-github-api-url", value_name = "URL")]
+    pub allowed_github_api_urls: Vec<String>,
     /// Write the DriftReports as YAML files here instead of the API server.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
@@ -414,6 +424,23 @@ pub async fn run(args: Args) -> Result<bool, RunnerError> {
     if io.scan_name.is_empty() {
         return Err(RunnerError::Usage("the DriftScan has no name".into()));
     }
+    // The operator checked these before creating the Job; the DriftScan may have changed since.
+    let rules = crate::scan::tenancy::SourceRules {
+        git_hosts: args
+            .allowed_git_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        github_api_urls: args
+            .allowed_github_api_urls
+            .iter()
+            .map(|u| crate::scan::tenancy::normalize_api_url(u).to_owned())
+            .collect(),
+        allow_insecure_credentials: args.allow_insecure_credentials,
+    };
+    rules
+        .check_source(&scan.spec)
+        .map_err(|refused| RunnerError::Credentials(format!("refused: {refused}")))?;
     let creds = credentials(&mut io, &scan).await?;
     let base_redact = Redact::new(creds.secrets());
 

@@ -30,8 +30,9 @@ use driftless_crds::time::of_time;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, ObjectReference, PersistentVolumeClaimVolumeSource,
-    PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ObjectReference,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -47,6 +48,7 @@ use super::scheduler::{
     self, Decisions, JobPhase, JobPlan, JobState, Observed, ReportState, Resolution, RunPlan,
     RunSource, ScanState,
 };
+use super::tenancy::{SourceRules, Tenancy};
 use super::triggers::{self, TRIGGER_ANNOTATION};
 use crate::leader::IsLeader;
 use crate::repo::{self, RepoCache, Resolved};
@@ -64,6 +66,14 @@ pub const STACKS_ANNOTATION: &str = "driftless.dev/stacks";
 pub const BIN_DIR: &str = "/driftless/bin";
 /// The provider plugin cache mount.
 pub const PLUGIN_CACHE_DIR: &str = "/driftless/plugin-cache";
+/// Where the Secrets a DriftScan names are mounted, one directory per Secret (the runner's
+/// `--secrets-dir`): the runner itself reads no Secret through the API.
+pub const SECRETS_DIR: &str = "/driftless/secrets";
+/// The writable scratch directory of scan pods (an emptyDir; `HOME` and `TMPDIR`): the root
+/// filesystem is read-only.
+pub const SCRATCH_DIR: &str = "/tmp";
+/// User and group scan pods run as (non-root; the IaC images need no particular user).
+pub const RUNNER_UID: i64 = 65532;
 /// How long a Job created but not yet seen still counts as running.
 const EXPECTATION_TTL: Duration = Duration::from_secs(60);
 /// Longest sleep between two decisions.
@@ -85,6 +95,8 @@ pub struct Settings {
     pub repo_cache_dir: PathBuf,
     /// Longest a fetch of a DriftScan's repository may take.
     pub git_timeout: Duration,
+    /// Which DriftScans the operator acts on, and what they may make it do.
+    pub tenancy: Tenancy,
 }
 
 /// What every scan Job gets from the operator's settings.
@@ -94,6 +106,45 @@ pub struct JobDefaults {
     pub runner_image: String,
     /// ServiceAccount of Jobs whose `jobTemplate.serviceAccountName` is unset.
     pub service_account: Option<String>,
+    /// The source rules the runner checks again (passed as its flags).
+    pub source_rules: SourceRules,
+}
+
+/// The Secrets a DriftScan's runner reads (Git credentials, S3 credentials), in order.
+pub fn runner_secrets(scan: &DriftScan) -> Vec<String> {
+    use driftless_crds::drift_scan::GitCredentialsKind;
+    let mut names = Vec::new();
+    if let Some(creds) = &scan.spec.source.git.credentials {
+        names.push(match &creds.kind {
+            GitCredentialsKind::Https(s) | GitCredentialsKind::Ssh(s) => s.name.clone(),
+            GitCredentialsKind::GithubApp(app) => app.secret_ref.name.clone(),
+        });
+    }
+    if let Some(s) = scan
+        .spec
+        .artifacts
+        .as_ref()
+        .and_then(|a| a.credentials_secret.as_ref())
+    {
+        names.push(s.name.clone());
+    }
+    names.dedup();
+    names
+}
+
+/// The container securityContext of scan pods: no privilege escalation, no capabilities, a
+/// read-only root filesystem.
+fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// Builds the Job of `plan` for `scan`, per the runner contract: the plan's image (the
@@ -124,6 +175,16 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
         command.push("--commit".into());
         command.push(commit.clone());
     }
+    let rules = &defaults.source_rules;
+    if rules.allow_insecure_credentials {
+        command.push("--allow-insecure-credentials".into());
+    }
+    for host in &rules.git_hosts {
+        command.extend(["--allowed-git-host".into(), host.clone()]);
+    }
+    for url in &rules.github_api_urls {
+        command.extend(["--allowed-github-api-url".into(), url.clone()]);
+    }
     let mut env = t.env.clone();
     let mut mounts = vec![VolumeMount {
         name: "driftless-bin".into(),
@@ -135,6 +196,30 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     }];
+    let secrets = runner_secrets(scan);
+    if !secrets.is_empty() {
+        command.extend(["--secrets-dir".into(), SECRETS_DIR.into()]);
+    }
+    for (i, name) in secrets.iter().enumerate() {
+        mounts.push(VolumeMount {
+            name: format!("secret-{i}"),
+            mount_path: format!("{SECRETS_DIR}/{name}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: format!("secret-{i}"),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                // A missing Secret fails the run with the runner's message naming it, rather
+                // than a pod stuck in ContainerCreating.
+                optional: Some(true),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if let Some(claim) = &t.provider_cache_claim {
         env.push(EnvVar {
             name: "TF_PLUGIN_CACHE_DIR".into(),
@@ -155,6 +240,25 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
             ..Default::default()
         });
     }
+    // The root filesystem is read-only: the clone, `.terraform`, HOME and temporary files go
+    // to an emptyDir.
+    for name in ["HOME", "TMPDIR"] {
+        env.push(EnvVar {
+            name: name.into(),
+            value: Some(SCRATCH_DIR.into()),
+            ..Default::default()
+        });
+    }
+    mounts.push(VolumeMount {
+        name: "scratch".into(),
+        mount_path: SCRATCH_DIR.into(),
+        ..Default::default()
+    });
+    volumes.push(Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
     let labels = BTreeMap::from([
         (SCAN_LABEL.to_owned(), plan.scan.name.clone()),
         (RUN_LABEL.to_owned(), plan.run.clone()),
@@ -180,6 +284,19 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUNNER_UID),
+                        run_as_group: Some(RUNNER_UID),
+                        fs_group: Some(RUNNER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    // The runner reads its DriftScan and writes DriftReports through the API.
+                    automount_service_account_token: Some(true),
                     service_account_name: t
                         .service_account_name
                         .clone()
@@ -199,6 +316,7 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
                             mount_path: BIN_DIR.into(),
                             ..Default::default()
                         }]),
+                        security_context: Some(locked_down()),
                         ..Default::default()
                     }]),
                     containers: vec![Container {
@@ -209,6 +327,7 @@ pub fn build_job(scan: &DriftScan, plan: &JobPlan, defaults: &JobDefaults) -> Jo
                         env: (!env.is_empty()).then_some(env),
                         resources: t.resources.clone(),
                         volume_mounts: Some(mounts),
+                        security_context: Some(locked_down()),
                         ..Default::default()
                     }],
                     volumes: Some(volumes),
@@ -386,11 +505,18 @@ impl ScanController {
         let scan_api: Api<DriftScan> = Api::all(client.clone());
         let job_api: Api<Job> = Api::all(client.clone());
         let report_api: Api<DriftReport> = Api::all(client.clone());
+        // DriftScans of other namespaces never enter the cache: nothing (scheduler, webhook
+        // API, token refresh) can act on them.
+        let tenancy = settings.tenancy.clone();
+        let mut ignored = std::collections::HashSet::new();
         spawn_watch(
             reflector::reflector(
                 scans_writer,
                 watcher(scan_api, watcher::Config::default())
-                    .modify(|scan: &mut DriftScan| scan.managed_fields_mut().clear()),
+                    .modify(|scan: &mut DriftScan| scan.managed_fields_mut().clear())
+                    .filter(move |event| {
+                        futures::future::ready(keep_scan_event(&tenancy, &mut ignored, event))
+                    }),
             )
             .default_backoff()
             .boxed(),
@@ -487,6 +613,10 @@ impl ScanController {
         commit: Option<String>,
     ) -> Result<Arc<Resolved>, String> {
         let key = ScanKey::new(scan.namespace().unwrap_or_default(), scan.name_any());
+        self.settings
+            .tenancy
+            .check(&key.namespace, &scan.spec)
+            .map_err(|refused| format!("refused: {refused}"))?;
         let result = repo::resolve_at(
             self.repo.clone(),
             &self.client,
@@ -623,18 +753,23 @@ impl ScanController {
             let wake = self.wake.clone();
             let timeout = self.settings.git_timeout;
             let recorder = self.recorder.clone();
+            // Decided before any Secret is read or any byte sent.
+            let allowed = self.settings.tenancy.check(&key.namespace, &scan.spec);
             tokio::spawn(async move {
                 let started = Instant::now();
-                let result = repo::resolve_at(
-                    cache,
-                    &client,
-                    &key.namespace,
-                    &scan.spec,
-                    commit.clone(),
-                    timeout,
-                )
-                .await
-                .map(Arc::new);
+                let result = match allowed {
+                    Ok(()) => repo::resolve_at(
+                        cache,
+                        &client,
+                        &key.namespace,
+                        &scan.spec,
+                        commit.clone(),
+                        timeout,
+                    )
+                    .await
+                    .map(Arc::new),
+                    Err(refused) => Err(format!("refused: {refused}")),
+                };
                 match &result {
                     Ok(r) => {
                         tracing::info!(scan = %key, commit = %r.commit, stacks = r.stacks.len(), ms = started.elapsed().as_millis() as u64, "repository resolved")
@@ -864,6 +999,29 @@ impl ScanController {
             );
         }
     }
+}
+
+/// Whether a DriftScan watch event may reach the cache: those of namespaces the operator does
+/// not act on are dropped, with one log line per DriftScan.
+fn keep_scan_event(
+    tenancy: &Tenancy,
+    ignored: &mut std::collections::HashSet<ScanKey>,
+    event: &Result<watcher::Event<DriftScan>, watcher::Error>,
+) -> bool {
+    let scan = match event {
+        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s)) => {
+            s
+        }
+        _ => return true,
+    };
+    let namespace = scan.namespace().unwrap_or_default();
+    if tenancy.watches(&namespace) {
+        return true;
+    }
+    if ignored.insert(ScanKey::new(namespace.clone(), scan.name_any())) {
+        tracing::warn!(namespace = %namespace, scan = %scan.name_any(), "DriftScan ignored: its namespace is not one of --scan-namespace");
+    }
+    false
 }
 
 fn spawn_watch<T: Send + 'static, E: std::fmt::Display + Send + 'static>(

@@ -4,6 +4,7 @@
 //! - [`scheduler`]: the pure decision function over observed state;
 //! - [`triggers`]: schedule, annotation;
 //! - [`controller`]: watches, the decide-act loop, Job and status writes, leader election;
+//! - [`tenancy`]: which DriftScans the operator acts on, and what they may make it do;
 //! - [`webhook`]: the HTTP trigger and status API;
 //! - [`metrics`]: Prometheus metrics.
 
@@ -11,5 +12,6 @@ pub mod controller;
 pub mod metrics;
 pub mod queue;
 pub mod scheduler;
+pub mod tenancy;
 pub mod triggers;
 pub mod webhook;

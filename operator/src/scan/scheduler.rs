@@ -36,6 +36,32 @@ pub const REPORT_GRACE_SECONDS: i64 = 30;
 /// Most units a run holds (the bound of `status.lastRun.units`).
 pub const MAX_UNITS: usize = 1000;
 
+/// Condition type set while the last trigger could not start a run (reason `RunFailed`, the
+/// message says why: a refused DriftScan, an unreadable repository); removed when a run starts.
+pub const STALLED: &str = "Stalled";
+
+fn set_stalled(
+    status: &mut DriftScanStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    if let Some(c) = status.conditions.iter_mut().find(|c| c.type_ == STALLED) {
+        if c.message == message && c.status == "True" {
+            return;
+        }
+    }
+    status.conditions.retain(|c| c.type_ != STALLED);
+    status.conditions.push(driftless_crds::common::Condition {
+        type_: STALLED.into(),
+        status: "True".into(),
+        reason: "RunFailed".into(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: time(now),
+    });
+}
+
 /// One DriftScan as observed.
 #[derive(Clone, Debug)]
 pub struct ScanState {
@@ -599,6 +625,7 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
                 };
                 match started {
                     Ok(cancelled) => {
+                        status.conditions.retain(|c| c.type_ != STALLED);
                         if let (Some(id), Some(run)) = (orphan, status.last_run.as_mut()) {
                             run.id = id;
                             let run_jobs: Vec<&JobState> =
@@ -629,12 +656,16 @@ pub fn decide_with(observed: &Observed, source: &dyn RunSource) -> Decisions {
                             });
                         }
                     }
-                    Err(message) => out.events.push(EventPlan {
-                        scan: key.clone(),
-                        reason: "RunFailed",
-                        message: format!("cannot start a run: {message}"),
-                        warning: true,
-                    }),
+                    Err(message) => {
+                        let message = format!("cannot start a run: {message}");
+                        set_stalled(&mut status, &message, scan.generation, now);
+                        out.events.push(EventPlan {
+                            scan: key.clone(),
+                            reason: "RunFailed",
+                            message,
+                            warning: true,
+                        });
+                    }
                 }
                 if let Some(value) = due.annotation {
                     status.last_trigger = Some(value);

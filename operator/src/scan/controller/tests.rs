@@ -35,6 +35,7 @@ fn defaults(image: &str) -> JobDefaults {
     JobDefaults {
         runner_image: image.into(),
         service_account: Some("driftless-scan-runner".into()),
+        source_rules: Default::default(),
     }
 }
 
@@ -98,6 +99,91 @@ fn job_follows_the_runner_contract() {
         (state.run.as_str(), state.stacks.clone(), state.phase),
         ("r1", plan().stacks, JobPhase::Active)
     );
+}
+
+#[test]
+fn scan_jobs_run_locked_down_and_mount_only_the_secrets_their_scan_names() {
+    let mut scan = scan();
+    scan.spec = serde_json::from_value(serde_json::json!({
+        "source": {"git": {"url": "https://git.example.com/r.git", "stacks": ["live/a"],
+                           "credentials": {"https": {"name": "git-token"}}}},
+        "artifacts": {"s3": {"bucket": "b", "region": "r"}, "credentialsSecret": {"name": "s3"}}
+    }))
+    .unwrap();
+    let mut defaults = defaults("x");
+    defaults.source_rules.git_hosts = ["git.example.com".to_owned()].into();
+    let v = serde_json::to_value(build_job(&scan, &plan(), &defaults)).unwrap();
+    let pod = &v["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], RUNNER_UID);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    for c in [&pod["initContainers"][0], &pod["containers"][0]] {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{c}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{c}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{c}"
+        );
+    }
+    let main = &pod["containers"][0];
+    let env: Vec<(String, String)> = main["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["value"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert!(env.contains(&("HOME".into(), "/tmp".into())), "{env:?}");
+    assert!(env.contains(&("TMPDIR".into(), "/tmp".into())), "{env:?}");
+    let command: Vec<&str> = main["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let joined = command.join(" ");
+    assert!(
+        joined.contains("--allowed-git-host git.example.com"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("--secrets-dir /driftless/secrets"),
+        "{joined}"
+    );
+    assert!(!joined.contains("--allow-insecure-credentials"), "{joined}");
+    // Exactly the two Secrets the DriftScan names, read-only, each in its own directory.
+    let secrets: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(secrets, ["git-token", "s3"]);
+    let mounts: Vec<(&str, bool)> = main["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["mountPath"].as_str().unwrap(), m["readOnly"] == true))
+        .collect();
+    assert!(
+        mounts.contains(&("/driftless/secrets/git-token", true)),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.contains(&("/driftless/secrets/s3", true)),
+        "{mounts:?}"
+    );
+    assert!(mounts.contains(&("/tmp", false)), "{mounts:?}");
 }
 
 #[test]
@@ -418,6 +504,21 @@ fn a_pending_resolution_keeps_the_trigger_due() {
     assert!(d.events[0].warning);
     assert!(d.events[0].message.contains("spec.source.git.url"));
     assert_eq!(d.statuses[0].1.last_trigger.as_deref(), Some("2"));
+    // ...and the status says why, in the Stalled condition.
+    let stalled = &d.statuses[0].1.conditions;
+    assert_eq!(stalled.len(), 1, "{stalled:?}");
+    assert_eq!(
+        (
+            stalled[0].type_.as_str(),
+            stalled[0].status.as_str(),
+            stalled[0].reason.as_str()
+        ),
+        ("Stalled", "True", "RunFailed")
+    );
+    assert_eq!(
+        stalled[0].message,
+        "cannot start a run: spec.source.git.url https://example.com/x: fetch failed: 404"
+    );
 }
 
 #[test]

@@ -100,6 +100,11 @@ impl Server {
 /// The webhook API over DriftScans `open` (Secret `hook`, token `t0ken`), `nohook` (no
 /// webhook), `notoken` (a Secret without `token`), `nosecret` (a Secret that does not exist).
 async fn start(settings: WebhookSettings) -> Server {
+    start_acting_in(settings, "ns").await
+}
+
+/// [`start`] for an operator whose only scan namespace is `scan_namespace`.
+async fn start_acting_in(settings: WebhookSettings, scan_namespace: &str) -> Server {
     let (service, handle) = tower_test::mock::pair::<Request<KubeBody>, Response<KubeBody>>();
     let client = kube::Client::new(service, "default");
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -124,6 +129,10 @@ async fn start(settings: WebhookSettings) -> Server {
             identity: "test".into(),
             repo_cache_dir: std::env::temp_dir().join("driftless-webhook-tests"),
             git_timeout: Duration::from_secs(1),
+            tenancy: crate::scan::tenancy::Tenancy {
+                namespaces: [scan_namespace.to_owned()].into(),
+                ..Default::default()
+            },
         },
         ScanMetrics::register(&mut registry),
         crate::leader::Leadership::always().is_leader_fn(),
@@ -135,7 +144,12 @@ async fn start(settings: WebhookSettings) -> Server {
             .run(client, controller.scans().clone(), settings.token_refresh),
     );
     // The three Secrets read once, ahead of any request.
-    for name in ["hook", "empty", "absent"] {
+    let names = if scan_namespace == "ns" {
+        &["hook", "empty", "absent"][..]
+    } else {
+        &[]
+    };
+    for &name in names {
         let key = ("ns".to_owned(), name.to_owned());
         let _ = tokens.get(&key, Duration::from_secs(10)).await;
         assert!(matches!(tokens.lookup(&key), tokens::Lookup::Known(_)));
@@ -385,4 +399,37 @@ async fn bodies_over_the_limit_get_413() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_driftscan_outside_the_scan_namespaces_is_refused_and_its_secret_never_read() {
+    let server = start_acting_in(settings(), "elsewhere").await;
+    // The watches' first lists are in; give the reflectors a moment to fill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = http_from("127.0.0.1");
+    let r = http
+        .post(server.url("open/scan"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(server.url("open"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let calls = server.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "GET /apis/driftless.dev/v1alpha1/driftscans"),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("/secrets/")),
+        "a Secret of a namespace the operator does not act on was read: {calls:?}"
+    );
 }

@@ -126,10 +126,10 @@ pub fn parse(mut doc: Value) -> Result<Resource, Vec<Problem>> {
         return Err(problems);
     }
     let resource = match kind.as_str() {
-        "ApplyPolicy" => typed(doc.clone()).map(|r| Resource::ApplyPolicy(Box::new(r))),
-        "FactsPolicy" => typed(doc.clone()).map(|r| Resource::FactsPolicy(Box::new(r))),
-        "LogPipeline" => typed(doc.clone()).map(|r| Resource::LogPipeline(Box::new(r))),
-        _ => typed(doc.clone()).map(|r| Resource::DriftScan(Box::new(r))),
+        "ApplyPolicy" => typed(&doc).map(|r| Resource::ApplyPolicy(Box::new(r))),
+        "FactsPolicy" => typed(&doc).map(|r| Resource::FactsPolicy(Box::new(r))),
+        "LogPipeline" => typed(&doc).map(|r| Resource::LogPipeline(Box::new(r))),
+        _ => typed(&doc).map(|r| Resource::DriftScan(Box::new(r))),
     }
     .map_err(|p| vec![p])?;
     semantic_checks(&resource, &doc, &mut problems);
@@ -168,7 +168,7 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         && name.chars().all(|c| ok(c) || c == '-' || c == '.')
 }
 
-fn typed<T: DeserializeOwned>(doc: Value) -> Result<T, Problem> {
+fn typed<T: DeserializeOwned>(doc: &Value) -> Result<T, Problem> {
     serde_path_to_error::deserialize(doc).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -302,7 +302,8 @@ fn check_secret_refs(
     });
 }
 
-fn walk_strings(value: &Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
+/// Calls `f` with the field path and text of every string below `value` (`path` names `value`).
+pub fn walk_strings(value: &Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
     let mut buffer = path.to_owned();
     walk_strings_in(value, &mut buffer, f);
 }

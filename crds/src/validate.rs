@@ -99,6 +99,142 @@ struct Rule {
     message: String,
     /// The program, or the compiler's error (reported whenever the rule would run, as before).
     program: Result<Arc<Program>, String>,
+    /// Set when the rule reads `self` only through `has(self.f)` tests.
+    presence: Option<Presence>,
+}
+
+/// A rule that reads `self` only through `has(self.f)` tests (the generated "exactly one of" and
+/// "at most one of" rules, "set enabled, state or both"): its result depends on nothing but
+/// which of those fields are present, so it is evaluated once per combination of present fields
+/// and the result, or the evaluation error, is remembered.
+///
+/// Guarantees: the same result as evaluating the rule on the whole value; it is the same
+/// interpreter, run on a map that holds exactly the tested fields the value holds.
+#[derive(Debug)]
+struct Presence {
+    /// The fields the rule tests, as CEL names them, with the JSON keys that become each name
+    /// (see [`cel_field`]: `package` and `__package__` are both `self.__package__`).
+    fields: Vec<(String, Vec<String>)>,
+    /// Result per set of present fields (bit `i`: `fields[i]` is present).
+    results: Mutex<HashMap<u64, Result<bool, String>>>,
+}
+
+impl Presence {
+    /// The presence analysis of a rule's source, if it only tests fields of `self` (at most 64).
+    fn of(expr: &str) -> Option<Self> {
+        let ast = cel_parser::Parser::default().parse(expr).ok()?;
+        let mut fields = Vec::new();
+        if !reads_only_presence(&ast, &mut fields) || fields.len() > 64 {
+            return None;
+        }
+        let fields = fields
+            .into_iter()
+            .map(|field| {
+                let mut keys = Vec::new();
+                if cel_field(&field) == field {
+                    keys.push(field.clone());
+                }
+                if let Some(word) = field.strip_prefix("__").and_then(|f| f.strip_suffix("__")) {
+                    if CEL_RESERVED.contains(&word) {
+                        keys.push(word.to_owned());
+                    }
+                }
+                (field, keys)
+            })
+            .collect();
+        Some(Self {
+            fields,
+            results: Mutex::default(),
+        })
+    }
+
+    /// The rule's result for `value`, evaluated on the first value with its set of fields.
+    fn evaluate(&self, program: &Program, value: &Value) -> Result<bool, String> {
+        // A value that is not an object has no fields: `has` is false on it, as on `{}`.
+        let present = |keys: &[String]| {
+            value
+                .as_object()
+                .is_some_and(|map| keys.iter().any(|k| map.contains_key(k)))
+        };
+        let mask = self
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, keys))| present(keys))
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(result) = results.get(&mask) {
+            return result.clone();
+        }
+        let this: HashMap<String, Cel> = self
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & 1 << i != 0)
+            .map(|(_, (field, _))| (field.clone(), Cel::Null))
+            .collect();
+        let result = run(program, this.into());
+        if results.len() >= CACHE_LIMIT {
+            results.clear();
+        }
+        results.insert(mask, result.clone());
+        result
+    }
+}
+
+/// Whether `expr` reads `self` only as `has(self.f)`, collecting those `f`. A comprehension
+/// that names its variable `self` hides the outer one: such a rule is not analysed.
+fn reads_only_presence(expr: &cel_parser::Expression, fields: &mut Vec<String>) -> bool {
+    use cel_parser::ast::{EntryExpr, Expr};
+    match &expr.expr {
+        Expr::Select(select)
+            if select.test
+                && matches!(&select.operand.expr, Expr::Ident(name) if name == "self") =>
+        {
+            if !fields.contains(&select.field) {
+                fields.push(select.field.clone());
+            }
+            true
+        }
+        Expr::Ident(name) => name != "self",
+        Expr::Select(select) => reads_only_presence(&select.operand, fields),
+        Expr::Call(call) => {
+            call.target
+                .as_deref()
+                .is_none_or(|target| reads_only_presence(target, fields))
+                && call.args.iter().all(|arg| reads_only_presence(arg, fields))
+        }
+        Expr::Comprehension(c) => {
+            let binds_self = [Some(&c.iter_var), c.iter_var2.as_ref(), Some(&c.accu_var)]
+                .into_iter()
+                .flatten()
+                .any(|name| name == "self");
+            !binds_self
+                && [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ]
+                .into_iter()
+                .all(|e| reads_only_presence(e, fields))
+        }
+        Expr::List(list) => list.elements.iter().all(|e| reads_only_presence(e, fields)),
+        Expr::Map(map) => map.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => {
+                reads_only_presence(&e.key, fields) && reads_only_presence(&e.value, fields)
+            }
+            EntryExpr::StructField(f) => reads_only_presence(&f.value, fields),
+        }),
+        Expr::Struct(s) => s.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => {
+                reads_only_presence(&e.key, fields) && reads_only_presence(&e.value, fields)
+            }
+            EntryExpr::StructField(f) => reads_only_presence(&f.value, fields),
+        }),
+        Expr::Literal(_) | Expr::Unspecified => true,
+    }
 }
 
 /// One node of an `openAPIV3Schema`, with every keyword the walk uses read once and every
@@ -230,11 +366,20 @@ impl Schema {
 
     /// Applies defaults to `value` and checks it, appending problems (see [`check`]).
     pub fn check(&self, value: &mut Value, path: &str, problems: &mut Vec<Problem>) {
-        self.check_node(value, path, problems);
+        self.check_node(value, &mut path.to_owned(), problems);
     }
 
     /// Checks one node and everything below it; returns whether its structure is valid.
-    fn check_node(&self, value: &mut Value, path: &str, problems: &mut Vec<Problem>) -> bool {
+    ///
+    /// `path` is one buffer for the whole walk, grown for each child and cut back after it (a
+    /// spec holds tens of thousands of values; a path allocated per value cost more than the
+    /// checks); it is copied only into a problem.
+    fn check_node(
+        &self,
+        value: &mut Value,
+        path: &mut String,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
         let start = problems.len();
         let mut structural = Vec::new();
         let children_valid = self.check_structure(value, path, &mut structural, problems);
@@ -252,20 +397,20 @@ impl Schema {
     fn check_structure(
         &self,
         value: &mut Value,
-        path: &str,
+        path: &mut String,
         own: &mut Vec<Problem>,
         problems: &mut Vec<Problem>,
     ) -> bool {
         if value.is_null() {
             if !self.nullable {
-                own.push(Problem::new(path, "must not be null"));
+                own.push(Problem::new(path.as_str(), "must not be null"));
             }
             return true;
         }
         if self.int_or_string {
             if !(value.is_string() || value.is_i64() || value.is_u64()) {
                 own.push(Problem::new(
-                    path,
+                    path.as_str(),
                     format!("expected an integer or a string, got {}", describe(value)),
                 ));
             }
@@ -290,7 +435,7 @@ impl Schema {
             }
             (Some(Type::Number), v @ Value::Number(_)) => self.check_number(v, path, own),
             (Some(expected), v) => own.push(Problem::new(
-                path,
+                path.as_str(),
                 format!(
                     "expected {}, got {} {}",
                     expected.name(),
@@ -303,7 +448,7 @@ impl Schema {
             if !allowed.contains(value) {
                 let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
                 own.push(Problem::new(
-                    path,
+                    path.as_str(),
                     format!("{} is not one of {}", describe(value), names.join(", ")),
                 ));
             }
@@ -314,11 +459,11 @@ impl Schema {
     fn check_object(
         &self,
         map: &mut Map<String, Value>,
-        path: &str,
+        path: &mut String,
         own: &mut Vec<Problem>,
         problems: &mut Vec<Problem>,
     ) -> bool {
-        let join = |key: &str| {
+        let join = |path: &str, key: &str| {
             if path.is_empty() {
                 key.to_owned()
             } else {
@@ -332,25 +477,28 @@ impl Schema {
         }
         for key in &self.required {
             if !map.contains_key(key) {
-                own.push(Problem::new(join(key), "is required"));
+                own.push(Problem::new(join(path, key), "is required"));
             }
         }
         let mut valid = true;
+        let len = path.len();
         for (key, child) in map.iter_mut() {
-            let child_path = join(key);
+            if len > 0 {
+                path.push('.');
+            }
+            path.push_str(key);
             if let Some(&i) = self.index.get(key) {
-                valid &= self.properties[i]
-                    .1
-                    .check_node(child, &child_path, problems);
+                valid &= self.properties[i].1.check_node(child, path, problems);
             } else if let Additional::Schema(additional) = &self.additional {
-                valid &= additional.check_node(child, &child_path, problems);
+                valid &= additional.check_node(child, path, problems);
             } else if !self.preserve_unknown && !matches!(self.additional, Additional::Any) {
                 valid = false;
                 problems.push(Problem::new(
-                    child_path,
+                    path.as_str(),
                     format!("unknown field; expected one of: {}", self.known),
                 ));
             }
+            path.truncate(len);
         }
         valid
     }
@@ -358,14 +506,14 @@ impl Schema {
     fn check_array(
         &self,
         items: &mut [Value],
-        path: &str,
+        path: &mut String,
         own: &mut Vec<Problem>,
         problems: &mut Vec<Problem>,
     ) -> bool {
         if let Some(max) = self.max_items {
             if items.len() as u64 > max {
                 own.push(Problem::new(
-                    path,
+                    path.as_str(),
                     format!("has {} items, at most {max} allowed", items.len()),
                 ));
             }
@@ -373,15 +521,19 @@ impl Schema {
         if let Some(min) = self.min_items {
             if (items.len() as u64) < min {
                 own.push(Problem::new(
-                    path,
+                    path.as_str(),
                     format!("has {} items, at least {min} required", items.len()),
                 ));
             }
         }
         let mut valid = true;
         if let Some(item_schema) = &self.items {
+            let len = path.len();
             for (i, item) in items.iter_mut().enumerate() {
-                valid &= item_schema.check_node(item, &format!("{path}[{i}]"), problems);
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                valid &= item_schema.check_node(item, path, problems);
+                path.truncate(len);
             }
         }
         if let Some(keys) = &self.list_map_keys {
@@ -618,21 +770,25 @@ fn compile_rules(schema: &Value) -> Vec<Rule> {
                 expr: expr.to_owned(),
                 message,
                 program: cached_program(expr),
+                presence: Presence::of(expr),
             })
         })
         .collect()
 }
 
-/// Evaluates the CEL rules of one structurally valid node; the node is converted to CEL once
-/// for all of them.
+/// Evaluates the CEL rules of one structurally valid node; the node is converted to CEL at most
+/// once for all of them, and not at all for rules that only test which fields are present.
 fn check_rules(rules: &[Rule], value: &Value, path: &str, problems: &mut Vec<Problem>) {
-    let this = to_cel(value);
+    let mut this = None;
     for rule in rules {
         let result = rule
             .program
             .as_ref()
             .map_err(Clone::clone)
-            .and_then(|program| run(program, this.clone()));
+            .and_then(|program| match &rule.presence {
+                Some(presence) => presence.evaluate(program, value),
+                None => run(program, this.get_or_insert_with(|| to_cel(value)).clone()),
+            });
         match result {
             Ok(true) => {}
             Ok(false) => problems.push(Problem::new(path, rule.message.clone())),
@@ -865,6 +1021,49 @@ mod tests {
         assert!(Arc::ptr_eq(&pattern(&x), &a));
         let program = |s: &Schema| s.rules[0].program.clone().unwrap();
         assert!(Arc::ptr_eq(&program(&x), &program(&y)));
+    }
+
+    #[test]
+    fn presence_rules_give_what_the_whole_value_gives() {
+        let one_of = crate::one_of::exactly_one_rule(&["file", "package", "service"]);
+        for rule in [
+            one_of.as_str(),
+            "[has(self.a), has(self.b)].filter(x, x).size() <= 1",
+            "has(self.enabled) || has(self.state)",
+            "!(has(self.a) && has(self.b))",
+        ] {
+            let presence = Presence::of(rule).unwrap_or_else(|| panic!("{rule}"));
+            let program = cached_program(rule).unwrap();
+            for value in [
+                json!({}),
+                json!({"file": {"path": "/x"}}),
+                json!({"file": {}, "package": null}),
+                json!({"__package__": 1}),
+                json!({"a": 1, "b": "x", "other": [1]}),
+                json!({"enabled": false}),
+                json!({"state": "absent", "a": null}),
+                json!("not an object"),
+                json!([1]),
+            ] {
+                // Twice: the second answer comes from what the first one remembered.
+                for _ in 0..2 {
+                    assert_eq!(
+                        presence.evaluate(&program, &value),
+                        run(&program, to_cel(&value)),
+                        "{rule} on {value}"
+                    );
+                }
+            }
+        }
+        // Rules that read values, or `self` itself, are evaluated on the whole value.
+        for rule in [
+            "self.state == 'absent' ? (has(self.regexp) || has(self.line)) : has(self.line)",
+            "type(self) == int ? self > 0 : self.matches('^[0-9]+%$')",
+            "self.all(x, self.exists_one(y, y.name == x.name))",
+            "[1].all(self, has(self.a))",
+        ] {
+            assert!(Presence::of(rule).is_none(), "{rule}");
+        }
     }
 
     #[test]

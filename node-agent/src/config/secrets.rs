@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use driftless_crds::resource::Resource;
+use driftless_crds::resource::{walk_strings, Resource};
 use driftless_crds::secret::{references, Lookup, RefKind, SecretString};
 use driftless_crds::validate::Problem;
 use serde_json::Value;
@@ -108,7 +108,7 @@ impl StandaloneSecrets {
         }
         .unwrap_or(Value::Null);
         let mut problems = Vec::new();
-        walk(&spec, "spec", &mut |path, text| {
+        walk_strings(&spec, "spec", &mut |path, text| {
             for reference in references(text).unwrap_or_default() {
                 let found = match reference.kind {
                     RefKind::Env => self.env(&reference.name).is_some(),
@@ -150,23 +150,6 @@ impl Lookup for StandaloneSecrets {
             .get(name)
             .map(|v| SecretString::new(v.clone()))
             .or_else(|| self.file.values.get(name).cloned())
-    }
-}
-
-fn walk(value: &Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
-    match value {
-        Value::String(s) => f(path, s),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                walk(item, &format!("{path}[{i}]"), f);
-            }
-        }
-        Value::Object(map) => {
-            for (key, child) in map {
-                walk(child, &format!("{path}.{key}"), f);
-            }
-        }
-        _ => {}
     }
 }
 

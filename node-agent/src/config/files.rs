@@ -107,6 +107,8 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
         underscored_numbers_as_strings: true,
         reject_unsupported_tags: true,
         with_snippet: false,
+        // Comments are checked as syntax but not kept: nothing reads them.
+        emit_comments: false,
     };
     serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|err| {
         let too_deep = matches!(

@@ -134,14 +134,34 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_soak_batches_rollback_and_operator_restart() {
-    let Some(client) = client_or_skip("canary_soak_batches_rollback_and_operator_restart").await
-    else {
+    on_fleet(
+        "canary_soak_batches_rollback_and_operator_restart",
+        "rollout",
+        |scope, agent, operator, dir| Box::pin(scenario(scope, agent, operator, dir)),
+    )
+    .await;
+}
+
+type Scenario = for<'a> fn(
+    &'a Scope,
+    &'a Path,
+    &'a Path,
+    &'a Path,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>,
+>;
+
+/// Runs `scenario` in a fresh scope with the agent and operator binaries and a temporary
+/// directory; deletes the scope's Node objects afterwards and prints the logs on failure.
+/// Skipped without `KUBECONFIG`.
+async fn on_fleet(test: &str, prefix: &str, scenario: Scenario) {
+    let Some(client) = client_or_skip(test).await else {
         return;
     };
     install_crds(&client).await.expect("CRDs");
     let agent_bin = binary("driftless-agent", "driftless");
     let operator_bin = binary("driftless-operator", "driftless-operator");
-    in_scope(&client, "rollout", move |scope| async move {
+    in_scope(&client, prefix, move |scope| async move {
         let dir = tempfile::tempdir()?;
         let outcome = scenario(&scope, &agent_bin, &operator_bin, dir.path()).await;
         let nodes: Api<Node> = Api::all(scope.client.clone());
@@ -158,7 +178,7 @@ async fn canary_soak_batches_rollback_and_operator_restart() {
         outcome
     })
     .await
-    .expect("rollout");
+    .expect(test);
 }
 
 async fn scenario(
@@ -345,35 +365,14 @@ async fn scenario(
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_by_label_and_a_breached_threshold_fail_the_gate_with_an_event() {
-    let Some(client) =
-        client_or_skip("canary_by_label_and_a_breached_threshold_fail_the_gate_with_an_event")
-            .await
-    else {
-        return;
-    };
-    install_crds(&client).await.expect("CRDs");
-    let agent_bin = binary("driftless-agent", "driftless");
-    let operator_bin = binary("driftless-operator", "driftless-operator");
-    in_scope(&client, "gate", move |scope| async move {
-        let dir = tempfile::tempdir()?;
-        let outcome = threshold_scenario(&scope, &agent_bin, &operator_bin, dir.path()).await;
-        let nodes: Api<Node> = Api::all(scope.client.clone());
-        let _ = nodes
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default()
-                    .labels(&format!("driftless.dev/e2e-run={}", scope.namespace)),
-            )
-            .await;
-        if outcome.is_err() {
-            print_logs(dir.path());
-        }
-        outcome
-    })
-    .await
-    .expect("threshold gate");
+    on_fleet(
+        "canary_by_label_and_a_breached_threshold_fail_the_gate_with_an_event",
+        "gate",
+        |scope, agent, operator, dir| Box::pin(threshold_scenario(scope, agent, operator, dir)),
+    )
+    .await;
 }
 
 async fn threshold_scenario(

@@ -1331,6 +1331,28 @@ fn crds_ship_in_the_chart() {
     assert_eq!(rendered, expected);
 }
 
+/// `helm template --set SET` fails with a values-schema error that names `complaint`.
+fn assert_schema_rejects(helm: &Path, chart: &str, set: &str, complaint: &str) {
+    let out = helm_cmd(
+        helm,
+        &[
+            "template",
+            RELEASE,
+            chart,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            set,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "--set {set} must be rejected");
+    assert!(
+        stderr.contains("schema") && stderr.contains(complaint),
+        "--set {set}: expected a schema error naming {complaint}, got: {stderr}"
+    );
+}
+
 #[test]
 fn values_schema_rejects_invalid_values() {
     let Some(helm) = helm_or_skip() else { return };
@@ -1347,24 +1369,7 @@ fn values_schema_rejects_invalid_values() {
         ("agent.securityContext.runAsUser=-1", "runAsUser"),
         ("agent.secretsNamespace=Not_A_Namespace", "secretsNamespace"),
     ] {
-        let out = helm_cmd(
-            &helm,
-            &[
-                "template",
-                RELEASE,
-                chart,
-                "--kube-version",
-                KUBE_VERSION,
-                "--set",
-                set,
-            ],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "--set {set} must be rejected");
-        assert!(
-            stderr.contains("schema") && stderr.contains(complaint),
-            "--set {set}: expected a schema error naming {complaint}, got: {stderr}"
-        );
+        assert_schema_rejects(&helm, chart, set, complaint);
     }
     // A valid override goes through to the pod.
     let docs = render(&helm, &["--set", "agent.port=9100"]);

@@ -82,6 +82,15 @@ async fn status(scope: &Scope, name: &str) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(api.get(name).await?)?["status"].clone())
 }
 
+/// Waits until the policy's `status.rollout.step` is `step`; returns the status.
+async fn step(scope: &Scope, name: &str, step: &str) -> anyhow::Result<Value> {
+    poll(&format!("rollout {step}"), || async {
+        let s = status(scope, name).await?;
+        Ok((s["rollout"]["step"] == step).then_some(s))
+    })
+    .await
+}
+
 async fn node_result(scope: &Scope, node: &str, policy: &str) -> anyhow::Result<Value> {
     let api = scope.api("DriftReport")?;
     let Some(report) = api.get_opt(&format!("node-{node}")).await? else {
@@ -251,11 +260,7 @@ async fn scenario(
             pair[0].1
         );
     }
-    let s = poll("rollout Complete", || async {
-        let s = status(scope, &name).await?;
-        Ok((s["rollout"]["step"] == "Complete").then_some(s))
-    })
-    .await?;
+    let s = step(scope, &name, "Complete").await?;
     let rev1 = s["currentRevision"].as_str().unwrap_or_default().to_owned();
     assert_eq!(s["updatedRevision"], rev1.as_str());
     assert_eq!(s["updated"], 4);
@@ -278,11 +283,7 @@ async fn scenario(
     // 2. A revision whose probe fails: the canary takes it, fails, and is rolled back; no
     //    other node ever sees it.
     apply(&api, &policy(scope, &name, "v2\n", &bad)?).await?;
-    let s = poll("rollout RolledBack", || async {
-        let s = status(scope, &name).await?;
-        Ok((s["rollout"]["step"] == "RolledBack").then_some(s))
-    })
-    .await?;
+    let s = step(scope, &name, "RolledBack").await?;
     assert_eq!(s["rollout"]["failedNode"], names[0].as_str(), "{s}");
     assert!(
         s["rollout"]["message"]
@@ -354,11 +355,7 @@ async fn scenario(
             "{node} went {contents:?}: skipped or applied twice"
         );
     }
-    let s = poll("rollout Complete on v3", || async {
-        let s = status(scope, &name).await?;
-        Ok((s["rollout"]["step"] == "Complete").then_some(s))
-    })
-    .await?;
+    let s = step(scope, &name, "Complete").await?;
     assert_ne!(s["currentRevision"], rev1.as_str());
     assert_ne!(s["currentRevision"], rev2.as_str());
     heartbeat.abort();
@@ -460,22 +457,14 @@ async fn threshold_scenario(
         .min_by_key(|(_, list)| list.iter().find(|(_, c)| c == "v1\n").map(|(t, _)| *t))
         .map(|(n, _)| n.clone());
     assert_eq!(first.as_deref(), Some(names[2].as_str()), "{seen:?}");
-    poll("rollout Complete", || async {
-        let s = status(scope, &name).await?;
-        Ok((s["rollout"]["step"] == "Complete").then_some(()))
-    })
-    .await?;
+    step(scope, &name, "Complete").await?;
     // The canary's metric breaches the threshold; v2 reaches the canary and fails its gate.
     std::fs::write(
         agents[2].root.join("var/lib/health/app.prom"),
         "app_broken 1\n",
     )?;
     apply(&api, &gated("v2\n")?).await?;
-    let s = poll("rollout Degraded", || async {
-        let s = status(scope, &name).await?;
-        Ok((s["rollout"]["step"] == "Degraded").then_some(s))
-    })
-    .await?;
+    let s = step(scope, &name, "Degraded").await?;
     assert_eq!(s["rollout"]["failedNode"], names[2].as_str(), "{s}");
     let message = s["rollout"]["message"].as_str().unwrap_or_default();
     assert!(

@@ -493,23 +493,6 @@ fn alert_values_are_validated() {
         ("prometheusRule.operatorJob=a\"b", "operatorJob"),
         ("grafanaDashboard.namespace=Not_A_Namespace", "namespace"),
     ] {
-        let out = super::helm_cmd(
-            &helm,
-            &[
-                "template",
-                "driftless",
-                chart,
-                "--kube-version",
-                super::KUBE_VERSION,
-                "--set",
-                set,
-            ],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "--set {set} must be rejected");
-        assert!(
-            stderr.contains("schema") && stderr.contains(complaint),
-            "--set {set}: expected a schema error naming {complaint}, got: {stderr}"
-        );
+        super::assert_schema_rejects(&helm, chart, set, complaint);
     }
 }

@@ -197,7 +197,9 @@ fn start_prometheus(binary: &Path, dir: &Path, target: u16) -> (Killed, u16) {
 fn node_exporter_full_dashboard_queries_return_series() {
     let binary = Path::new("/usr/bin/prometheus");
     if !binary.exists() {
-        eprintln!("skipped: /usr/bin/prometheus missing (run .ci/tools/facts.sh)");
+        // Straight to stderr (past the harness's capture): CI counts the line as a skip.
+        let line = "skipped: node_exporter_full_dashboard_queries_return_series: /usr/bin/prometheus is missing (run .ci/tools/facts.sh)\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1105,9 +1105,6 @@ fn keygen(path: &Path, kind: &str) -> String {
 /// Starts sshd, or says why it cannot run here.
 fn start_sshd(dir: &Path) -> Result<Sshd, String> {
     let sshd = Path::new("/usr/sbin/sshd");
-    if !sshd.exists() {
-        return Err("/usr/sbin/sshd is missing: run .ci/tools/terraform.sh".into());
-    }
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
         .unwrap()
         .trim()
@@ -1177,14 +1174,15 @@ fn start_sshd(dir: &Path) -> Result<Sshd, String> {
 
 #[test]
 fn ssh_clone_checks_known_hosts() {
+    if !Path::new("/usr/sbin/sshd").exists() {
+        // Straight to stderr (past the harness's capture): CI counts the line as a skip.
+        let line = "skipped: ssh_clone_checks_known_hosts: /usr/sbin/sshd is missing (run .ci/tools/terraform.sh)\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        return;
+    }
     let f = Fixture::new();
-    let sshd = match start_sshd(&f.root) {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED ssh_clone_checks_known_hosts: {why}");
-            return;
-        }
-    };
+    // sshd is here: failing to start it is a failure, not a skip.
+    let sshd = start_sshd(&f.root).unwrap_or_else(|why| panic!("{why}"));
     let port = sshd.port;
     let url = format!("ssh://{}@127.0.0.1:{port}{}", sshd.user, f.repo.display());
     let scan = f.scan_file(&url, "");

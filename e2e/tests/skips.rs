@@ -6,6 +6,8 @@
 //! skip message the harness swallows (`eprintln!`/`println!` output is captured for a passing
 //! test, so a skip announced that way is counted as a pass). Both are checked here.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

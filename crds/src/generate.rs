@@ -85,7 +85,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 
 /// A CRD as YAML, with a header saying where it comes from.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
-    let body = serde_yaml::to_string(crd).unwrap_or_default();
+    let body = crate::yaml::to_string(crd).unwrap_or_default();
     format!("# Generated from the Rust types in crds/ by `make crds`; do not edit.\n---\n{body}")
 }
 

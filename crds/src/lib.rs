@@ -19,6 +19,7 @@ pub mod resource;
 pub mod secret;
 pub mod time;
 pub mod validate;
+pub mod yaml;
 
 pub use apply_policy::{ApplyPolicy, ApplyPolicySpec, ApplyPolicyStatus};
 pub use drift_report::{DriftReport, DriftReportSpec, DriftReportStatus};

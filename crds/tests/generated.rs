@@ -21,3 +21,20 @@ fn checked_in_files_are_fresh() {
         stale.join("\n  ")
     );
 }
+
+/// The YAML written for each CRD reads back as exactly the CRD: quoting and escaping of every
+/// description, pattern and default survive the round trip.
+#[test]
+fn generated_yaml_reads_back_as_the_crd() {
+    for crd in driftless_crds::generate::crds() {
+        let yaml = driftless_crds::generate::to_yaml(&crd);
+        let docs = driftless_crds::yaml::parse_yaml(&yaml).unwrap();
+        assert_eq!(docs.len(), 1, "{}", crd.spec.names.plural);
+        assert_eq!(
+            docs[0],
+            serde_json::to_value(&crd).unwrap(),
+            "{}",
+            crd.spec.names.plural
+        );
+    }
+}

@@ -8,8 +8,6 @@ use std::path::Path;
 use driftless_crds::generate::schema_of;
 use driftless_crds::resource::parse;
 use driftless_crds::validate::check;
-use serde::Deserialize;
-use serde_json::Value;
 
 #[test]
 fn samples_are_valid() {
@@ -26,8 +24,7 @@ fn samples_are_valid() {
     entries.sort();
     for path in entries {
         let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let mut doc = Value::deserialize(document).unwrap();
+        for mut doc in driftless_crds::yaml::parse_yaml(&text).unwrap() {
             let kind = doc["kind"].as_str().unwrap().to_owned();
             if kind == "DriftReport" {
                 let schema = schema_of(&kind)
@@ -70,8 +67,8 @@ fn gitops_example_policies_are_valid() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            if let Err(problems) = parse(Value::deserialize(document).unwrap()) {
+        for document in driftless_crds::yaml::parse_yaml(&text).unwrap() {
+            if let Err(problems) = parse(document) {
                 let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 panic!("{}: {text:#?}", path.display());
             }

@@ -624,17 +624,14 @@ pub fn read_documents(dir: &Path) -> anyhow::Result<Vec<Document>> {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let shown = file.strip_prefix(&root).unwrap_or(&file).to_path_buf();
-        for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value = Value::deserialize(document).with_context(|| {
-                format!("{}: document {index} is not valid YAML", shown.display())
-            })?;
-            if !value.is_null() {
-                documents.push(Document {
-                    file: shown.clone(),
-                    index,
-                    value,
-                });
-            }
+        let values = driftless_crds::yaml::parse_yaml(&text)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", shown.display()))?;
+        for (index, value) in values.into_iter().enumerate() {
+            documents.push(Document {
+                file: shown.clone(),
+                index,
+                value,
+            });
         }
     }
     Ok(documents)

@@ -15,7 +15,6 @@ use driftless_crds::rbac::{Scope, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde::Deserialize as _;
 use serde_json::Value;
 
 #[path = "chart/alerts.rs"]
@@ -122,10 +121,7 @@ fn render(helm: &Path, extra: &[&str]) -> Vec<Value> {
 
 /// Every non-empty document of a multi-document YAML stream.
 fn parse_docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm rendered valid YAML"))
-        .filter(|doc| !doc.is_null())
-        .collect()
+    driftless_crds::yaml::parse_yaml(yaml).expect("helm rendered valid YAML")
 }
 
 fn kind_of(doc: &Value) -> &str {
@@ -259,10 +255,11 @@ fn arg_after<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
 }
 
 fn app_version() -> String {
-    let chart: serde_yaml::Value = serde_yaml::from_str(
+    let chart = driftless_crds::yaml::parse_yaml(
         &std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml readable"),
     )
-    .expect("Chart.yaml is YAML");
+    .expect("Chart.yaml is YAML")
+    .remove(0);
     chart["appVersion"]
         .as_str()
         .expect("appVersion is a string")

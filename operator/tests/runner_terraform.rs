@@ -222,7 +222,7 @@ output "db_password" {{
 
     fn report(&self, name: &str) -> DriftReport {
         let text = std::fs::read_to_string(self.out_dir().join(format!("{name}.yaml"))).unwrap();
-        serde_yaml::from_str(&text).unwrap()
+        serde_json::from_value(driftless_crds::yaml::parse_yaml(&text).unwrap().remove(0)).unwrap()
     }
 }
 
@@ -380,6 +380,24 @@ fn failures_are_reported_and_exit_non_zero() {
     let scan = f.scan_file(&url, "  plan:\n    refreshOnly: true\n    lock: true\n");
     let out = f.runner(&scan, "r3", &["--stack", "live/app"]);
     assert!(out.status.success());
+    // A bad scan file is refused naming the file and the field, with nothing planned.
+    for (extra, expected) in [
+        ("  plan:\n    refreshOnly: maybe\n", "spec.plan.refreshOnly"),
+        (
+            "---\nkind: DriftScan\n",
+            "expected one YAML document (a DriftScan), found 2",
+        ),
+        ("  plan: [\n", "invalid YAML"),
+    ] {
+        let scan = f.scan_file(&url, extra);
+        let out = f.runner(&scan, "r4", &["--stack", "live/app"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(
+            stderr.contains("scan.yaml") && stderr.contains(expected),
+            "{extra:?}: {stderr}"
+        );
+    }
 }
 
 /// Managed resources of a real provider (null 2.1.2 from the local mirror): actions map to

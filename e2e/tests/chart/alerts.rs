@@ -205,7 +205,7 @@ fn prometheus_rules_pass_promtool_unit_tests() {
     let rules = serde_json::json!({ "groups": rule["spec"]["groups"] });
     std::fs::write(
         dir.path().join("rules.yaml"),
-        serde_yaml::to_string(&rules).unwrap(),
+        driftless_crds::yaml::to_string(&rules).unwrap(),
     )
     .unwrap();
     let fixture = repo_root().join("e2e/tests/fixtures/alerts.test.yaml");
@@ -226,13 +226,13 @@ fn prometheus_rules_pass_promtool_unit_tests() {
     .unwrap_or_else(|out| panic!("promtool test rules {}: {out}", fixture.display()));
 
     // Every alert has a case where it fires and one where it stays quiet.
-    let cases: serde_yaml::Value = serde_yaml::from_str(&tests).unwrap();
+    let cases = driftless_crds::yaml::parse_yaml(&tests).unwrap().remove(0);
     let mut fires = BTreeSet::new();
     let mut quiet = BTreeSet::new();
-    for case in cases["tests"].as_sequence().unwrap() {
-        for t in case["alert_rule_test"].as_sequence().unwrap() {
+    for case in cases["tests"].as_array().unwrap() {
+        for t in case["alert_rule_test"].as_array().unwrap() {
             let name = t["alertname"].as_str().unwrap().to_owned();
-            if t["exp_alerts"].as_sequence().unwrap().is_empty() {
+            if t["exp_alerts"].as_array().unwrap().is_empty() {
                 quiet.insert(name);
             } else {
                 fires.insert(name);
@@ -246,7 +246,7 @@ fn prometheus_rules_pass_promtool_unit_tests() {
 
     // The cases fail when a rule is wrong: the same tests against a threshold that always
     // fires.
-    let broken = serde_yaml::to_string(&rules).unwrap().replace(
+    let broken = driftless_crds::yaml::to_string(&rules).unwrap().replace(
         "driftless_threshold_breached == 1",
         "driftless_threshold_breached >= 0",
     );
@@ -374,7 +374,7 @@ fn grafana_dashboard_queries_parse() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("queries.yaml"),
-        serde_yaml::to_string(&file).unwrap(),
+        driftless_crds::yaml::to_string(&file).unwrap(),
     )
     .unwrap();
     let out = promtool(

@@ -175,7 +175,7 @@ pub enum RunnerError {
     },
     /// Writing a report file.
     #[error("writing report: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(String),
 }
 
 /// Entry point of the subcommand; the exit code is 0 when every stack was planned and reported.
@@ -260,7 +260,10 @@ impl Io {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 return Ok(None);
             };
-            let r: Option<DriftReport> = serde_yaml::from_str(&text).ok();
+            let r: Option<DriftReport> = driftless_crds::yaml::parse_yaml(&text)
+                .ok()
+                .and_then(|mut docs| (docs.len() == 1).then(|| docs.remove(0)))
+                .and_then(|doc| serde_json::from_value(doc).ok());
             return Ok(r.and_then(|r| r.status));
         }
         let api: Api<DriftReport> = Api::namespaced(self.client().await?, &self.namespace);
@@ -278,7 +281,7 @@ impl Io {
             })?;
             let path = dir.join(format!("{name}.yaml"));
             let tmp = dir.join(format!(".{name}.yaml.tmp"));
-            let text = serde_yaml::to_string(&object)?;
+            let text = driftless_crds::yaml::to_string(&object).map_err(RunnerError::Yaml)?;
             std::fs::write(&tmp, text)
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|source| RunnerError::Io {
@@ -335,10 +338,19 @@ async fn load_scan(io: &mut Io) -> Result<DriftScan, RunnerError> {
             path: path.display().to_string(),
             source,
         })?;
-        return serde_yaml::from_str(&text).map_err(|e| RunnerError::ScanFile {
+        let scan_file_error = |message: String| RunnerError::ScanFile {
             path: path.display().to_string(),
-            message: e.to_string(),
-        });
+            message,
+        };
+        let mut docs = driftless_crds::yaml::parse_yaml(&text).map_err(scan_file_error)?;
+        if docs.len() != 1 {
+            return Err(scan_file_error(format!(
+                "expected one YAML document (a DriftScan), found {}",
+                docs.len()
+            )));
+        }
+        return serde_path_to_error::deserialize(docs.remove(0))
+            .map_err(|e| scan_file_error(format!("{}: {}", e.path(), e.inner())));
     }
     let api: Api<DriftScan> = Api::namespaced(io.client().await?, &io.namespace);
     Ok(api.get(&io.scan_name).await?)

@@ -352,6 +352,11 @@ fn failures_are_reported_and_exit_non_zero() {
         "live/broken/main.tf",
         "output \"x\" {\n  value = postgres://admin:pa55word@db/x\n}\n",
     );
+    // A "/*" inside a string does not hide the block from the check.
+    f.commit(
+        "live/hidden/main.tf",
+        "locals { open = \"/*\" }\ndata \"external\" \"x\" {\n  program = [\"sh\"]\n}\nlocals { close = \"*/\" }\n",
+    );
     let url = format!("file://{}", f.repo.display());
     let scan = f.scan_file(&url, "  plan:\n    blockExternalData: true\n");
     let out = f.runner(&scan, "r1", &[]);
@@ -363,6 +368,22 @@ fn failures_are_reported_and_exit_non_zero() {
     assert_eq!(broken.summary.unwrap().status, DriftStatus::Error);
     let err = broken.error.unwrap();
     assert!(!err.contains("pa55word"), "{err}");
+    // The check parses the stack before init: a file it cannot parse names file and position.
+    assert!(
+        err.starts_with(
+            "spec.plan.blockExternalData: live/broken/main.tf does not parse: line 2, column "
+        ),
+        "{err}"
+    );
+    let hidden = f.report("infra-live-hidden").status.unwrap();
+    assert_eq!(hidden.summary.unwrap().status, DriftStatus::Error);
+    assert!(
+        hidden
+            .error
+            .unwrap()
+            .contains("stack uses data \"external\" (live/hidden/main.tf)"),
+        "a \"/*\" in a string must not hide the block"
+    );
     // The others were still planned.
     assert_eq!(
         f.report("infra-live-app")

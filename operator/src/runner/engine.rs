@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 use driftless_crds::drift_scan::{Engine, PlanOptions};
 use regex::Regex;
 
+use super::tfconfig;
+
 /// The only subcommands a scan ever runs.
 pub const READ_ONLY: &[&str] = &["init", "plan", "show", "version", "providers"];
 
@@ -49,6 +51,14 @@ pub enum EngineError {
         code: i32,
         /// Its standard error (tail), not yet redacted.
         stderr: String,
+    },
+    /// A stack file that spec.plan.blockExternalData must check does not parse.
+    #[error("spec.plan.blockExternalData: {path} does not parse: {source}")]
+    Parse {
+        /// The file, relative to the repository.
+        path: String,
+        /// The parser's position and message.
+        source: super::tfconfig::ParseError,
     },
     /// Reading stack files.
     #[error("reading {path}: {source}")]
@@ -172,23 +182,15 @@ fn tail(text: &str, max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-fn comment_free(text: &str) -> String {
-    static COMMENTS: OnceLock<Option<Regex>> = OnceLock::new();
-    match COMMENTS.get_or_init(|| Regex::new(r"/\*(?s:.*?)\*/|(?:#|//)[^\n]*").ok()) {
-        Some(re) => re.replace_all(text, "").into_owned(),
-        None => text.to_owned(),
-    }
-}
-
 /// Finds `data "external"` in the `.tf` / `.tf.json` files of `stack` and of the local modules
-/// it uses (`source = "./..."` / `"../..."`, followed within `repo_root`). Returns the file
-/// that uses it.
+/// it uses (`module` blocks with `source = "./..."` / `"../..."`, followed within `repo_root`).
+/// Returns the file that uses it.
+///
+/// Files are parsed (native syntax with an HCL parser, JSON syntax with serde_json), so
+/// comments, strings, heredocs and `locals` never count; only top-level blocks do. A file that
+/// does not parse is an error naming it ([`EngineError::Parse`]): the check never passes a
+/// stack it could not read.
 pub fn find_external_data(stack: &Path, repo_root: &Path) -> Result<Option<PathBuf>, EngineError> {
-    static EXTERNAL: OnceLock<Option<Regex>> = OnceLock::new();
-    static JSON_EXTERNAL: OnceLock<Option<Regex>> = OnceLock::new();
-    let external = EXTERNAL.get_or_init(|| Regex::new(r#"data\s+"?external"?\s+"#).ok());
-    let json_external =
-        JSON_EXTERNAL.get_or_init(|| Regex::new(r#""data"\s*:\s*\{[^}]*"external"\s*:"#).ok());
     let mut queue = vec![stack.to_path_buf()];
     let mut seen = BTreeSet::new();
     let root = normalize(repo_root);
@@ -198,32 +200,30 @@ pub fn find_external_data(stack: &Path, repo_root: &Path) -> Result<Option<PathB
             continue;
         }
         for (path, text) in tf_files(&dir)? {
-            let text = comment_free(&text);
-            let hit = if path.to_string_lossy().ends_with(".json") {
-                json_external.as_ref().is_some_and(|re| re.is_match(&text))
+            let parsed = if path.to_string_lossy().ends_with(".json") {
+                tfconfig::json(&text)
             } else {
-                external.as_ref().is_some_and(|re| re.is_match(&text))
+                tfconfig::native(&text)
             };
-            if hit {
+            let top = parsed.map_err(|source| EngineError::Parse {
+                path: path
+                    .strip_prefix(&root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                source,
+            })?;
+            if !top.external_data.is_empty() {
                 return Ok(Some(path));
             }
-            for module in local_module_sources(&text) {
-                queue.push(dir.join(module));
+            for module in top.module_sources {
+                if tfconfig::is_local_source(&module) {
+                    queue.push(dir.join(module));
+                }
             }
         }
     }
     Ok(None)
-}
-
-/// Local module sources (`./x`, `../x`) named in a configuration text.
-pub fn local_module_sources(text: &str) -> Vec<String> {
-    static SOURCE: OnceLock<Option<Regex>> = OnceLock::new();
-    let Some(re) = SOURCE.get_or_init(|| Regex::new(r#"source\s*=\s*"(\.\.?/[^"]*)""#).ok()) else {
-        return Vec::new();
-    };
-    re.captures_iter(text)
-        .filter_map(|c| c.get(1).map(|m| m.as_str().to_owned()))
-        .collect()
 }
 
 /// `path` with `.` and `..` resolved lexically.
@@ -596,5 +596,41 @@ mod tests {
         )
         .unwrap();
         assert!(find_external_data(&stack, root).unwrap().is_some());
+    }
+
+    /// The corpus in `tests/fixtures/hcl/`: each directory is a repository root with a stack in
+    /// `stack/` and an `expect` file: `none`, `hit <file>` or `error <file> line <n>`.
+    #[test]
+    fn external_data_fixture_corpus() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hcl");
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        cases.sort();
+        assert!(cases.len() >= 14, "{cases:?}");
+        let mut wrong = Vec::new();
+        for root in &cases {
+            let name = root.file_name().unwrap().to_string_lossy();
+            let expect = std::fs::read_to_string(root.join("expect")).unwrap();
+            let expect: Vec<&str> = expect.split_whitespace().collect();
+            let got = find_external_data(&root.join("stack"), root);
+            let ok = match (expect.as_slice(), &got) {
+                (["none"], Ok(None)) => true,
+                (["hit", file], Ok(Some(hit))) => hit == &root.join(file),
+                (["error", file, "line", line], Err(err)) => {
+                    let text = err.to_string();
+                    text.starts_with(&format!(
+                        "spec.plan.blockExternalData: {file} does not parse: line {line}, column "
+                    ))
+                }
+                _ => false,
+            };
+            if !ok {
+                wrong.push(format!("{name}: expected {expect:?}, got {got:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }

@@ -427,31 +427,74 @@ fn pem_der(pem: &str) -> Option<(String, Vec<u8>)> {
 }
 
 /// An RS256 JWT for GitHub App `app_id`, issued at `now` (Unix seconds), valid 9 minutes.
+///
+/// The key may be PKCS#1 (`RSA PRIVATE KEY`, as GitHub hands out App keys) or PKCS#8
+/// (`PRIVATE KEY`); jsonwebtoken signs with the PKCS#1 DER, so a PKCS#8 key is unwrapped first.
 pub fn github_app_jwt(private_key_pem: &str, app_id: i64, now: i64) -> Result<String, GitError> {
-    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+    #[derive(serde::Serialize)]
+    struct Claims {
+        iat: i64,
+        exp: i64,
+        iss: String,
+    }
+    let not_rsa = |why: &str| GitError::GithubApp(format!("private-key is not an RSA key: {why}"));
     let (label, der) = pem_der(private_key_pem)
         .ok_or_else(|| GitError::GithubApp("private-key is not a PEM block".into()))?;
-    let key = match label.as_str() {
-        "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der),
-        _ => RsaKeyPair::from_pkcs8(&der),
-    }
-    .map_err(|e| GitError::GithubApp(format!("private-key is not an RSA key: {e}")))?;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let claims = b64.encode(
-        serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": app_id.to_string()})
-            .to_string(),
-    );
-    let signing_input = format!("{header}.{claims}");
-    let mut signature = vec![0; key.public().modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        signing_input.as_bytes(),
-        &mut signature,
+    let pkcs1 = match label.as_str() {
+        "RSA PRIVATE KEY" => der.as_slice(),
+        _ => pkcs8_rsa_key(&der).map_err(not_rsa)?,
+    };
+    let claims = Claims {
+        iat: now - 60,
+        exp: now + 540,
+        iss: app_id.to_string(),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_der(pkcs1),
     )
-    .map_err(|_| GitError::GithubApp("signing the JWT failed".into()))?;
-    Ok(format!("{signing_input}.{}", b64.encode(signature)))
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidRsaKey(why) => not_rsa(why),
+        _ => GitError::GithubApp("signing the JWT failed".into()),
+    })
+}
+
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (RFC 5208): `SEQUENCE {
+/// version, SEQUENCE { rsaEncryption OID, ... }, OCTET STRING key, ... }`. The errors are
+/// ring's words for the same cases.
+fn pkcs8_rsa_key(der: &[u8]) -> Result<&[u8], &'static str> {
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (info, _) = der_element(der, 0x30).ok_or("InvalidEncoding")?;
+    let (_version, rest) = der_element(info, 0x02).ok_or("InvalidEncoding")?;
+    let (algorithm, rest) = der_element(rest, 0x30).ok_or("InvalidEncoding")?;
+    let (oid, _) = der_element(algorithm, 0x06).ok_or("InvalidEncoding")?;
+    if oid != RSA_ENCRYPTION {
+        return Err("WrongAlgorithm");
+    }
+    let (key, _) = der_element(rest, 0x04).ok_or("InvalidEncoding")?;
+    Ok(key)
+}
+
+/// One DER element with tag `tag` at the start of `input`: its contents and what follows.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = input.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (&len, mut rest) = rest.split_first()?;
+    let len = if len < 0x80 {
+        usize::from(len)
+    } else {
+        let count = usize::from(len & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(count);
+        rest = after;
+        bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// An installation token and when GitHub says it expires (`None`: unknown, not reused).
@@ -555,6 +598,124 @@ pub async fn github_app_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the openssl CLI; `None` when it is not installed.
+    fn openssl(args: &[&str], dir: &Path) -> Option<std::process::Output> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(out)
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iat: i64,
+        exp: i64,
+        iss: String,
+    }
+
+    /// The JWT verifies with the key's public half (RS256) for PKCS#1 and PKCS#8 keys, and not
+    /// with another key's.
+    #[test]
+    fn github_app_jwt_verifies_with_the_public_key() {
+        use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let gen = [
+            (
+                "pkcs1.pem",
+                vec!["genrsa", "-traditional", "-out", "pkcs1.pem", "2048"],
+            ),
+            (
+                "pkcs8.pem",
+                vec!["genpkey", "-algorithm", "RSA", "-out", "pkcs8.pem"],
+            ),
+        ];
+        let mut keys = Vec::new();
+        for (file, args) in gen {
+            if openssl(&args, d).is_none() {
+                let line = "skipped: github_app_jwt_verifies_with_the_public_key: no openssl CLI\n";
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+                return;
+            }
+            let public = openssl(
+                &["rsa", "-in", file, "-RSAPublicKey_out", "-outform", "DER"],
+                d,
+            )
+            .unwrap()
+            .stdout;
+            keys.push((std::fs::read_to_string(d.join(file)).unwrap(), public));
+        }
+        assert!(keys[0].0.contains("BEGIN RSA PRIVATE KEY"));
+        assert!(keys[1].0.contains("BEGIN PRIVATE KEY"));
+        let now = chrono::Utc::now().timestamp();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&["4242"]);
+        validation.set_required_spec_claims(&["iat", "exp", "iss"]);
+        for (i, (pem, public)) in keys.iter().enumerate() {
+            let jwt = github_app_jwt(pem, 4242, now).unwrap();
+            let got = decode::<Claims>(&jwt, &DecodingKey::from_rsa_der(public), &validation)
+                .unwrap_or_else(|e| panic!("key {i}: {e}"));
+            assert_eq!(got.header.alg, Algorithm::RS256);
+            assert_eq!(
+                (got.claims.iat, got.claims.exp, got.claims.iss.as_str()),
+                (now - 60, now + 540, "4242")
+            );
+            let other = &keys[1 - i].1;
+            assert!(
+                decode::<Claims>(&jwt, &DecodingKey::from_rsa_der(other), &validation).is_err(),
+                "key {i}: verified with the other key"
+            );
+        }
+    }
+
+    #[test]
+    fn github_app_jwt_refuses_what_is_not_an_rsa_key() {
+        let err = |pem: &str| github_app_jwt(pem, 1, 0).unwrap_err().to_string();
+        assert_eq!(
+            err("not-a-key"),
+            "GitHub App: private-key is not a PEM block"
+        );
+        let garbage = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        assert!(
+            err(garbage).starts_with("GitHub App: private-key is not an RSA key: "),
+            "{}",
+            err(garbage)
+        );
+        let garbage = garbage.replace("RSA PRIVATE", "PRIVATE");
+        assert_eq!(
+            err(&garbage),
+            "GitHub App: private-key is not an RSA key: InvalidEncoding"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ];
+        if openssl(&args, dir.path()).is_none() {
+            let line =
+                "skipped: github_app_jwt_refuses_what_is_not_an_rsa_key (EC key): no openssl CLI\n";
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            return;
+        }
+        let ec = std::fs::read_to_string(dir.path().join("ec.pem")).unwrap();
+        assert_eq!(
+            err(&ec),
+            "GitHub App: private-key is not an RSA key: WrongAlgorithm"
+        );
+    }
 
     #[test]
     fn tokens_are_reused_until_five_minutes_before_expiry() {

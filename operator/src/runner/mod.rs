@@ -15,6 +15,7 @@ pub mod git;
 pub mod plan;
 pub mod redact;
 pub mod report;
+pub mod tfconfig;
 
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;

@@ -182,7 +182,7 @@ fn tail(text: &str, max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// Finds `data "external"` in the `.tf` / `.tf.json` files of `stack` and of the local modules
+/// Finds `data "external"` in the `.tf` / `.tf.json` (and `.tofu` / `.tofu.json`) files of `stack` and of the local modules
 /// it uses (`module` blocks with `source = "./..."` / `"../..."`, followed within `repo_root`).
 /// Returns the file that uses it.
 ///
@@ -241,7 +241,7 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// The `.tf` and `.tf.json` files directly in `dir`, with their text.
+/// The `.tf`, `.tf.json`, `.tofu` and `.tofu.json` files directly in `dir`, with their text.
 pub fn tf_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, EngineError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -257,7 +257,11 @@ pub fn tf_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, EngineError> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.ends_with(".tf") || name.ends_with(".tf.json")) || !path.is_file() {
+        // OpenTofu also reads `.tofu` / `.tofu.json`; they are checked whatever the engine.
+        let config = [".tf", ".tf.json", ".tofu", ".tofu.json"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix));
+        if !config || !path.is_file() {
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|source| EngineError::Io {

@@ -12,6 +12,9 @@
 //!   group arrives once after it is back, with the same delivery id.
 //! - `operator_killed_between_detect_and_send_sends_once`: the group is persisted as pending,
 //!   the operator is SIGKILLed before its send time; a new operator sends it, once.
+//! - `operator_killed_while_sending_resends_with_the_same_id`: the operator is SIGKILLed while
+//!   the receiver holds its request unanswered; the new operator sends the group once more,
+//!   with the same delivery id, and then never again.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -52,6 +55,9 @@ struct Receivers {
     refused: Mutex<usize>,
     problems: Mutex<Vec<String>>,
     down: AtomicBool,
+    /// While set, requests are held unanswered; their delivery ids go to `held`.
+    hold: AtomicBool,
+    held: Mutex<Vec<String>>,
 }
 
 impl Receivers {
@@ -82,6 +88,17 @@ async fn receive(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    if state.hold.load(Ordering::SeqCst) {
+        let id = headers
+            .get("x-driftless-delivery")
+            .cloned()
+            .unwrap_or_default();
+        state.held.lock().unwrap().push(id);
+        // hyper drops this future when the client goes away.
+        while state.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let checked = serde_json::from_slice::<Value>(&body)
         .map_err(|e| format!("not JSON: {e}"))
         .and_then(|value| {
@@ -640,6 +657,48 @@ async fn operator_killed_between_detect_and_send_sends_once() -> anyhow::Result<
             "payload problems: {:?}",
             rx.problems()
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn operator_killed_while_sending_resends_with_the_same_id() -> anyhow::Result<()> {
+    let Some(client) =
+        client_or_skip("operator_killed_while_sending_resends_with_the_same_id").await
+    else {
+        return Ok(());
+    };
+    with_logs(&client, "notify-inflight", |scope, dir| async move {
+        let (rx, base) = serve().await?;
+        secret(&scope, "hook", json!({ "url": format!("{base}/webhook"), "hmacKey": HMAC_KEY })).await?;
+        report(&scope, "net", "InSync", "infra").await?;
+        policy(&scope, json!({ "groupWait": "1s",
+            "receivers": [{ "name": "hook", "type": "webhook", "secretRef": { "name": "hook" } }] })).await?;
+        let mut first = start(&scope, &dir, "notify-inflight-1")?;
+        wait_status(&scope, "the baseline", Duration::from_secs(60), |s| s["targets"].as_array().is_some_and(|t| t.len() == 1)).await?;
+        rx.hold.store(true, Ordering::SeqCst);
+        set_status(&scope, "net", "Drifted").await?;
+        let started = Instant::now();
+        while rx.held.lock().unwrap().is_empty() {
+            ensure!(started.elapsed() < Duration::from_secs(30), "no request arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        first.kill();
+        rx.hold.store(false, Ordering::SeqCst);
+        let _second = start(&scope, &dir, "notify-inflight-2")?;
+        let status = wait_status(&scope, "delivery by the new operator", Duration::from_secs(60), |s| s["sequence"] == 1).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The held request was never answered (its sender died); the new operator resent the
+        // group once, with the same delivery id.
+        let held = rx.held.lock().unwrap().clone();
+        let hooks = rx.accepted("webhook");
+        ensure!(held.len() == 1, "{} requests held", held.len());
+        ensure!(hooks.len() == 1, "webhook accepted {} requests", hooks.len());
+        let id = status["receivers"][0]["lastDelivery"].as_str().context("no lastDelivery")?;
+        ensure!(held[0] == id && hooks[0].headers["x-driftless-delivery"] == id,
+            "delivery ids: held {held:?}, resent {}, recorded {id}", hooks[0].headers["x-driftless-delivery"]);
+        ensure!(rx.problems().is_empty(), "payload problems: {:?}", rx.problems());
         Ok(())
     })
     .await

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{ApplyPolicy, DriftReport, DriftScan, FactsPolicy, LogPipeline};
+use crate::{ApplyPolicy, DriftReport, DriftScan, FactsPolicy, LogPipeline, NotificationPolicy};
 
 /// Every Driftless CRD, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -15,6 +15,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         LogPipeline::crd(),
         DriftScan::crd(),
         DriftReport::crd(),
+        NotificationPolicy::crd(),
     ]
     .into_iter()
     .map(structural)
@@ -95,12 +96,13 @@ pub const CRD_DIRS: &[&str] = &["config/crd/bases", "charts/driftless/crds"];
 /// The `openAPIV3Schema` of a kind as JSON, cached. Only the kind asked for is generated: a
 /// process reading one kind does not pay for the others.
 pub fn schema_of(kind: &str) -> Option<&'static serde_json::Value> {
-    const KINDS: [&str; 5] = [
+    const KINDS: [&str; 6] = [
         "ApplyPolicy",
         "FactsPolicy",
         "LogPipeline",
         "DriftScan",
         "DriftReport",
+        "NotificationPolicy",
     ];
     static SCHEMAS: [OnceLock<Option<serde_json::Value>>; KINDS.len()] =
         [const { OnceLock::new() }; KINDS.len()];
@@ -112,7 +114,8 @@ pub fn schema_of(kind: &str) -> Option<&'static serde_json::Value> {
                 1 => FactsPolicy::crd(),
                 2 => LogPipeline::crd(),
                 3 => DriftScan::crd(),
-                _ => DriftReport::crd(),
+                4 => DriftReport::crd(),
+                _ => NotificationPolicy::crd(),
             };
             let version = structural(crd).spec.versions.into_iter().next()?;
             let schema = version.schema?.open_api_v3_schema?;

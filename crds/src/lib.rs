@@ -13,6 +13,7 @@ pub mod drift_scan;
 pub mod facts_policy;
 pub mod generate;
 pub mod log_pipeline;
+pub mod notification_policy;
 pub mod one_of;
 pub mod rbac;
 pub mod resource;
@@ -26,6 +27,9 @@ pub use drift_report::{DriftReport, DriftReportSpec, DriftReportStatus};
 pub use drift_scan::{DriftScan, DriftScanSpec, DriftScanStatus};
 pub use facts_policy::{FactsPolicy, FactsPolicySpec, FactsPolicyStatus};
 pub use log_pipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
+pub use notification_policy::{
+    NotificationPolicy, NotificationPolicySpec, NotificationPolicyStatus,
+};
 
 /// The API group.
 pub const GROUP: &str = "driftless.dev";

@@ -1,5 +1,5 @@
 //! Every sample in `config/samples/` is valid: the four configuration kinds through the same
-//! parser as `driftless validate`, the DriftReport sample against its generated schema.
+//! parser as `driftless validate`, the DriftReport and NotificationPolicy samples against their generated schemas.
 
 #![allow(clippy::unwrap_used)]
 
@@ -26,7 +26,7 @@ fn samples_are_valid() {
         let text = std::fs::read_to_string(&path).unwrap();
         for mut doc in driftless_crds::yaml::parse_yaml(&text).unwrap() {
             let kind = doc["kind"].as_str().unwrap().to_owned();
-            if kind == "DriftReport" {
+            if kind == "DriftReport" || kind == "NotificationPolicy" {
                 let schema = schema_of(&kind)
                     .unwrap()
                     .pointer("/properties/spec")
@@ -34,7 +34,11 @@ fn samples_are_valid() {
                 let mut problems = Vec::new();
                 check(schema, &mut doc["spec"], "spec", &mut problems);
                 assert!(problems.is_empty(), "{}: {problems:?}", path.display());
-                serde_json::from_value::<driftless_crds::DriftReport>(doc).unwrap();
+                if kind == "DriftReport" {
+                    serde_json::from_value::<driftless_crds::DriftReport>(doc).unwrap();
+                } else {
+                    serde_json::from_value::<driftless_crds::NotificationPolicy>(doc).unwrap();
+                }
             } else if let Err(problems) = parse(doc) {
                 let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 panic!("{}: {text:#?}", path.display());
@@ -50,7 +54,8 @@ fn samples_are_valid() {
             "DriftReport",
             "DriftScan",
             "FactsPolicy",
-            "LogPipeline"
+            "LogPipeline",
+            "NotificationPolicy"
         ],
         "one sample per kind"
     );

@@ -23,6 +23,12 @@ const EXPECTED_KINDS: &[(&str, &str, &str, &str)] = &[
     ("LogPipeline", "logpipelines", "Cluster", "lp"),
     ("DriftScan", "driftscans", "Namespaced", "ds"),
     ("DriftReport", "driftreports", "Namespaced", "dr"),
+    (
+        "NotificationPolicy",
+        "notificationpolicies",
+        "Namespaced",
+        "np",
+    ),
 ];
 
 #[tokio::test]
@@ -532,6 +538,7 @@ fn baseline(kind: &str) -> Value {
                                  "stacks": ["network"] } },
         }),
         "DriftReport" => json!({ "target": { "kind": "Stack", "name": "infra/network" } }),
+        "NotificationPolicy" => json!({ "receivers": [{ "name": "events", "type": "event" }] }),
         _ => Value::Null,
     }
 }
@@ -647,7 +654,7 @@ fn cases() -> Vec<Case> {
     let service_nothing = json!({ "name": "ssh" });
     let secret_twice = json!([{ "name": "TOKEN" }, { "name": "TOKEN" }]);
     let mut cases = Vec::new();
-    for kind in [AP, FP, LP, DS, "DriftReport"] {
+    for kind in [AP, FP, LP, DS, "DriftReport", "NotificationPolicy"] {
         cases.push(accepted("the baseline", kind, vec![]));
     }
     cases.extend([

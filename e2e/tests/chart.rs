@@ -337,7 +337,8 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
 /// The operator's grants: what operator/src calls (reflectors on DriftScans, Jobs and
 /// DriftReports; DriftScan status by server-side apply; CRDs by GET; kube-runtime's
 /// events.k8s.io Recorder) plus what the policy status controller reads (the three policy
-/// kinds, Nodes, DriftReports) and writes (the policies' status). Secrets (GET) and Job
+/// kinds, Nodes, DriftReports) and writes (the policies' status), and the notification
+/// controller's NotificationPolicies (watch, GET, status update). Secrets (GET) and Job
 /// create/delete only through a Role in each scan namespace.
 #[test]
 fn operator_rbac_is_exactly_what_it_needs() {
@@ -373,6 +374,16 @@ fn operator_rbac_is_exactly_what_it_needs() {
             triples("driftless.dev", &["driftscans"], &["get", "list", "watch"]),
             triples("driftless.dev", &["driftscans/status"], &["patch"]),
             triples("driftless.dev", &["driftscans/finalizers"], &["update"]),
+            triples(
+                "driftless.dev",
+                &["notificationpolicies"],
+                &["get", "list", "watch"],
+            ),
+            triples(
+                "driftless.dev",
+                &["notificationpolicies/status"],
+                &["update"],
+            ),
             triples("batch", &["jobs"], &["list", "watch"]),
             triples("events.k8s.io", &["events"], &["create", "patch"]),
             triples(

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod notify;
 pub mod policy;
 pub mod preflight;
 pub mod repo;

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::http::{router, ClientAddr, HttpState};
 use driftless_operator::leader::{self, LeaderElector, Leadership};
+use driftless_operator::notify::controller::NotifyController;
 use driftless_operator::policy::controller::PolicyStatusController;
 use driftless_operator::policy::metrics::PolicyMetrics;
 use driftless_operator::preflight;
@@ -402,6 +403,13 @@ async fn run(
     tracing::info!(scan_namespaces = ?tenancy.namespaces, allow_service_accounts_in = ?tenancy.service_account_namespaces,
         allowed_git_hosts = ?tenancy.git_hosts, allowed_github_api_urls = ?tenancy.github_api_urls,
         allow_insecure_credentials = tenancy.allow_insecure_credentials, "DriftScan tenancy");
+    // NotificationPolicies act where DriftScans do: the operator reads Secrets there.
+    let notify = NotifyController::start(
+        client.clone(),
+        tenancy.namespaces.clone(),
+        &identity,
+        leadership.is_leader_fn(),
+    )?;
     let controller = ScanController::start(
         client.clone(),
         Settings {
@@ -433,13 +441,19 @@ async fn run(
     let workers = [
         tokio::spawn(controller.clone().run()),
         tokio::spawn(policies.clone().run()),
+        tokio::spawn(notify.clone().run()),
         tokio::spawn({
-            let (leadership, controller, policies) =
-                (leadership.clone(), controller.clone(), policies.clone());
+            let (leadership, controller, policies, notify) = (
+                leadership.clone(),
+                controller.clone(),
+                policies.clone(),
+                notify.clone(),
+            );
             async move {
                 leadership.acquired().await;
                 controller.wake.notify_one();
                 policies.wake();
+                notify.wake();
             }
         }),
     ];

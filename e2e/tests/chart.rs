@@ -1,6 +1,7 @@
 //! The Helm chart, rendered by the real `helm`: what a cluster admin relies on when installing
-//! it. RBAC is least privilege (exact rule sets, no wildcards, leases only in a Role, the agent's
-//! grants are exactly the calls its code makes: `driftless_crds::rbac::AGENT_API_CALLS`), a
+//! it. RBAC is least privilege (no wildcards, leases only in a Role, each ServiceAccount's grants
+//! are exactly the calls its code makes: `driftless_crds::rbac::AGENT_API_CALLS`,
+//! `OPERATOR_API_CALLS`, `RUNNER_API_CALLS`), a
 //! ValidatingAdmissionPolicy keeps each agent to its own node, the pods are hardened (the agent
 //! runs as a non-root user without capabilities unless `agent.apply.enabled`), the host is
 //! mounted read-only, and values.schema.json rejects bad values.
@@ -11,7 +12,10 @@
 
 use std::collections::BTreeSet;
 
-use driftless_crds::rbac::{Scope, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
+use driftless_crds::rbac::{
+    ApiCall, Scope, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE, OPERATOR_ADMISSION_GRANTS,
+    OPERATOR_API_CALLS, RUNNER_API_CALLS,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -175,30 +179,6 @@ fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
     out
 }
 
-fn triples(group: &str, resources: &[&str], verbs: &[&str]) -> Vec<(String, String, String)> {
-    resources
-        .iter()
-        .flat_map(|resource| {
-            verbs
-                .iter()
-                .map(move |verb| (group.to_owned(), (*resource).to_owned(), (*verb).to_owned()))
-        })
-        .collect()
-}
-
-fn expect_grants(role: &Value, expected: Vec<Vec<(String, String, String)>>) {
-    let expected: BTreeSet<_> = expected.into_iter().flatten().collect();
-    let actual = grants(role);
-    let missing: Vec<_> = expected.difference(&actual).collect();
-    let extra: Vec<_> = actual.difference(&expected).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{}/{}: missing {missing:?}, unexpected {extra:?}",
-        kind_of(role),
-        name_of(role)
-    );
-}
-
 const WRITE_VERBS: &[&str] = &[
     "create",
     "update",
@@ -288,14 +268,15 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
     for (extra, count, what) in [
         (
             &[][..],
-            9,
-            "operator: ClusterRole + leader-election Role + rollout Role + scan Role; scan \
-             runner: ClusterRole; agent: ClusterRole + Roles for reports, secrets and node Events",
+            10,
+            "operator: ClusterRole + leader-election Role + rollout Role + scan Role + policy \
+             Events Role; scan runner: ClusterRole; agent: ClusterRole + Roles for reports, \
+             secrets and node Events",
         ),
-        (&["--set", "agent.apply.enabled=true"][..], 9, "as above"),
+        (&["--set", "agent.apply.enabled=true"][..], 10, "as above"),
         (
             &["--set", "scanRunner.namespaces={team-a,team-b}"][..],
-            10,
+            11,
             "as above, with the operator's scan Role in each of the two scan namespaces",
         ),
         (
@@ -305,8 +286,8 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
                 "--set-string",
                 "agent.config.files.host\\.yaml=kind: ApplyPolicy",
             ][..],
-            5,
-            "a standalone agent has no RBAC at all (the operator's four, the runner's one)",
+            6,
+            "a standalone agent has no RBAC at all (the operator's five, the runner's one)",
         ),
     ] {
         let docs = render(&helm, extra);
@@ -334,74 +315,70 @@ fn no_role_uses_wildcards_or_escalation_verbs() {
     }
 }
 
-/// The operator's grants: what operator/src calls (reflectors on DriftScans, Jobs and
-/// DriftReports; DriftScan status by server-side apply; CRDs by GET; kube-runtime's
-/// events.k8s.io Recorder) plus what the policy status controller reads (the three policy
-/// kinds, Nodes, DriftReports) and writes (the policies' status), and the notification
-/// controller's NotificationPolicies (watch, GET, status update). Secrets (GET) and Job
-/// create/delete only through a Role in each scan namespace.
+/// The operator's ServiceAccount can do exactly what the operator's code calls (the table its
+/// client enforces, plus the grant the API server checks when admitting a scan Job), in exactly
+/// the namespaces the calls go to: nothing more, nothing less.
 #[test]
-fn operator_rbac_is_exactly_what_it_needs() {
+fn operator_rbac_is_exactly_the_operator_api_call_table() {
+    let Some(helm) = helm_or_skip() else { return };
+    for (extra, scan_namespaces) in [
+        (&[][..], vec![NAMESPACE]),
+        (
+            &["--set", "scanRunner.namespaces={team-a,team-b}"][..],
+            vec!["team-a", "team-b"],
+        ),
+    ] {
+        let docs = render(&helm, extra);
+        let name = "driftless-operator";
+        object(&docs, "ServiceAccount", name);
+        let place = |scope: Scope| -> Vec<String> {
+            match scope {
+                Scope::Cluster => vec!["*".to_owned()],
+                Scope::Reports | Scope::Leader => vec![NAMESPACE.to_owned()],
+                Scope::Scans => scan_namespaces.iter().map(|n| (*n).to_owned()).collect(),
+                Scope::NodeEvents => vec![NODE_EVENTS_NAMESPACE.to_owned()],
+                Scope::Secrets => panic!("no operator call goes to the agent's Secrets"),
+            }
+        };
+        let mut expected = table_grants(OPERATOR_API_CALLS, place);
+        expected.extend(table_grants(OPERATOR_ADMISSION_GRANTS, place));
+        let actual = effective_grants(&docs, name, NAMESPACE);
+        let missing: Vec<_> = expected.difference(&actual).collect();
+        let extra_grants: Vec<_> = actual.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra_grants.is_empty(),
+            "{extra:?}: operator RBAC missing {missing:?}, not in OPERATOR_API_CALLS or \
+             OPERATOR_ADMISSION_GRANTS {extra_grants:?}"
+        );
+        // Nothing is written cluster-wide except the policies' status; Secrets are only read,
+        // by name, and only in the scan namespaces.
+        for (scope, group, resource, verb) in &actual {
+            if scope == "*" && WRITE_VERBS.contains(&verb.as_str()) {
+                assert!(
+                    resource.ends_with("policies/status") || resource == "logpipelines/status",
+                    "operator may {verb} {group}/{resource} cluster-wide"
+                );
+            }
+            if resource == "secrets" {
+                assert_eq!(verb, "get");
+                assert!(scan_namespaces.contains(&scope.as_str()), "{scope}");
+            }
+        }
+        // The operator is told the same scan namespaces (--scan-namespace) and acts nowhere else.
+        let deployment = object(&docs, "Deployment", name);
+        assert_eq!(
+            arg_after(container(deployment), "--scan-namespace"),
+            Some(scan_namespaces.join(",").as_str())
+        );
+    }
+}
+
+/// Leader election: leases only through a Role in the release namespace, `get` and `update`
+/// only of the operator's Lease (RBAC cannot narrow `create` by name).
+#[test]
+fn operator_leases_are_narrowed_to_its_lease() {
     let Some(helm) = helm_or_skip() else { return };
     let docs = render(&helm, &[]);
-    let name = "driftless-operator";
-    let cluster_role = object(&docs, "ClusterRole", name);
-    let watch = ["list", "watch"];
-    expect_grants(
-        cluster_role,
-        vec![
-            triples(
-                "driftless.dev",
-                &["applypolicies", "factspolicies", "logpipelines"],
-                &watch,
-            ),
-            triples(
-                "driftless.dev",
-                &[
-                    "applypolicies/status",
-                    "factspolicies/status",
-                    "logpipelines/status",
-                ],
-                &["patch"],
-            ),
-            triples("driftless.dev", &["applypolicies"], &["get"]),
-            triples("", &["nodes"], &watch),
-            triples(
-                "driftless.dev",
-                &["driftreports"],
-                &["get", "list", "watch"],
-            ),
-            triples("driftless.dev", &["driftscans"], &["get", "list", "watch"]),
-            triples("driftless.dev", &["driftscans/status"], &["patch"]),
-            triples("driftless.dev", &["driftscans/finalizers"], &["update"]),
-            triples(
-                "driftless.dev",
-                &["notificationpolicies"],
-                &["get", "list", "watch"],
-            ),
-            triples(
-                "driftless.dev",
-                &["notificationpolicies/status"],
-                &["update"],
-            ),
-            triples("batch", &["jobs"], &["list", "watch"]),
-            triples("events.k8s.io", &["events"], &["create", "patch"]),
-            triples(
-                "apiextensions.k8s.io",
-                &["customresourcedefinitions"],
-                &["get"],
-            ),
-        ],
-    );
-    let binding = object(&docs, "ClusterRoleBinding", name);
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], name);
-    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
-    assert_eq!(binding["subjects"][0]["name"], name);
-    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
-    object(&docs, "ServiceAccount", name);
-
-    // Leader election: leases only through a Role in the release namespace.
     for role in all_of_kind(&docs, "ClusterRole") {
         assert!(
             !grants(role).iter().any(|(_, r, _)| r == "leases"),
@@ -416,15 +393,6 @@ fn operator_rbac_is_exactly_what_it_needs() {
     assert_eq!(leases.len(), 1, "one Role grants leases");
     let lease_role = leases[0];
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
-    expect_grants(
-        lease_role,
-        vec![triples(
-            "coordination.k8s.io",
-            &["leases"],
-            &["get", "create", "update"],
-        )],
-    );
-    // get and update only of the operator's Lease; create cannot be narrowed by name.
     for rule in lease_role["rules"].as_array().unwrap() {
         let verbs = strings(&rule["verbs"]);
         if verbs == ["create"] {
@@ -437,39 +405,16 @@ fn operator_rbac_is_exactly_what_it_needs() {
             );
         }
     }
-    let lease_binding = all_of_kind(&docs, "RoleBinding")
-        .into_iter()
-        .find(|b| b["roleRef"]["name"] == name_of(lease_role))
-        .expect("a RoleBinding for the leader-election Role");
-    assert_eq!(lease_binding["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(lease_binding["subjects"][0]["name"], name);
-
-    // Rollout: revisions and node assignments through a Role in the release namespace.
-    let rollout_name = format!("{name}-rollout");
-    let rollout = object(&docs, "Role", &rollout_name);
-    assert_eq!(rollout["metadata"]["namespace"], NAMESPACE);
-    expect_grants(
-        rollout,
-        vec![
-            triples(
-                "apps",
-                &["controllerrevisions"],
-                &["list", "watch", "create", "patch", "delete"],
-            ),
-            triples("driftless.dev", &["driftreports"], &["create", "patch"]),
-        ],
-    );
-    let rollout_binding = object(&docs, "RoleBinding", &rollout_name);
-    assert_eq!(rollout_binding["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(rollout_binding["subjects"][0]["name"], name);
 }
 
-/// Secrets and Job writes only in the scan namespaces, one Role each; the operator is told
-/// the same list (`--scan-namespace`) and acts nowhere else.
+/// The scan runner's ServiceAccount in each scan namespace can do exactly what the runner's
+/// code calls (`RUNNER_API_CALLS`) in that namespace, bound by a RoleBinding, never
+/// cluster-wide.
 #[test]
-fn operator_reads_secrets_and_writes_jobs_only_in_scan_namespaces() {
+fn scan_runner_rbac_is_the_runner_api_call_table_per_namespace() {
     let Some(helm) = helm_or_skip() else { return };
-    for (extra, namespaces) in [
+    let name = "driftless-scan-runner";
+    for (extra, scan_namespaces) in [
         (&[][..], vec![NAMESPACE]),
         (
             &["--set", "scanRunner.namespaces={team-a,team-b}"][..],
@@ -477,92 +422,45 @@ fn operator_reads_secrets_and_writes_jobs_only_in_scan_namespaces() {
         ),
     ] {
         let docs = render(&helm, extra);
-        for role in all_of_kind(&docs, "ClusterRole") {
+        for ns in &scan_namespaces {
+            let expected = table_grants(RUNNER_API_CALLS, |scope| {
+                assert_eq!(scope, Scope::Scans, "a runner calls only its namespace");
+                vec![(*ns).to_owned()]
+            });
+            let actual = effective_grants(&docs, name, ns);
+            let missing: Vec<_> = expected.difference(&actual).collect();
+            let extra_grants: Vec<_> = actual.difference(&expected).collect();
             assert!(
-                !grants(role)
-                    .iter()
-                    .any(|(_, r, v)| r == "secrets" || (r == "jobs" && v != "list" && v != "watch")),
-                "{}: Secrets or Job writes granted cluster-wide",
-                name_of(role)
+                missing.is_empty() && extra_grants.is_empty(),
+                "{extra:?}: scan runner RBAC in {ns} missing {missing:?}, not in \
+                 RUNNER_API_CALLS {extra_grants:?}"
+            );
+            let account = docs.iter().find(|d| {
+                kind_of(d) == "ServiceAccount"
+                    && name_of(d) == name
+                    && d["metadata"]["namespace"] == *ns
+            });
+            assert!(
+                account.is_some(),
+                "{extra:?}: no ServiceAccount {name} in {ns}"
             );
         }
-        let roles: Vec<_> = all_of_kind(&docs, "Role")
-            .into_iter()
-            .filter(|r| name_of(r) == "driftless-operator-scan")
-            .collect();
-        let mut got: Vec<&str> = roles
-            .iter()
-            .map(|r| r["metadata"]["namespace"].as_str().unwrap())
-            .collect();
-        got.sort_unstable();
-        assert_eq!(got, namespaces, "{extra:?}");
-        for role in &roles {
-            expect_grants(
-                role,
-                vec![
-                    triples("", &["secrets"], &["get"]),
-                    triples("batch", &["jobs"], &["create", "delete"]),
-                ],
+        for b in all_of_kind(&docs, "ClusterRoleBinding") {
+            assert_ne!(
+                b["roleRef"]["name"],
+                name,
+                "ClusterRoleBinding/{} binds the scan runner cluster-wide",
+                name_of(b)
             );
         }
-        let bindings: Vec<_> = all_of_kind(&docs, "RoleBinding")
-            .into_iter()
-            .filter(|b| name_of(b) == "driftless-operator-scan")
-            .collect();
-        assert_eq!(bindings.len(), namespaces.len());
-        for b in bindings {
-            assert_eq!(b["roleRef"]["kind"], "Role");
-            assert_eq!(b["subjects"][0]["name"], "driftless-operator");
-            assert_eq!(b["subjects"][0]["namespace"], NAMESPACE);
-        }
-        let deployment = object(&docs, "Deployment", "driftless-operator");
-        let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
-        let at = args
-            .iter()
-            .position(|a| *a == "--scan-namespace")
-            .expect("--scan-namespace");
-        assert_eq!(args[at + 1], namespaces.join(","));
     }
 }
 
 #[test]
-fn scan_runner_rbac_is_bound_per_namespace() {
+fn scan_runner_service_account_and_repo_cache() {
     let Some(helm) = helm_or_skip() else { return };
     let docs = render(&helm, &[]);
     let name = "driftless-scan-runner";
-    let cluster_role = object(&docs, "ClusterRole", name);
-    expect_grants(
-        cluster_role,
-        vec![
-            triples("driftless.dev", &["driftscans"], &["get"]),
-            triples(
-                "driftless.dev",
-                &["driftreports"],
-                &["get", "create", "patch"],
-            ),
-            triples("driftless.dev", &["driftreports/status"], &["patch"]),
-        ],
-    );
-    let binding = object(&docs, "RoleBinding", name);
-    assert_eq!(binding["metadata"]["namespace"], NAMESPACE);
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], name);
-    let subjects = binding["subjects"].as_array().expect("subjects");
-    assert_eq!(subjects.len(), 1, "{binding}");
-    assert_eq!(subjects[0]["kind"], "ServiceAccount");
-    assert_eq!(subjects[0]["name"], name);
-    assert_eq!(subjects[0]["namespace"], NAMESPACE);
-    let account = object(&docs, "ServiceAccount", name);
-    assert_eq!(account["metadata"]["namespace"], NAMESPACE);
-    for b in all_of_kind(&docs, "ClusterRoleBinding") {
-        assert_ne!(
-            b["roleRef"]["name"],
-            name,
-            "ClusterRoleBinding/{} binds the scan runner cluster-wide",
-            name_of(b)
-        );
-    }
-
     let deployment = object(&docs, "Deployment", "driftless-operator");
     let c = container(deployment);
     assert_eq!(arg_after(c, "--scan-service-account"), Some(name));
@@ -626,26 +524,40 @@ fn effective_grants(
     out
 }
 
+/// What a call table says its component calls, each scope placed where `place` says the chart
+/// puts it (`"*"`: cluster-wide): (namespace or `"*"`, apiGroup, resource, verb).
+fn table_grants(
+    table: &[ApiCall],
+    place: impl Fn(Scope) -> Vec<String>,
+) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for call in table {
+        for scope in place(call.scope) {
+            for verb in call.verbs {
+                out.insert((
+                    scope.clone(),
+                    call.group.to_owned(),
+                    call.resource.to_owned(),
+                    (*verb).to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// What `AGENT_API_CALLS` says the agent calls, with each scope placed where the chart puts it.
 fn agent_calls(secrets_namespace: &str) -> BTreeSet<(String, String, String, String)> {
-    let mut out = BTreeSet::new();
-    for call in AGENT_API_CALLS {
-        let scope = match call.scope {
+    table_grants(AGENT_API_CALLS, |scope| {
+        vec![match scope {
             Scope::Cluster => "*",
             Scope::Reports => NAMESPACE,
             Scope::Secrets => secrets_namespace,
             Scope::NodeEvents => NODE_EVENTS_NAMESPACE,
-        };
-        for verb in call.verbs {
-            out.insert((
-                scope.to_owned(),
-                call.group.to_owned(),
-                call.resource.to_owned(),
-                (*verb).to_owned(),
-            ));
+            Scope::Scans | Scope::Leader => panic!("no agent call goes to {scope:?}"),
         }
-    }
-    out
+        .to_owned()]
+    })
 }
 
 /// The agent's ServiceAccount can do exactly what the agent's code calls (the table the agent's
@@ -1311,6 +1223,7 @@ fn crds_ship_in_the_chart() {
         "driftscans.driftless.dev",
         "factspolicies.driftless.dev",
         "logpipelines.driftless.dev",
+        "notificationpolicies.driftless.dev",
     ]
     .into();
     let crd_dir = chart_dir().join("crds");

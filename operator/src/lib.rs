@@ -1,6 +1,7 @@
 //! The Driftless operator: start-up checks, leader election and HTTP endpoints. Controllers
 //! (policy status, DriftScan), the DriftScan scheduler and the scan runner build on these.
 
+pub mod api;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use driftless_operator::api::Places;
 use driftless_operator::http::{router, ClientAddr, HttpState};
 use driftless_operator::leader::{self, LeaderElector, Leadership};
 use driftless_operator::notify::controller::NotifyController;
@@ -385,7 +386,13 @@ async fn run(
         "no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod",
     )?;
     let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let tenancy = scan.tenancy(&namespace);
+    // Every request is checked against OPERATOR_API_CALLS (the chart's RBAC) before it leaves.
+    let client = driftless_operator::api::client(
+        config,
+        Places::operator(&namespace, tenancy.namespaces.clone()),
+    )
+    .context("building the Kubernetes client")?;
     preflight::check_crds(&client, &server)
         .await
         .with_context(|| format!("checking the API server at {server}"))?;
@@ -399,7 +406,6 @@ async fn run(
         .as_ref()
         .map_or_else(Leadership::always, LeaderElector::leadership);
     let identity = election_config.identity.clone();
-    let tenancy = scan.tenancy(&namespace);
     tracing::info!(scan_namespaces = ?tenancy.namespaces, allow_service_accounts_in = ?tenancy.service_account_namespaces,
         allowed_git_hosts = ?tenancy.git_hosts, allowed_github_api_urls = ?tenancy.github_api_urls,
         allow_insecure_credentials = tenancy.allow_insecure_credentials, "DriftScan tenancy");

@@ -10,63 +10,7 @@ use driftless_crds::rbac;
 
 use crate::metrics::{Family, Kind, MetricsSource};
 
-/// One classified request.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Call {
-    /// RBAC verb (`get`, `list`, `watch`, `create`, `patch`, `update`, `delete`).
-    pub verb: String,
-    /// API group (`""` for core).
-    pub group: String,
-    /// Resource, with `/subresource`.
-    pub resource: String,
-    /// Namespace, when namespaced.
-    pub namespace: Option<String>,
-}
-
-/// Classifies a request by method, path and query. Pure. `None` for paths that are not
-/// resource requests (discovery, `/version`).
-pub fn classify(method: &str, path: &str, query: &str) -> Option<Call> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] => ("", rest),
-        ["apis", group, _version, rest @ ..] => (*group, rest),
-        _ => return None,
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
-        _ => (None, rest),
-    };
-    let (resource, name, sub) = match rest {
-        [resource] => (*resource, None, None),
-        [resource, name] => (*resource, Some(*name), None),
-        [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
-        _ => return None,
-    };
-    let watch = query
-        .split('&')
-        .any(|p| p == "watch=true" || p == "watch=1");
-    let verb = match (method, name) {
-        ("GET", _) if watch => "watch",
-        ("GET", Some(_)) => "get",
-        ("GET", None) => "list",
-        ("POST", _) => "create",
-        ("PATCH", _) => "patch",
-        ("PUT", _) => "update",
-        ("DELETE", Some(_)) => "delete",
-        ("DELETE", None) => "deletecollection",
-        _ => return None,
-    };
-    let resource = match sub {
-        Some(sub) => format!("{resource}/{sub}"),
-        None => resource.to_owned(),
-    };
-    Some(Call {
-        verb: verb.to_owned(),
-        group: group.to_owned(),
-        resource,
-        namespace,
-    })
-}
+pub use driftless_crds::rbac::{classify, Call};
 
 /// Counts of the requests made, by verb and resource; shared with `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -159,70 +103,6 @@ pub fn client(config: kube::Config, requests: Requests) -> anyhow::Result<kube::
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn c(verb: &str, group: &str, resource: &str, ns: Option<&str>) -> Option<Call> {
-        Some(Call {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            namespace: ns.map(Into::into),
-        })
-    }
-
-    #[test]
-    fn classifies_the_agents_requests() {
-        assert_eq!(
-            classify(
-                "GET",
-                "/apis/driftless.dev/v1alpha1/applypolicies",
-                "limit=500"
-            ),
-            c("list", "driftless.dev", "applypolicies", None)
-        );
-        assert_eq!(
-            classify(
-                "GET",
-                "/apis/driftless.dev/v1alpha1/applypolicies",
-                "watch=true&resourceVersion=5"
-            ),
-            c("watch", "driftless.dev", "applypolicies", None)
-        );
-        assert_eq!(
-            classify("GET", "/api/v1/namespaces/driftless/secrets/motd", ""),
-            c("get", "", "secrets", Some("driftless"))
-        );
-        assert_eq!(
-            classify(
-                "PATCH",
-                "/apis/driftless.dev/v1alpha1/namespaces/driftless/driftreports/node-a/status",
-                "fieldManager=driftless-agent&force=true"
-            ),
-            c(
-                "patch",
-                "driftless.dev",
-                "driftreports/status",
-                Some("driftless")
-            )
-        );
-        assert_eq!(
-            classify("GET", "/api/v1/nodes", "fieldSelector=metadata.name%3Da"),
-            c("list", "", "nodes", None)
-        );
-        assert_eq!(
-            classify(
-                "POST",
-                "/apis/events.k8s.io/v1/namespaces/default/events",
-                ""
-            ),
-            c("create", "events.k8s.io", "events", Some("default"))
-        );
-        assert_eq!(classify("GET", "/version", ""), None);
-        // A namespace object itself is a cluster-scoped resource.
-        assert_eq!(
-            classify("GET", "/api/v1/namespaces/driftless", ""),
-            c("get", "", "namespaces", None)
-        );
-    }
 
     #[test]
     fn refuses_what_the_table_does_not_hold_and_counts_what_it_does() {

@@ -7,7 +7,9 @@
 //! ([`report`]) through the status subresource with server-side apply.
 //!
 //! Without a cluster (tests, local use): `--scan-file` instead of `--namespace/--scan`,
-//! `--secrets-dir` instead of Secrets, `--output-dir` instead of writing DriftReports.
+//! `--output-dir` instead of writing DriftReports. Credentials are always read from
+//! `--secrets-dir` (in a scan Job, the DriftScan's Secrets mounted by the operator), never
+//! through the API.
 
 pub mod artifacts;
 pub mod engine;
@@ -64,7 +66,7 @@ pub struct Args {
     #[arg(long)]
     pub discover: bool,
     /// Read credentials from files named like the Secret's keys in this directory (or in
-    /// `DIR/<secret-name>/`), instead of the Secret.
+    /// `DIR/<secret-name>/`). The runner never reads a Secret through the API.
     #[arg(long, value_name = "DIR")]
     pub secrets_dir: Option<PathBuf>,
     /// Send Git credentials and GitHub App JWTs over plain `http://` too (set by the
@@ -216,7 +218,11 @@ impl Io {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let c = kube::Client::try_default().await?;
+        // Every request is checked against RUNNER_API_CALLS (the chart's RBAC) before it leaves.
+        let config = kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?;
+        let c = crate::api::client(config, crate::api::Places::runner(&self.namespace))?;
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -239,14 +245,12 @@ impl Io {
             }
             return Ok(None);
         }
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client().await?, &self.namespace);
-        let Some(s) = api.get_opt(secret).await? else {
-            return Err(RunnerError::Credentials(format!(
-                "Secret {secret} not found"
-            )));
-        };
-        Ok(crate::repo::key_value(s, key))
+        // Never through the API: the runner's ServiceAccount may read no Secret
+        // (RUNNER_API_CALLS); the operator mounts the ones a DriftScan names.
+        Err(RunnerError::Credentials(format!(
+            "Secret {secret}: credentials are read only from --secrets-dir (a scan Job \
+             mounts the DriftScan's Secrets there)"
+        )))
     }
 
     async fn required(&mut self, secret: &str, key: &str) -> Result<SecretString, RunnerError> {

@@ -31,8 +31,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
+## The release binaries the images ship, statically linked (they start in any Linux image, glibc
+## or musl): target/<host triple>/release/{driftless,driftless-operator}.
 build:
-	cargo build --release --locked -p driftless-agent -p driftless-operator
+	.ci/build-release.sh
 
 ## Benchmark /metrics against prometheus-node-exporter (needs .ci/tools/facts.sh).
 bench-facts:

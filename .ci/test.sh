@@ -17,8 +17,8 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== release binaries (used by the image tests)"
-cargo build --release --locked -p driftless-agent -p driftless-operator
+echo "== release binaries, statically linked (the images ship them; the image tests use them)"
+.ci/build-release.sh
 
 echo "== tests"
 log=$(mktemp)

@@ -864,7 +864,7 @@ fn runner_starts_in_a_musl_image_without_glibc() {
     );
     std::fs::write(fixture.join("scan.yaml"), &scan_yaml).expect("write scan.yaml");
     let scan: driftless_crds::drift_scan::DriftScan =
-        serde_yaml::from_str(&scan_yaml).expect("parse the DriftScan");
+        serde_json::from_value(one_document(&scan_yaml)).expect("parse the DriftScan");
     // Directories the pod's user writes: the reports, and its own copy of the repository
     // (libgit2, like git, refuses a repository its user does not own).
     let [reports, git_dir] = ["reports", "git"].map(|name| {
@@ -990,10 +990,10 @@ fn runner_starts_in_a_musl_image_without_glibc() {
         text(&out.stderr)
     );
     let path = reports.join("infra-live-web.yaml");
-    let report: driftless_crds::drift_report::DriftReport = serde_yaml::from_str(
+    let report: driftless_crds::drift_report::DriftReport = serde_json::from_value(one_document(
         &std::fs::read_to_string(&path)
             .unwrap_or_else(|err| panic!("reading {}: {err}", path.display())),
-    )
+    ))
     .unwrap_or_else(|err| panic!("parsing {}: {err}", path.display()));
     let status = report.status.expect("report status");
     let summary = status.summary.clone().expect("report summary");
@@ -1049,4 +1049,11 @@ fn runner_starts_in_a_musl_image_without_glibc() {
         "the glibc-linked binary must fail to start in the musl image ({}): {stderr}",
         out.status
     );
+}
+
+/// The one YAML document of `text`.
+fn one_document(text: &str) -> serde_json::Value {
+    let mut docs = driftless_crds::yaml::parse_yaml(text).expect("valid YAML");
+    assert_eq!(docs.len(), 1, "one YAML document");
+    docs.remove(0)
 }

@@ -39,7 +39,6 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::Scope as ResourceScope;
 use kube::{Client, Config};
-use serde::Deserialize as _;
 use serde_json::{json, Value};
 
 /// The chart templates that make up the operator's identity and grants.
@@ -108,14 +107,7 @@ fn render(helm: &Path, release: &str, namespace: &str) -> anyhow::Result<Vec<Val
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).context("helm prints UTF-8")?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = Value::deserialize(doc).context("helm rendered invalid YAML")?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    driftless_crds::yaml::parse_yaml(&text).map_err(|err| anyhow!("helm rendered {err}"))
 }
 
 /// The API of a rendered object (namespaced in its own namespace or cluster-wide).

@@ -10,26 +10,22 @@
 //! Skipped without `KUBECONFIG` (`driftless_e2e::client_or_skip`) and without `helm` (env
 //! `HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into).
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, ensure, Context as _};
 use driftless_crds::rbac::{agent_allows, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
+use driftless_e2e::identity::{
+    api_for, find_helm, name_of, render, skip, token_client, token_kubeconfig, Created, Process,
+};
 use driftless_e2e::procs::{binary, start_operator};
 use driftless_e2e::{
-    api_error, apply, client_or_skip, in_scope, install_crds, kind, now, poll, repo_root, Scope,
-    RUN_LABEL,
+    api_error, apply, client_or_skip, in_scope, install_crds, kind, now, poll, Scope, RUN_LABEL,
 };
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::Scope as ResourceScope;
-use kube::{Client, Config};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 /// The Secret's value: must reach the file and nothing else.
@@ -42,139 +38,6 @@ const TEMPLATES: [&str; 3] = [
     "templates/agent-rbac.yaml",
     "templates/agent-admission.yaml",
 ];
-
-/// `helm` from `$HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into.
-fn find_helm() -> Option<PathBuf> {
-    if let Some(helm) = std::env::var_os("HELM") {
-        return Some(PathBuf::from(helm)).filter(|h| h.is_file());
-    }
-    let tools = match std::env::var_os("DRIFTLESS_TOOLS") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/driftless/tools")),
-    };
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(tools.map(|t| t.join("bin")))
-        .map(|dir| dir.join("helm"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn skip(test: &str, reason: &str) {
-    let line = format!("skipped: {test}: {reason}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The chart's agent objects for release `release` in `namespace`, as `helm template` renders
-/// them for the oldest supported Kubernetes.
-fn render(helm: &Path, release: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
-    let chart = repo_root().join("charts").join("driftless");
-    let mut command = Command::new(helm);
-    command.arg("template").arg(release).arg(&chart).args([
-        "--namespace",
-        namespace,
-        "--kube-version",
-        "1.33.0",
-    ]);
-    for template in TEMPLATES {
-        command.args(["--show-only", template]);
-    }
-    let out = command.output().context("running helm template")?;
-    ensure!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).context("helm prints UTF-8")?;
-    driftless_crds::yaml::parse_yaml(&text).map_err(|err| anyhow!("helm rendered {err}"))
-}
-
-/// The API of a rendered object (namespaced in its own namespace or cluster-wide).
-async fn api_for(client: &Client, object: &Value) -> anyhow::Result<Api<DynamicObject>> {
-    let api_version = object["apiVersion"].as_str().context("no apiVersion")?;
-    let kind = object["kind"].as_str().context("no kind")?;
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("discovery of {api_version} {kind}"))?;
-    Ok(match caps.scope {
-        ResourceScope::Cluster => Api::all_with(client.clone(), &resource),
-        ResourceScope::Namespaced => {
-            let ns = object["metadata"]["namespace"]
-                .as_str()
-                .with_context(|| format!("the {kind} has no namespace"))?;
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-    })
-}
-
-fn name_of(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
-}
-
-/// A kubeconfig for the API server of `KUBECONFIG` that authenticates with `token`.
-fn token_kubeconfig(token: &str, path: &Path) -> anyhow::Result<()> {
-    let admin = Kubeconfig::read().context("reading KUBECONFIG")?;
-    let context_name = admin
-        .current_context
-        .clone()
-        .context("the kubeconfig has no current-context")?;
-    let cluster_name = admin
-        .contexts
-        .iter()
-        .find(|c| c.name == context_name)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .context("the current context names no cluster")?;
-    let cluster = admin
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.as_ref())
-        .context("the current cluster is not in the kubeconfig")?;
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": serde_json::to_value(cluster)?}],
-        "users": [{"name": "agent", "user": {"token": token}}],
-        "contexts": [{"name": "agent", "context": {"cluster": "e2e", "user": "agent"}}],
-        "current-context": "agent",
-    });
-    std::fs::write(path, serde_json::to_vec_pretty(&config)?)?;
-    Ok(())
-}
-
-async fn token_client(path: &Path) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
-
-/// What the cleanup must delete outside the test's namespace.
-#[derive(Default)]
-struct Created {
-    objects: Vec<Value>,
-    nodes: Vec<String>,
-}
 
 /// An agent holding node A's credentials: its writes are refused for node B and allowed for
 /// node A; the real agent does its job with exactly the chart's grants, and every call it made
@@ -289,7 +152,7 @@ async fn scenario(
     let release = format!("rbac-{suffix}");
 
     // The chart's agent ServiceAccount, RBAC and admission policy.
-    let docs = render(helm, &release, &ns)?;
+    let docs = render(helm, &release, &ns, &TEMPLATES)?;
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     for expected in [
         "ServiceAccount",
@@ -373,7 +236,7 @@ async fn scenario(
         .context("TokenRequest")?;
     let token = token.status.context("no token in the TokenRequest")?.token;
     let kubeconfig = dir.join("agent.kubeconfig");
-    token_kubeconfig(&token, &kubeconfig)?;
+    token_kubeconfig(&token, "agent", &kubeconfig)?;
     let agent = token_client(&kubeconfig).await?;
 
     // Wait until RBAC and the admission policy are in force: a dry-run write of node B's
@@ -425,7 +288,7 @@ async fn scenario(
     for d in [root.join("etc"), state.clone()] {
         std::fs::create_dir_all(&d)?;
     }
-    let port = free_port();
+    let port = driftless_e2e::procs::free_port();
     let log = dir.join("agent.log");
     let _agent_process = Process(
         Command::new(agent_bin)

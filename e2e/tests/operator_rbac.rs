@@ -15,16 +15,18 @@
 //! `HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into).
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, ensure, Context as _};
 use driftless_crds::rbac::{
     classify, permits, ApiCall, Call, Scope as CallScope, NODE_EVENTS_NAMESPACE,
     OPERATOR_ADMISSION_GRANTS, OPERATOR_API_CALLS,
 };
-use driftless_e2e::procs::binary;
+use driftless_e2e::identity::{
+    api_for, find_helm, name_of, render, skip, token_client, token_kubeconfig, Created, Process,
+};
+use driftless_e2e::procs::{binary, free_port};
 use driftless_e2e::{
     api_error, apply, client_or_skip, in_scope, install_crds, poll, Scope, RUN_LABEL,
 };
@@ -33,12 +35,8 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret, ServiceAccount};
-use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::Scope as ResourceScope;
-use kube::{Client, Config};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
 use serde_json::{json, Value};
 
 /// The chart templates that make up the operator's identity and grants.
@@ -46,138 +44,6 @@ const TEMPLATES: [&str; 2] = [
     "templates/operator-serviceaccount.yaml",
     "templates/operator-rbac.yaml",
 ];
-
-/// `helm` from `$HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into.
-fn find_helm() -> Option<PathBuf> {
-    if let Some(helm) = std::env::var_os("HELM") {
-        return Some(PathBuf::from(helm)).filter(|h| h.is_file());
-    }
-    let tools = match std::env::var_os("DRIFTLESS_TOOLS") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/driftless/tools")),
-    };
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(tools.map(|t| t.join("bin")))
-        .map(|dir| dir.join("helm"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn skip(test: &str, reason: &str) {
-    let line = format!("skipped: {test}: {reason}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The chart's operator objects for release `release` in `namespace`.
-fn render(helm: &Path, release: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
-    let chart = driftless_e2e::repo_root().join("charts").join("driftless");
-    let mut command = Command::new(helm);
-    command.arg("template").arg(release).arg(&chart).args([
-        "--namespace",
-        namespace,
-        "--kube-version",
-        "1.33.0",
-    ]);
-    for template in TEMPLATES {
-        command.args(["--show-only", template]);
-    }
-    let out = command.output().context("running helm template")?;
-    ensure!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).context("helm prints UTF-8")?;
-    driftless_crds::yaml::parse_yaml(&text).map_err(|err| anyhow!("helm rendered {err}"))
-}
-
-/// The API of a rendered object (namespaced in its own namespace or cluster-wide).
-async fn api_for(client: &Client, object: &Value) -> anyhow::Result<Api<DynamicObject>> {
-    let api_version = object["apiVersion"].as_str().context("no apiVersion")?;
-    let kind = object["kind"].as_str().context("no kind")?;
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("discovery of {api_version} {kind}"))?;
-    Ok(match caps.scope {
-        ResourceScope::Cluster => Api::all_with(client.clone(), &resource),
-        ResourceScope::Namespaced => {
-            let ns = object["metadata"]["namespace"]
-                .as_str()
-                .with_context(|| format!("the {kind} has no namespace"))?;
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-    })
-}
-
-fn name_of(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
-}
-
-/// A kubeconfig for the API server of `KUBECONFIG` that authenticates with `token`.
-fn token_kubeconfig(token: &str, path: &Path) -> anyhow::Result<()> {
-    let admin = Kubeconfig::read().context("reading KUBECONFIG")?;
-    let context_name = admin
-        .current_context
-        .clone()
-        .context("the kubeconfig has no current-context")?;
-    let cluster_name = admin
-        .contexts
-        .iter()
-        .find(|c| c.name == context_name)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .context("the current context names no cluster")?;
-    let cluster = admin
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.as_ref())
-        .context("the current cluster is not in the kubeconfig")?;
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": serde_json::to_value(cluster)?}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "e2e", "user": "operator"}}],
-        "current-context": "operator",
-    });
-    std::fs::write(path, serde_json::to_vec_pretty(&config)?)?;
-    Ok(())
-}
-
-async fn token_client(path: &Path) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
-
-/// What the cleanup must delete outside the test's namespace.
-#[derive(Default)]
-struct Created {
-    objects: Vec<Value>,
-    nodes: Vec<String>,
-}
 
 /// The real operator with only the chart's grants: it leads, rolls a policy out, runs a scan,
 /// and never calls outside its table or gets a `403`.
@@ -315,7 +181,7 @@ async fn scenario(
 
     // The chart's operator ServiceAccount and RBAC; the test's namespace is the release
     // namespace and (the chart's default) the only scan namespace.
-    let docs = render(helm, &release, &ns)?;
+    let docs = render(helm, &release, &ns, &TEMPLATES)?;
     let service_account = docs
         .iter()
         .find(|d| d["kind"] == "ServiceAccount")
@@ -400,7 +266,7 @@ async fn scenario(
         .context("TokenRequest")?;
     let token = token.status.context("no token in the TokenRequest")?.token;
     let kubeconfig = dir.join("operator.kubeconfig");
-    token_kubeconfig(&token, &kubeconfig)?;
+    token_kubeconfig(&token, "operator", &kubeconfig)?;
     // The token works (a call the operator makes).
     let leases: Api<Lease> = Api::namespaced(token_client(&kubeconfig).await?, &ns);
     leases

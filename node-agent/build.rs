@@ -4,7 +4,8 @@
 //! docs/facts.md, Performance, and docs/decisions.md).
 //!
 //! Not for statically linked builds (`.ci/build-release.sh`, `-C target-feature=+crt-static`):
-//! rustc links those as static-pie, and `-no-pie` on top yields a binary that asks for the glibc
+//! they are non-PIE through `-C relocation-model=static` already, and `-no-pie` on top of rustc's
+//! default static-pie yields a binary that asks for the glibc
 //! loader and crashes at start.
 fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_CFG_TARGET_FEATURE");

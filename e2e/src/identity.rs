@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use anyhow::{anyhow, ensure, Context as _};
-use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::Scope as ResourceScope;
 use kube::{Client, Config};
 use serde_json::{json, Value};
 
-use crate::repo_root;
+use crate::{api_error, repo_root};
 
 /// `helm` from `$HELM`, `PATH` or the directory `.ci/install-tools.sh` installs into.
 pub fn find_helm() -> Option<PathBuf> {
@@ -149,4 +149,27 @@ pub struct Created {
     pub objects: Vec<Value>,
     /// Node objects.
     pub nodes: Vec<String>,
+}
+
+/// Deletes rendered `objects` in reverse order (bindings before what they bind); a missing one
+/// is fine. Returns what could not be deleted.
+pub async fn delete_rendered(client: &Client, objects: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for object in objects.iter().rev() {
+        let result = match api_for(client, object).await {
+            Ok(api) => api
+                .delete(name_of(object), &DeleteParams::default())
+                .await
+                .map(|_| ())
+                .or_else(|e| match api_error(&e) {
+                    Some(s) if s.code == 404 => Ok(()),
+                    _ => Err(anyhow::Error::from(e)),
+                }),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            problems.push(format!("{} {}: {err:#}", object["kind"], name_of(object)));
+        }
+    }
+    problems
 }

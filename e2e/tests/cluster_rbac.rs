@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, ensure, Context as _};
 use driftless_crds::rbac::{agent_allows, AGENT_API_CALLS, NODE_EVENTS_NAMESPACE};
 use driftless_e2e::identity::{
-    api_for, find_helm, name_of, render, skip, token_client, token_kubeconfig, Created, Process,
+    api_for, delete_rendered, find_helm, name_of, render, skip, token_client, token_kubeconfig,
+    Created, Process,
 };
 use driftless_e2e::procs::{binary, start_operator};
 use driftless_e2e::{
@@ -96,24 +97,8 @@ async fn clean_up(scope: &Scope, created: &std::sync::Mutex<Created>) -> anyhow:
         (created.objects.clone(), created.nodes.clone())
     };
     let client = &scope.client;
-    let mut problems = Vec::new();
     // Bindings and the policy binding first, so nothing is left half-granted.
-    for object in objects.iter().rev() {
-        let result = match api_for(client, object).await {
-            Ok(api) => api
-                .delete(name_of(object), &DeleteParams::default())
-                .await
-                .map(|_| ())
-                .or_else(|e| match api_error(&e) {
-                    Some(s) if s.code == 404 => Ok(()),
-                    _ => Err(anyhow::Error::from(e)),
-                }),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            problems.push(format!("{} {}: {err:#}", object["kind"], name_of(object)));
-        }
-    }
+    let mut problems = delete_rendered(client, &objects).await;
     let events: Api<Event> = Api::namespaced(client.clone(), NODE_EVENTS_NAMESPACE);
     if let Ok(list) = events.list(&ListParams::default()).await {
         for event in list.items {

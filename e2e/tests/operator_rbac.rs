@@ -24,7 +24,8 @@ use driftless_crds::rbac::{
     OPERATOR_ADMISSION_GRANTS, OPERATOR_API_CALLS,
 };
 use driftless_e2e::identity::{
-    api_for, find_helm, name_of, render, skip, token_client, token_kubeconfig, Created, Process,
+    api_for, delete_rendered, find_helm, name_of, render, skip, token_client, token_kubeconfig,
+    Created, Process,
 };
 use driftless_e2e::procs::{binary, free_port};
 use driftless_e2e::{
@@ -92,23 +93,7 @@ async fn clean_up(scope: &Scope, created: &std::sync::Mutex<Created>) -> anyhow:
         (created.objects.clone(), created.nodes.clone())
     };
     let client = &scope.client;
-    let mut problems = Vec::new();
-    for object in objects.iter().rev() {
-        let result = match api_for(client, object).await {
-            Ok(api) => api
-                .delete(name_of(object), &DeleteParams::default())
-                .await
-                .map(|_| ())
-                .or_else(|e| match api_error(&e) {
-                    Some(s) if s.code == 404 => Ok(()),
-                    _ => Err(anyhow::Error::from(e)),
-                }),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            problems.push(format!("{} {}: {err:#}", object["kind"], name_of(object)));
-        }
-    }
+    let mut problems = delete_rendered(client, &objects).await;
     let node_api: Api<Node> = Api::all(client.clone());
     for node in &nodes {
         match node_api.delete(node, &DeleteParams::default()).await {

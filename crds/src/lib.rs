@@ -6,6 +6,7 @@
 //! checked-in copy is stale.
 
 pub mod apply_policy;
+pub mod backoff;
 pub mod common;
 pub mod cron;
 pub mod drift_report;

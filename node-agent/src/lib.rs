@@ -3,7 +3,7 @@
 
 pub mod apply;
 pub mod audit;
-pub mod backoff;
+pub use driftless_crds::backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -6,6 +6,7 @@
 //! transitions it had not yet recorded, and none twice.
 
 use chrono::{DateTime, Utc};
+use driftless_crds::backoff::Backoff;
 use driftless_crds::drift_report::{DriftStatus, TargetKind};
 use driftless_crds::notification_policy::{
     NotificationPolicySpec, NotificationPolicyStatus, PendingGroup, ReceiverStatus, TargetState,
@@ -217,12 +218,15 @@ fn merge(group: &mut PendingGroup, news: Vec<Transition>) {
     }
 }
 
-/// The delay before retry number `attempt` (1-based): 2 s, 4 s, 8 s, ... at most 60 s.
+/// The delay before retry number `attempt` (1-based): 2 s, 4 s, 8 s, ... at most 60 s — the
+/// shared [`Backoff`]'s ceiling, without jitter, since the next attempt's time is kept in the
+/// policy's status.
 pub fn retry_delay(attempt: u32) -> std::time::Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1).min(16))
-        .unwrap_or(u32::MAX);
-    RETRY_BASE.saturating_mul(factor).min(RETRY_MAX)
+    Backoff {
+        base: RETRY_BASE,
+        max: RETRY_MAX,
+    }
+    .ceiling(attempt.saturating_sub(1))
 }
 
 /// The outcome of one delivery attempt to one receiver.

@@ -1,5 +1,7 @@
 //! Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff
-//! and Jitter"): the one retry delay of the agent (log sinks, audit HTTP sink, facts S3 push).
+//! and Jitter"): the one retry delay of Driftless — the agent's log sinks, audit HTTP sink and
+//! facts S3 push wait [`Backoff::delay`]; the operator's notification retries, whose next
+//! attempt is kept in an API object, wait the deterministic [`Backoff::ceiling`].
 
 use std::time::Duration;
 

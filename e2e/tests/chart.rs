@@ -875,6 +875,96 @@ fn operator_tls_from_a_secret() {
     );
 }
 
+#[test]
+fn operator_dashboard_token_and_ingress() {
+    let Some(helm) = helm_or_skip() else {
+        return;
+    };
+    let plain = render(&helm, &[]);
+    let c = container(object(&plain, "Deployment", "driftless-operator"));
+    let args = strings(&c["args"]);
+    assert!(!args.contains(&"--no-dashboard"), "{args:?}");
+    assert_eq!(arg_after(c, "--dashboard-token-file"), None);
+    assert!(!plain.iter().any(|d| d["kind"] == "Ingress"));
+
+    let docs = render(
+        &helm,
+        &[
+            "--set",
+            "operator.dashboard.tokenSecret=dash",
+            "--set",
+            "operator.dashboard.ingress.enabled=true",
+            "--set",
+            "operator.dashboard.ingress.host=driftless.example.com",
+            "--set",
+            "operator.dashboard.ingress.tlsSecretName=web-tls",
+        ],
+    );
+    let deployment = object(&docs, "Deployment", "driftless-operator");
+    let c = container(deployment);
+    assert_eq!(
+        arg_after(c, "--dashboard-token-file"),
+        Some("/etc/driftless/dashboard/token")
+    );
+    let volume = pod_spec(deployment)["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "dashboard-token")
+        .expect("the token volume");
+    assert_eq!(volume["secret"]["secretName"], "dash");
+    assert_eq!(volume["secret"]["items"][0]["key"], "token");
+    let ingress = object(&docs, "Ingress", "driftless-operator-dashboard");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "web-tls");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "driftless.example.com");
+    let paths: Vec<(String, String)> = rule["http"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["backend"]["service"]["name"], "driftless-operator");
+            (
+                p["path"].as_str().unwrap().to_owned(),
+                p["pathType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(paths.contains(&("/".into(), "Exact".into())), "{paths:?}");
+    // Only the dashboard's paths: nothing routes /metrics, /healthz or the webhook API.
+    for hidden in ["/metrics", "/healthz", "/readyz", "/api/v1/namespaces/a/driftscans/b"] {
+        assert!(
+            !paths.iter().any(|(p, t)| {
+                (t == "Prefix" && (hidden == p || hidden.starts_with(&format!("{p}/"))))
+                    || (t == "Exact" && hidden == p)
+            }),
+            "{hidden} is routed: {paths:?}"
+        );
+    }
+
+    let off = render(&helm, &["--set", "operator.dashboard.enabled=false"]);
+    let c = container(object(&off, "Deployment", "driftless-operator"));
+    assert!(strings(&c["args"]).contains(&"--no-dashboard"));
+    let out = helm_cmd(
+        &helm,
+        &[
+            "template",
+            RELEASE,
+            chart_dir().to_str().unwrap(),
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "operator.dashboard.ingress.enabled=true",
+        ],
+    );
+    assert!(!out.status.success(), "an Ingress without a host renders");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("operator.dashboard.ingress.host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Host mounts and scheduling that hold in both agent profiles and both sources.
 fn check_agent_common(daemonset: &Value) {
     let pod = pod_spec(daemonset);

@@ -2,6 +2,7 @@
 //! (policy status, DriftScan), the DriftScan scheduler and the scan runner build on these.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod leader;

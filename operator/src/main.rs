@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use driftless_operator::api::Places;
+use driftless_operator::dashboard::{self, Dashboard, Sources as DashboardSources};
 use driftless_operator::http::{router, ClientAddr, HttpState};
 use driftless_operator::leader::{self, LeaderElector, Leadership};
 use driftless_operator::notify::controller::NotifyController;
@@ -62,6 +63,8 @@ enum Command {
         scan: Box<ScanArgs>,
         #[command(flatten)]
         webhook: Box<WebhookArgs>,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
     /// Print the Driftless CRDs as YAML (`driftless-operator crds | kubectl apply -f -`).
     Crds,
@@ -205,6 +208,39 @@ impl ScanArgs {
     }
 }
 
+/// The dashboard served at `/` (docs/dashboard.md).
+#[derive(clap::Args, Debug)]
+struct DashboardArgs {
+    /// Do not serve the dashboard (`/` and the pages below it answer 404).
+    #[arg(long, env = "DRIFTLESS_NO_DASHBOARD")]
+    no_dashboard: bool,
+    /// File holding the token the dashboard requires: sent as `Authorization: Bearer`, or
+    /// entered once in its sign-in form. Without it, whoever reaches the port sees the
+    /// dashboard (read-only; it shows no secret values).
+    #[arg(long, env = "DRIFTLESS_DASHBOARD_TOKEN_FILE", value_name = "FILE")]
+    dashboard_token_file: Option<std::path::PathBuf>,
+}
+
+impl DashboardArgs {
+    /// The token, read and checked.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.dashboard_token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --dashboard-token-file {}", path.display()))?;
+        let token = token.trim();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "--dashboard-token-file {}: expected a token of at least 16 characters, found {}",
+                path.display(),
+                token.len()
+            );
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
 /// Limits of the webhook API and TLS of the HTTP server.
 #[derive(clap::Args, Debug)]
 struct WebhookArgs {
@@ -316,6 +352,7 @@ fn main() -> ExitCode {
             election,
             scan,
             webhook,
+            dashboard,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -325,7 +362,8 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(err) => return fail(&anyhow::Error::new(err)),
             };
-            let result = runtime.block_on(run(listen, namespace, election, *scan, *webhook));
+            let result =
+                runtime.block_on(run(listen, namespace, election, *scan, *webhook, dashboard));
             // A git fetch stuck on a silent server must not hold the exit.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             match result {
@@ -380,8 +418,10 @@ async fn run(
     election: ElectionArgs,
     scan: ScanArgs,
     webhook_args: WebhookArgs,
+    dashboard_args: DashboardArgs,
 ) -> anyhow::Result<()> {
     let election_config = election_config(&namespace, &election)?;
+    let dashboard_token = dashboard_args.token()?;
     let config = kube::Config::infer().await.context(
         "no cluster configuration: set KUBECONFIG to a kubeconfig file, or run in a pod",
     )?;
@@ -444,6 +484,26 @@ async fn run(
         policy_metrics,
         leadership.is_leader_fn(),
     );
+    let tls = match (webhook_args.tls_cert.clone(), webhook_args.tls_key.clone()) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
+    let dashboard = (!dashboard_args.no_dashboard).then(|| {
+        let caches = policies.caches();
+        Dashboard::new(
+            DashboardSources {
+                scans: controller.scans().clone(),
+                reports: dashboard::watch_reports(&client),
+                apply: caches.apply.clone(),
+                facts: caches.facts.clone(),
+                logs: caches.logs.clone(),
+                nodes: caches.nodes.clone(),
+            },
+            dashboard_token.as_deref(),
+            tls.is_some(),
+        )
+    });
+    let changes = dashboard.clone().map(|d| tokio::spawn(d.watch_changes()));
     let workers = [
         tokio::spawn(controller.clone().run()),
         tokio::spawn(policies.clone().run()),
@@ -469,13 +529,11 @@ async fn run(
         .with_context(|| format!("listening on {listen}"))?;
     let address = listener.local_addr()?;
     let api = Webhook::start(controller, webhook_args.settings());
-    let app = router(state.clone())
-        .merge(webhook::routes(api))
-        .into_make_service_with_connect_info::<ClientAddr>();
-    let tls = match (webhook_args.tls_cert, webhook_args.tls_key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        _ => None,
-    };
+    let mut app = router(state.clone()).merge(webhook::routes(api));
+    if let Some(dashboard) = dashboard {
+        app = app.merge(dashboard::routes(dashboard));
+    }
+    let app = app.into_make_service_with_connect_info::<ClientAddr>();
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_shutdown = async move {
         let _ = http_stopped.await;
@@ -495,7 +553,8 @@ async fn run(
                 .into_future(),
         ),
     };
-    tracing::info!(%server, %namespace, %identity, leader_election = elector.is_some(), %address, tls = tls.is_some(), "operator ready");
+    tracing::info!(%server, %namespace, %identity, leader_election = elector.is_some(), %address, tls = tls.is_some(),
+        dashboard = !dashboard_args.no_dashboard, dashboard_token = dashboard_token.is_some(), "operator ready");
     state.ready.store(true, Ordering::Relaxed);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let signal = async move {
@@ -517,6 +576,9 @@ async fn run(
     // Controllers first, so nothing acts once the Lease is released or lost.
     for worker in &workers {
         worker.abort();
+    }
+    if let Some(changes) = changes {
+        changes.abort();
     }
     for worker in workers {
         let _ = worker.await;

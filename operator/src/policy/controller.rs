@@ -346,6 +346,11 @@ impl PolicyStatusController {
         )
     }
 
+    /// The controller's caches (the dashboard reads them).
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
     /// A controller over caches filled by someone else (tests); `wake` wakes [`Self::run`].
     pub fn new(
         client: Client,

@@ -12,6 +12,7 @@
 //! Driftless CRDs (which they server-side apply, taking ownership of the fields they set) and
 //! the objects they create themselves.
 
+pub mod browser;
 pub mod identity;
 pub mod kubelet;
 pub mod procs;

@@ -932,7 +932,12 @@ fn operator_dashboard_token_and_ingress() {
         .collect();
     assert!(paths.contains(&("/".into(), "Exact".into())), "{paths:?}");
     // Only the dashboard's paths: nothing routes /metrics, /healthz or the webhook API.
-    for hidden in ["/metrics", "/healthz", "/readyz", "/api/v1/namespaces/a/driftscans/b"] {
+    for hidden in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/api/v1/namespaces/a/driftscans/b",
+    ] {
         assert!(
             !paths.iter().any(|(p, t)| {
                 (t == "Prefix" && (hidden == p || hidden.starts_with(&format!("{p}/"))))

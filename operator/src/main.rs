@@ -427,6 +427,10 @@ async fn run(
     )?;
     let server = config.cluster_url.to_string();
     let tenancy = scan.tenancy(&namespace);
+    // The dashboard shows the reports where the operator acts: its namespace (node reports)
+    // and the scan namespaces.
+    let mut report_namespaces = tenancy.namespaces.clone();
+    report_namespaces.insert(namespace.clone());
     // Every request is checked against OPERATOR_API_CALLS (the chart's RBAC) before it leaves.
     let client = driftless_operator::api::client(
         config,
@@ -493,7 +497,7 @@ async fn run(
         Dashboard::new(
             DashboardSources {
                 scans: controller.scans().clone(),
-                reports: dashboard::watch_reports(&client),
+                reports: dashboard::watch_reports(&client, report_namespaces),
                 apply: caches.apply.clone(),
                 facts: caches.facts.clone(),
                 logs: caches.logs.clone(),

@@ -8,6 +8,7 @@
 pub mod render;
 pub mod view;
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,17 +76,34 @@ fn digest(token: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A cache of every DriftReport with what the pages show (items, history, policies): the
-/// scan and policy controllers keep summaries only.
-pub fn watch_reports(client: &Client) -> Store<DriftReport> {
+/// A cache of the DriftReports in `namespaces` (the operator's own and its scan namespaces)
+/// with what the pages show (items, history, policies): the scan and policy controllers keep
+/// summaries only. Reports of other namespaces never enter it.
+pub fn watch_reports(client: &Client, namespaces: BTreeSet<String>) -> Store<DriftReport> {
     let (store, writer) = reflector::store();
     let api: Api<DriftReport> = Api::all(client.clone());
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).modify(|r: &mut DriftReport| {
-            r.metadata.managed_fields = None;
-            r.metadata.annotations = None;
-        }),
+        watcher(api, watcher::Config::default())
+            .filter(move |event| {
+                let keep = match event {
+                    Ok(
+                        watcher::Event::Apply(r)
+                        | watcher::Event::InitApply(r)
+                        | watcher::Event::Delete(r),
+                    ) => r
+                        .metadata
+                        .namespace
+                        .as_ref()
+                        .is_some_and(|ns| namespaces.contains(ns)),
+                    _ => true,
+                };
+                futures::future::ready(keep)
+            })
+            .modify(|r: &mut DriftReport| {
+                r.metadata.managed_fields = None;
+                r.metadata.annotations = None;
+            }),
     )
     .default_backoff();
     tokio::spawn(async move {

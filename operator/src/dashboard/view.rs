@@ -376,7 +376,8 @@ pub fn scan_stacks(s: &Snapshot, namespace: &str, scan: &str) -> Vec<Arc<DriftRe
 pub struct NodeRow {
     /// Name.
     pub name: String,
-    /// `Ready` condition: `True`, `False`, `Unknown`; `None` when the Node object is gone.
+    /// `Ready` condition: `True`, `False`, `Unknown` (also without the condition); `None` when
+    /// the Node object is gone.
     pub ready: Option<String>,
     /// The report.
     pub report: Option<Arc<DriftReport>>,
@@ -433,7 +434,7 @@ fn node_row(name: &str, node: Option<&Node>, report: Option<&Arc<DriftReport>>) 
     }
     NodeRow {
         name: name.to_owned(),
-        ready: node.and_then(node_ready),
+        ready: node.map(|n| node_ready(n).unwrap_or_else(|| "Unknown".to_owned())),
         report: report.cloned(),
         counts,
         breaches,

@@ -228,6 +228,12 @@ pub struct DriftReportStatus {
     /// Where the full plan is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Artifact>,
+    /// Stacks: the plan as `terraform show` prints it, secrets `<redacted>`, cut to at most
+    /// 16,000 bytes; a cut text ends with a `[plan text cut: ...]` line (the whole text is in
+    /// the artifact, when one is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub plan_text: Option<String>,
     /// Earlier summaries, newest first, at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]

@@ -206,6 +206,7 @@ impl NodeStatus {
             items: kept,
             error: (!errors.is_empty()).then(|| cut_message(&errors.join("; "))),
             artifact: None,
+            plan_text: None,
             history: self.history.clone(),
             policies: results,
         }

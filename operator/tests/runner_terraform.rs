@@ -306,6 +306,8 @@ fn file_url_plans_detect_drift_and_keep_history() {
     let text =
         std::fs::read_to_string(artifacts.join("infra/infra-live-app/run-2/plan.txt")).unwrap();
     assert!(text.contains("vpc-2"), "{text}");
+    // The report holds the same redacted text (the dashboard shows it).
+    assert_eq!(st.plan_text.as_deref(), Some(text.as_str()));
     let reports = std::fs::read_to_string(f.out_dir().join("infra-live-app.yaml")).unwrap();
     assert!(!reports.contains("hunter2-sensitive"));
 

@@ -703,6 +703,13 @@ pub fn report_page(report: &DriftReport, now: DateTime<Utc>) -> String {
     }
     out.push_str("<h2>What drifted</h2>");
     items_table(&mut out, &status.items, status.truncated_items);
+    if let Some(text) = &status.plan_text {
+        w!(
+            out,
+            "<h2>Plan</h2><pre class=\"plan\" id=\"plan\">{}</pre>",
+            Esc(text)
+        );
+    }
     if let Some(current) = &status.summary {
         out.push_str("<h2>History</h2><ol class=\"timeline\" id=\"history\">");
         for s in std::iter::once(current).chain(&status.history) {

@@ -81,7 +81,8 @@ fn stack_report(name: &str, status: &str, before: Option<&str>) -> serde_json::V
                     { "path": "password", "before": "<redacted>", "after": "<redacted>" }
                 ]
             }],
-            "artifact": { "planJson": "s3://plans/team-a/infra/net.json" }
+            "artifact": { "planJson": "s3://plans/team-a/infra/net.json" },
+            "planText": "  ~ tags = { \"env\" = \"staging\" -> \"prod\" }\n"
         }
     })
 }
@@ -217,6 +218,10 @@ async fn report_page_shows_attributes_escaped_and_history() {
     assert!(!body.contains("<script>alert"), "{body}");
     assert!(body.contains("<code>&lt;redacted&gt;</code>"), "{body}");
     assert!(body.contains("s3://plans/team-a/infra/net.json"), "{body}");
+    assert!(
+        body.contains("<pre class=\"plan\" id=\"plan\">  ~ tags = { &quot;env&quot; = &quot;staging&quot; -&gt; &quot;prod&quot; }\n</pre>"),
+        "{body}"
+    );
     let history = &body[body.find("id=\"history\"").unwrap()..];
     assert_eq!(history.matches("<li>").count(), 2, "{history}");
     assert!(

@@ -87,6 +87,7 @@ impl NotifyController {
                             status.items = Vec::new();
                             status.history = Vec::new();
                             status.policies = Vec::new();
+                            status.plan_text = None;
                         }
                     }),
                 )

@@ -167,6 +167,7 @@ pub fn slim_report(report: &mut DriftReport) {
         status.items = Vec::new();
         status.history = Vec::new();
         status.artifact = None;
+        status.plan_text = None;
         status.error = None;
         for result in &mut status.policies {
             if matches!(result.state, PolicyState::InSync | PolicyState::Drifted) {

@@ -55,7 +55,14 @@ pub fn redacted_plan(
             Err(_) => json = String::from("{\"redacted\": \"the plan could not be redacted\"}"),
         }
     }
-    (json, redact.text(&String::from_utf8_lossy(text)))
+    (json, redacted_text(base, plan, text))
+}
+
+/// The plan text with `base` and every sensitive value of `plan` replaced by `<redacted>` (as
+/// stored, and as the report holds it).
+pub fn redacted_text(base: &Redact, plan: &ParsedPlan, text: &[u8]) -> String {
+    base.with(plan.sensitive.iter().cloned())
+        .text(&String::from_utf8_lossy(text))
 }
 
 /// Why an artifact could not be stored.

@@ -700,7 +700,14 @@ async fn plan_stack(
         }
         None => None,
     };
-    (Outcome::Planned { plan: parsed }, artifact)
+    let text = artifacts::redacted_text(base_redact, &parsed, &text);
+    (
+        Outcome::Planned {
+            plan: parsed,
+            text: Some(text),
+        },
+        artifact,
+    )
 }
 
 #[cfg(test)]
@@ -751,6 +758,7 @@ mod tests {
                 changed: 1,
                 ..Default::default()
             },
+            text: Some("  # null_resource.web will be updated in-place\n".into()),
         }
     }
 
@@ -887,6 +895,7 @@ mod tests {
         assert_eq!(s.summary.unwrap().status, DriftStatus::Drifted);
         let in_sync = Outcome::Planned {
             plan: plan::ParsedPlan::default(),
+            text: None,
         };
         report_stack(&mut io, "live/app", &in_sync, &meta("r2"), None)
             .await

@@ -33,6 +33,8 @@ pub enum Outcome {
     Planned {
         /// The parsed plan.
         plan: ParsedPlan,
+        /// The plan's text (`terraform show`), already redacted.
+        text: Option<String>,
     },
     /// Failed; the error is already redacted.
     Failed(String),
@@ -41,6 +43,32 @@ pub enum Outcome {
 /// The new status of a report, given its previous status. A previous result of a different run
 /// goes to the front of the history (bounded to [`MAX_HISTORY`]); a retry within the same run
 /// replaces the result without pushing history.
+/// Most bytes of plan text a report holds (the CRD allows 16,384 characters: the cut line
+/// fits in the rest).
+pub const MAX_PLAN_TEXT: usize = 16_000;
+
+/// `text` cut to [`MAX_PLAN_TEXT`] bytes at a line end, with a line saying how much is left out.
+pub fn cut_plan_text(text: &str) -> String {
+    if text.len() <= MAX_PLAN_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_PLAN_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some(line_end) = text[..end].rfind('\n') {
+        end = line_end + 1;
+    }
+    let rest = &text[end..];
+    format!(
+        "{}[plan text cut: {} more bytes, {} more lines; the artifact holds all of it]\n",
+        &text[..end],
+        rest.len(),
+        rest.lines().count()
+    )
+}
+
+/// The status a report gets from one run of its stack.
 pub fn build_status(
     previous: Option<&DriftReportStatus>,
     outcome: &Outcome,
@@ -66,7 +94,7 @@ pub fn build_status(
         run: Some(meta.run.clone()),
     };
     match outcome {
-        Outcome::Planned { plan } => {
+        Outcome::Planned { plan, text } => {
             summary.added = plan.added;
             summary.changed = plan.changed;
             summary.removed = plan.removed;
@@ -83,6 +111,7 @@ pub fn build_status(
                 items,
                 error: None,
                 artifact,
+                plan_text: text.as_deref().map(cut_plan_text),
                 history,
                 policies: Vec::new(),
             }
@@ -104,6 +133,7 @@ pub fn build_status(
                 truncated_items: 0,
                 error: Some(error),
                 artifact,
+                plan_text: None,
                 history,
                 policies: Vec::new(),
             }
@@ -186,7 +216,10 @@ mod tests {
     fn bounded_items_and_status() {
         let s = build_status(
             None,
-            &Outcome::Planned { plan: plan(250) },
+            &Outcome::Planned {
+                plan: plan(250),
+                text: None,
+            },
             &meta("r1"),
             None,
         );
@@ -195,7 +228,15 @@ mod tests {
         let sum = s.summary.unwrap();
         assert_eq!((sum.status, sum.changed), (DriftStatus::Drifted, 250));
         assert_eq!(sum.run.as_deref(), Some("r1"));
-        let s = build_status(None, &Outcome::Planned { plan: plan(0) }, &meta("r1"), None);
+        let s = build_status(
+            None,
+            &Outcome::Planned {
+                plan: plan(0),
+                text: None,
+            },
+            &meta("r1"),
+            None,
+        );
         assert_eq!(s.summary.unwrap().status, DriftStatus::InSync);
         let s = build_status(
             None,
@@ -208,11 +249,42 @@ mod tests {
     }
 
     #[test]
+    fn plan_text_is_kept_whole_or_cut_at_a_line_with_a_marker() {
+        assert_eq!(cut_plan_text("a\nb\n"), "a\nb\n");
+        let line = "  ~ tags.env = \"staging\" -> \"prod\" é\n";
+        let long = line.repeat(2_000);
+        let cut = cut_plan_text(&long);
+        assert!(cut.chars().count() <= 16_384, "{}", cut.len());
+        let (kept, marker) = cut.rsplit_once("[plan text cut: ").unwrap();
+        assert!(kept.ends_with('\n') && kept.len() <= MAX_PLAN_TEXT);
+        assert_eq!(kept.len() % line.len(), 0, "cut at a line end");
+        let left = long.len() - kept.len();
+        assert!(
+            marker.starts_with(&format!(
+                "{left} more bytes, {} more lines",
+                left / line.len()
+            )),
+            "{marker}"
+        );
+        let s = build_status(
+            None,
+            &Outcome::Planned {
+                plan: plan(1),
+                text: Some(long),
+            },
+            &meta("r1"),
+            None,
+        );
+        assert_eq!(s.plan_text.as_deref(), Some(cut.as_str()));
+    }
+
+    #[test]
     fn history_is_pushed_per_run_and_bounded() {
         let mut status: Option<DriftReportStatus> = None;
         for run in 0..30 {
             let out = Outcome::Planned {
                 plan: plan(run % 3),
+                text: None,
             };
             status = Some(build_status(
                 status.as_ref(),

@@ -548,6 +548,7 @@ impl ScanController {
                                 .saturating_add(status.items.len() as u32);
                             status.items = Vec::new();
                             status.history = Vec::new();
+                            status.plan_text = None;
                         }
                     },
                 ),

@@ -661,6 +661,41 @@ mod tests {
         assert!(err.contains("--lease-duration-seconds"), "{err}");
     }
 
+    fn dashboard_token(args: &[&str]) -> Result<Option<String>, String> {
+        let cli = Cli::try_parse_from(["op", "run"].iter().chain(args)).unwrap();
+        let Command::Run { dashboard, .. } = cli.command else {
+            unreachable!("parsed run")
+        };
+        dashboard.token().map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn dashboard_token_file_is_read_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(dashboard_token(&[]), Ok(None));
+        let good = dir.path().join("token");
+        std::fs::write(&good, "  0123456789abcdef-xyz\n").unwrap();
+        let good = good.to_str().unwrap();
+        assert_eq!(
+            dashboard_token(&["--dashboard-token-file", good]),
+            Ok(Some("0123456789abcdef-xyz".into()))
+        );
+        let short = dir.path().join("short");
+        std::fs::write(&short, "s3cret\n").unwrap();
+        let err =
+            dashboard_token(&["--dashboard-token-file", short.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains("expected a token of at least 16 characters, found 6"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = dashboard_token(&["--dashboard-token-file", "/nonexistent/token"]).unwrap_err();
+        assert!(
+            err.contains("reading --dashboard-token-file /nonexistent/token"),
+            "{err}"
+        );
+    }
+
     fn tenancy(args: &[&str]) -> driftless_operator::scan::tenancy::Tenancy {
         let cli = Cli::try_parse_from(["op", "run"].iter().chain(args)).unwrap();
         let Command::Run { scan, .. } = cli.command else {

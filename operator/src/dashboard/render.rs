@@ -845,9 +845,34 @@ pub fn node_page(row: &NodeRow, now: DateTime<Utc>) -> String {
             } else {
                 out.push_str("<p class=\"empty\">No policy has reported from this node.</p>");
             }
-            out.push_str("<h2>What drifted</h2>");
             let status = report.status.clone().unwrap_or_default();
-            items_table(&mut out, &status.items, status.truncated_items);
+            let (breaches, items): (Vec<DriftItem>, Vec<DriftItem>) = status
+                .items
+                .into_iter()
+                .partition(|i| i.domain == "threshold");
+            if !breaches.is_empty() {
+                out.push_str(
+                    "<h2>Threshold breaches</h2><table class=\"breaches\" id=\"breach-list\">\
+                     <thead><tr><th>Threshold</th><th>Series</th><th>Value</th><th>Expected</th>\
+                     <th>Severity</th></tr></thead><tbody>",
+                );
+                for b in &breaches {
+                    let series = b.attributes.first();
+                    let severity = b.attributes.iter().find(|a| a.path == "severity");
+                    w!(
+                        out,
+                        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        Esc(b.source.as_deref().unwrap_or(&b.address)),
+                        Esc(series.map_or("", |a| a.path.as_str())),
+                        Esc(series.and_then(|a| a.before.as_deref()).unwrap_or("")),
+                        Esc(series.and_then(|a| a.after.as_deref()).unwrap_or("")),
+                        Esc(severity.and_then(|a| a.before.as_deref()).unwrap_or(""))
+                    );
+                }
+                out.push_str("</tbody></table>");
+            }
+            out.push_str("<h2>What drifted</h2>");
+            items_table(&mut out, &items, status.truncated_items);
         }
         None => out
             .push_str("</dl><p class=\"empty\">The node's agent has not written a report yet.</p>"),

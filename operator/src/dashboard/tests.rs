@@ -98,7 +98,13 @@ fn node_report(node: &str, state: &str) -> serde_json::Value {
             "summary": summary(if state == "InSync" { "InSync" } else { "Drifted" },
                                "2026-12-04T11:30:00Z", 0),
             "items": [{ "address": "file:/etc/motd", "domain": "file", "source": "base/motd",
-                        "change": "changed", "diff": "--- live\n+++ desired\n-old\n+new\n" }],
+                        "change": "changed", "diff": "--- live\n+++ desired\n-old\n+new\n" },
+                      { "address": "threshold:disk-full", "domain": "threshold",
+                        "source": "limits/disk-full", "change": "changed",
+                        "attributes": [
+                            { "path": "node_filesystem_avail_bytes{mountpoint=~\"/\"}",
+                              "before": "1024", "after": ">= 1073741824" },
+                            { "path": "severity", "before": "critical" }] }],
             "policies": [
                 { "kind": "ApplyPolicy", "name": "base", "generation": 2, "state": state,
                   "drifted": 1, "checkedAt": "2026-12-04T11:30:00Z", "revision": "base-6d2a" },
@@ -286,6 +292,10 @@ async fn node_and_policy_pages_show_revisions_and_breaches() {
         "{node}"
     );
     assert!(node.contains("+new"), "{node}");
+    let breaches =
+        &node[node.find("id=\"breach-list\"").unwrap()..node.find("What drifted").unwrap()];
+    assert!(breaches.contains("<tr><td>limits/disk-full</td><td><code>node_filesystem_avail_bytes{mountpoint=~&quot;/&quot;}</code></td><td>1024</td><td>&gt;= 1073741824</td><td>critical</td></tr>"), "{breaches}");
+    assert!(!breaches.contains("motd"), "{breaches}");
     let (_, _, policy) = get(&f.dashboard, "/policies/applypolicies/base", &[]).await;
     assert!(
         policy.contains("<dd id=\"rollout-step\">Canary</dd>"),

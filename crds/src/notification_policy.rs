@@ -19,7 +19,7 @@ pub const MAX_TARGETS: usize = 5000;
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "driftless.dev",
-    doc = "NotificationPolicy sends DriftReport status transitions of its namespace (InSync, Drifted, Error) to receivers: Slack, Microsoft Teams, PagerDuty, a signed JSON webhook or Kubernetes Events.",
+    doc = "NotificationPolicy sends DriftReport status transitions of its namespace (InSync, Drifted, Error) to receivers: Slack, Microsoft Teams, PagerDuty, a signed JSON webhook, e-mail over SMTP or Kubernetes Events.",
     version = "v1alpha1",
     kind = "NotificationPolicy",
     namespaced,
@@ -121,6 +121,9 @@ pub enum ReceiverType {
     Pagerduty,
     /// A generic JSON webhook signed with HMAC-SHA256 (Secret keys `url`, `hmacKey`).
     Webhook,
+    /// E-mail over SMTP, always encrypted: STARTTLS (required) or implicit TLS (Secret keys
+    /// `host`, `from`, `to`; optional `port`, `tls`, `username`, `password`, `ca.crt`).
+    Email,
     /// A Kubernetes Event on this NotificationPolicy (no Secret).
     Event,
 }

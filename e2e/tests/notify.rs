@@ -15,6 +15,10 @@
 //! - `operator_killed_while_sending_resends_with_the_same_id`: the operator is SIGKILLed while
 //!   the receiver holds its request unanswered; the new operator sends the group once more,
 //!   with the same delivery id, and then never again.
+//! - `email_receiver_gets_one_mail_per_group`: a real SMTP server (aiosmtpd, STARTTLS and
+//!   AUTH required, from `.ci/tools/smtp.sh`) gets one mail whose Message-ID carries the
+//!   delivery id; a second receiver whose server offers no STARTTLS is refused and retried,
+//!   with the reason in its status.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -28,8 +32,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use driftless_e2e::identity::skip;
 use driftless_e2e::procs::{binary, print_logs, start_operator, Process};
-use driftless_e2e::{apply, apply_status, client_or_skip, in_scope, install_crds, now, Scope};
+use driftless_e2e::{
+    apply, apply_status, client_or_skip, in_scope, install_crds, now, repo_root, Scope,
+};
 use hmac::{Hmac, Mac as _};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -699,6 +706,183 @@ async fn operator_killed_while_sending_resends_with_the_same_id() -> anyhow::Res
         ensure!(held[0] == id && hooks[0].headers["x-driftless-delivery"] == id,
             "delivery ids: held {held:?}, resent {}, recorded {id}", hooks[0].headers["x-driftless-delivery"]);
         ensure!(rx.problems().is_empty(), "payload problems: {:?}", rx.problems());
+        Ok(())
+    })
+    .await
+}
+
+/// An aiosmtpd started from the operator's test fixture, killed when dropped.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_python() -> PathBuf {
+    std::env::var_os("DRIFTLESS_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/driftless/tools")
+        })
+        .join("smtp/bin/python")
+}
+
+impl SmtpServer {
+    /// `mode`: `starttls` (required, with AUTH as `bot`/`e2e-password`) or `plain`.
+    fn start(mode: &str) -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir()?;
+        let mut command = std::process::Command::new(smtp_python());
+        command
+            .arg(repo_root().join("operator/tests/fixtures/smtp/server.py"))
+            .arg(dir.path())
+            .arg(mode);
+        if mode == "starttls" {
+            command.args(["bot", "e2e-password"]);
+        }
+        let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("the SMTP server did not start: {line:?}"))?;
+        Ok(Self { child, port, dir })
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        (1..)
+            .map_while(|n| {
+                std::fs::read_to_string(self.dir.path().join(format!("messages/{n}.json"))).ok()
+            })
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect()
+    }
+
+    fn ca(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.dir.path().join("ca.crt"))?)
+    }
+}
+
+#[tokio::test]
+async fn email_receiver_gets_one_mail_per_group() -> anyhow::Result<()> {
+    const TEST: &str = "email_receiver_gets_one_mail_per_group";
+    let Some(client) = client_or_skip(TEST).await else {
+        return Ok(());
+    };
+    let aiosmtpd = std::process::Command::new(smtp_python())
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !aiosmtpd {
+        skip(TEST, "aiosmtpd is missing: run .ci/tools/smtp.sh");
+        return Ok(());
+    }
+    with_logs(&client, "notify-email", |scope, dir| async move {
+        let good = SmtpServer::start("starttls")?;
+        let plain = SmtpServer::start("plain")?;
+        for (name, server) in [("mail", &good), ("plain-mail", &plain)] {
+            secret(
+                &scope,
+                name,
+                json!({ "host": "127.0.0.1", "port": server.port.to_string(),
+                        "from": "Driftless <driftless@example.com>",
+                        "to": "ops@example.com, oncall@example.org",
+                        "username": "bot", "password": "e2e-password",
+                        "ca.crt": good.ca()? }),
+            )
+            .await?;
+        }
+        report(&scope, "net", "InSync", "infra").await?;
+        policy(
+            &scope,
+            json!({ "groupWait": "2s", "dashboardUrl": "https://driftless.example.com",
+                    "receivers": [
+                        { "name": "mail", "type": "email", "secretRef": { "name": "mail" } },
+                        { "name": "plain", "type": "email", "secretRef": { "name": "plain-mail" } }] }),
+        )
+        .await?;
+        let _operator = start(&scope, &dir, "notify-email")?;
+        wait_status(&scope, "the baseline", Duration::from_secs(60), |s| {
+            s["targets"].as_array().is_some_and(|t| t.len() == 1)
+        })
+        .await?;
+        set_status(&scope, "net", "Drifted").await?;
+        let status = wait_status(
+            &scope,
+            "delivered to mail, refused by plain",
+            Duration::from_secs(60),
+            |s| {
+                s["pending"]["delivered"] == json!(["mail"])
+                    && s["receivers"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["lastError"].is_string()))
+            },
+        )
+        .await?;
+        let id = status["pending"]["id"].as_str().context("no pending id")?;
+        let plain_status = status["receivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "plain")
+            .context("no status of the plain receiver")?;
+        let error = plain_status["lastError"].as_str().unwrap_or_default();
+        ensure!(
+            error.starts_with(&format!(
+                "email receiver plain: SMTP server 127.0.0.1:{} does not offer STARTTLS",
+                plain.port
+            )),
+            "lastError: {error}"
+        );
+        ensure!(
+            !serde_json::to_string(&status)?.contains("e2e-password"),
+            "the password in the status"
+        );
+        // Retries of the refused receiver do not mail the accepted one again.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mails = good.messages();
+        ensure!(mails.len() == 1, "{} mails: {mails:?}", mails.len());
+        ensure!(plain.messages().is_empty(), "mail over a plain connection");
+        let mail = &mails[0];
+        let header = |name: &str| {
+            mail["headers"]
+                .as_array()
+                .and_then(|h| h.iter().find(|h| h[0] == name))
+                .and_then(|h| h[1].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        ensure!(
+            header("Message-ID") == format!("<{id}.mail@example.com>"),
+            "Message-ID {} for delivery {id}",
+            header("Message-ID")
+        );
+        ensure!(
+            header("Subject") == format!("Driftless {}: 1 drifted", scope.namespace),
+            "Subject {}",
+            header("Subject")
+        );
+        ensure!(mail["starttls"] == true && mail["login"] == "bot", "{mail}");
+        ensure!(mail["defects"] == json!([]), "{mail}");
+        ensure!(
+            mail["rcpt_tos"] == json!(["ops@example.com", "oncall@example.org"]),
+            "{mail}"
+        );
+        let body = mail["body"].as_str().unwrap_or_default();
+        ensure!(
+            body.contains("infra/net (stack): InSync → Drifted (+1 ~2 -0)")
+                && body.contains("https://driftless.example.com/namespaces/"),
+            "body: {body}"
+        );
         Ok(())
     })
     .await

@@ -8,12 +8,12 @@
 //!   status: nothing detected is lost, nothing recorded as delivered is sent again.
 //! - A crash after a receiver accepted a group and before that was recorded sends the group
 //!   to it once more, with the same delivery id (webhook `X-Driftless-Delivery`, PagerDuty
-//!   dedup keys), so receivers can drop the copy.
+//!   dedup keys, e-mail `Message-ID`), so receivers can drop the copy.
 //! - Status writes are conditional on the `resourceVersion` read just before (a fresh GET, not
 //!   the cache), so two writers never both open a group.
 //! - Only the leader acts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::detect::{self, Observed, Outcome, Step};
+use super::email;
 use super::payload::{self, Message, DELIVERY_HEADER, PAGERDUTY_URL, SIGNATURE_HEADER};
 use crate::leader::IsLeader;
 
@@ -280,7 +281,9 @@ impl NotifyController {
             if group.delivered.contains(&receiver.name) {
                 continue;
             }
-            let result = self.deliver(&policy, receiver, &message).await;
+            let result = self
+                .deliver(&policy, receiver, &message, of_time(&group.send_at))
+                .await;
             match &result {
                 Ok(()) => {
                     tracing::info!(namespace = %namespace, policy = %name, receiver = %receiver.name,
@@ -300,12 +303,14 @@ impl NotifyController {
         self.write(api, policy, next).await
     }
 
-    /// Sends one group to one receiver. The error names what failed, never a URL or key.
+    /// Sends one group (complete at `send_at`) to one receiver. The error names what failed,
+    /// never a URL, key or password.
     async fn deliver(
         &self,
         policy: &NotificationPolicy,
         receiver: &driftless_crds::notification_policy::Receiver,
         message: &Message<'_>,
+        send_at: chrono::DateTime<Utc>,
     ) -> Result<(), String> {
         if receiver.kind == ReceiverType::Event {
             let event = Event {
@@ -354,6 +359,11 @@ impl NotifyController {
                     self.post(&url, &event, &[]).await?;
                 }
                 Ok(())
+            }
+            ReceiverType::Email => {
+                let config = email::Config::from_keys(&secret.name_any(), &keys(&secret))
+                    .map_err(|e| format!("email receiver {}: {e}", receiver.name))?;
+                email::send(&config, &receiver.name, message, send_at).await
             }
             ReceiverType::Event => Ok(()),
         }
@@ -421,6 +431,21 @@ impl NotifyController {
             Err(format!("POST answered {code}"))
         }
     }
+}
+
+/// Every key of a Secret with its value (`data`, then `stringData`).
+fn keys(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        out.entry(k.clone())
+            .or_insert_with(|| v.clone().into_bytes());
+    }
+    out
 }
 
 /// A key of a Secret as text; the error names the key, never a value.

@@ -74,7 +74,7 @@ impl Message<'_> {
     }
 
     /// The listed transitions and how many are left out of the list.
-    fn listed(&self) -> (&[Transition], usize) {
+    pub(super) fn listed(&self) -> (&[Transition], usize) {
         let n = self.events.len().min(self.max_listed);
         (
             &self.events[..n],
@@ -91,7 +91,7 @@ fn status_word(status: DriftStatus) -> &'static str {
     }
 }
 
-fn kind_word(kind: TargetKind) -> &'static str {
+pub(super) fn kind_word(kind: TargetKind) -> &'static str {
     match kind {
         TargetKind::Stack => "stack",
         TargetKind::Node => "node",
@@ -99,7 +99,7 @@ fn kind_word(kind: TargetKind) -> &'static str {
 }
 
 /// `InSync → Drifted (+1 ~2 -0)` or `Drifted → Error: why`.
-fn change_text(t: &Transition) -> String {
+pub(super) fn change_text(t: &Transition) -> String {
     let from = t.from.map_or("new", status_word);
     let mut text = format!("{from} → {}", status_word(t.to));
     match t.to {

@@ -90,32 +90,13 @@ pub fn plan(
     rollouts: &[ObservedRollout],
     now: DateTime<Utc>,
 ) -> Step {
-    let mut observed: Vec<&Observed> = observed.iter().collect();
-    observed.sort_by(|a, b| a.report.cmp(&b.report));
-    observed.truncate(MAX_TARGETS);
-    let baseline: Vec<TargetState> = observed
-        .iter()
-        .map(|o| TargetState {
-            report: o.report.clone(),
-            status: o.status,
-        })
-        .collect();
+    let (observed, baseline) = report_baseline(observed);
     // Rollouts are tracked only when the policy asks for them.
-    let mut rollouts: Vec<&ObservedRollout> = if spec.rollout_events.is_empty() {
-        Vec::new()
+    let (rollouts, rollout_baseline) = if spec.rollout_events.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        rollouts.iter().collect()
+        rollout_baseline(rollouts)
     };
-    rollouts.sort_by(|a, b| a.policy.cmp(&b.policy));
-    rollouts.truncate(MAX_TARGETS);
-    let rollout_baseline: Vec<RolloutState> = rollouts
-        .iter()
-        .map(|o| RolloutState {
-            policy: o.policy.clone(),
-            step: o.step.clone(),
-            failed_revision: o.failed_revision.clone(),
-        })
-        .collect();
     let Some(stored) = stored else {
         // First sight: what exists now is the baseline; only later changes are news.
         return Step::Write(Box::new(NotificationPolicyStatus {
@@ -179,6 +160,37 @@ pub fn plan(
         },
         None => Step::Idle { wake: None },
     }
+}
+
+/// The observed reports sorted by name and bounded, and the baseline they make.
+fn report_baseline(observed: &[Observed]) -> (Vec<&Observed>, Vec<TargetState>) {
+    let mut observed: Vec<&Observed> = observed.iter().collect();
+    observed.sort_by(|a, b| a.report.cmp(&b.report));
+    observed.truncate(MAX_TARGETS);
+    let baseline = observed
+        .iter()
+        .map(|o| TargetState {
+            report: o.report.clone(),
+            status: o.status,
+        })
+        .collect();
+    (observed, baseline)
+}
+
+/// The observed rollouts sorted by policy name and bounded, and the baseline they make.
+fn rollout_baseline(observed: &[ObservedRollout]) -> (Vec<&ObservedRollout>, Vec<RolloutState>) {
+    let mut observed: Vec<&ObservedRollout> = observed.iter().collect();
+    observed.sort_by(|a, b| a.policy.cmp(&b.policy));
+    observed.truncate(MAX_TARGETS);
+    let baseline = observed
+        .iter()
+        .map(|o| RolloutState {
+            policy: o.policy.clone(),
+            step: o.step.clone(),
+            failed_revision: o.failed_revision.clone(),
+        })
+        .collect();
+    (observed, baseline)
 }
 
 /// Whether gathering is over for `group` (its send time passed, or an attempt was made).

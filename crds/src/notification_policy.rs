@@ -1,5 +1,6 @@
-//! `NotificationPolicy`: who hears about DriftReport status transitions in one namespace, and
-//! the delivery state that makes notifications survive an operator restart.
+//! `NotificationPolicy`: who hears about DriftReport status transitions in one namespace (and,
+//! when asked, about ApplyPolicy rollouts that stopped or rolled back), and the delivery state
+//! that makes notifications survive an operator restart.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -15,11 +16,11 @@ pub const MAX_GROUP_EVENTS: usize = 1000;
 /// Most targets `status.targets` tracks; reports beyond are not notified about.
 pub const MAX_TARGETS: usize = 5000;
 
-/// Notifications about the DriftReports of its namespace.
+/// Notifications about the DriftReports of its namespace and, when asked, ApplyPolicy rollouts.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "driftless.dev",
-    doc = "NotificationPolicy sends DriftReport status transitions of its namespace (InSync, Drifted, Error) to receivers: Slack, Microsoft Teams, PagerDuty, a signed JSON webhook, e-mail over SMTP or Kubernetes Events.",
+    doc = "NotificationPolicy sends DriftReport status transitions of its namespace (InSync, Drifted, Error), and optionally ApplyPolicy rollouts that became Degraded or RolledBack, to receivers: Slack, Microsoft Teams, PagerDuty, a signed JSON webhook, e-mail over SMTP or Kubernetes Events.",
     version = "v1alpha1",
     kind = "NotificationPolicy",
     namespaced,
@@ -41,6 +42,17 @@ pub struct NotificationPolicySpec {
     #[serde(default = "default_events")]
     #[schemars(length(min = 1, max = 3))]
     pub events: Vec<DriftStatus>,
+    /// ApplyPolicy rollout steps that are sent: `Degraded` (a node failed the health gate and
+    /// the rollout stopped) and `RolledBack` (the nodes that took the failing revision were
+    /// given the previous one). Empty (the default): none. ApplyPolicies are cluster-scoped, so
+    /// this reports on every ApplyPolicy that `policySelector` selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub rollout_events: Vec<RolloutEvent>,
+    /// Which ApplyPolicies' rollouts are watched (with `rolloutEvents`), by their labels.
+    /// Unset: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_selector: Option<LabelSelector>,
     /// Where the notifications go (1 to 16 receivers, unique names).
     #[schemars(schema_with = "receivers_schema")]
     pub receivers: Vec<Receiver>,
@@ -87,6 +99,36 @@ fn default_group_wait() -> Duration {
 
 fn default_max_listed() -> u32 {
     50
+}
+
+/// A rollout step of an ApplyPolicy that can be notified (`status.rollout.step`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum RolloutEvent {
+    /// A node failed the health gate; the rollout stopped.
+    Degraded,
+    /// A failed revision was taken back (`autoRollback` or the undo annotation).
+    RolledBack,
+}
+
+impl RolloutEvent {
+    /// The event a `status.rollout.step` is, if any.
+    pub fn of_step(step: &str) -> Option<Self> {
+        match step {
+            "Degraded" => Some(Self::Degraded),
+            "RolledBack" => Some(Self::RolledBack),
+            _ => None,
+        }
+    }
+
+    /// The step name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Degraded => "Degraded",
+            Self::RolledBack => "RolledBack",
+        }
+    }
 }
 
 /// One place notifications go.
@@ -141,6 +183,11 @@ pub struct NotificationPolicyStatus {
     #[serde(default)]
     #[schemars(length(max = 5000))]
     pub targets: Vec<TargetState>,
+    /// The rollout of every selected ApplyPolicy as notifications last accounted for it (with
+    /// `spec.rolloutEvents`; the baseline rollout transitions are detected against).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub rollouts: Vec<RolloutState>,
     /// Number of the last group delivered to every receiver (0: none yet).
     #[serde(default)]
     pub sequence: u64,
@@ -163,6 +210,20 @@ pub struct TargetState {
     pub status: DriftStatus,
 }
 
+/// An ApplyPolicy's rollout as last accounted for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// The ApplyPolicy's name.
+    pub policy: String,
+    /// Its `status.rollout.step`.
+    pub step: String,
+    /// Its `status.rollout.failedRevision`: a new failing revision is a new event even when the
+    /// step stays `Degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+}
+
 /// Transitions gathered into one message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -178,6 +239,10 @@ pub struct PendingGroup {
     /// The transitions, in the order seen.
     #[schemars(length(max = 1000))]
     pub events: Vec<Transition>,
+    /// ApplyPolicy rollouts that became `Degraded` or `RolledBack`, in the order seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub rollouts: Vec<RolloutTransition>,
     /// Transitions beyond the bound, counted only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub omitted: u32,
@@ -229,6 +294,30 @@ pub struct Transition {
     /// redacted there), cut to 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// An ApplyPolicy rollout that became `Degraded` or `RolledBack`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTransition {
+    /// The ApplyPolicy's name.
+    pub policy: String,
+    /// The step before; absent for a policy seen for the first time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The step now.
+    pub to: RolloutEvent,
+    /// The revision that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The node where it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `status.rollout.message`, cut to 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the operator saw it.
+    pub seen_at: Time,
 }
 
 /// The last outcome of one receiver.

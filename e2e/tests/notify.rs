@@ -19,6 +19,9 @@
 //!   AUTH required, from `.ci/tools/smtp.sh`) gets one mail whose Message-ID carries the
 //!   delivery id; a second receiver whose server offers no STARTTLS is refused and retried,
 //!   with the reason in its status.
+//! - `rolled_back_rollout_is_sent_once`: a real agent on a Node kept Ready, an ApplyPolicy
+//!   whose canary health probe fails with `autoRollback`: the webhook of a policy with
+//!   `rolloutEvents` gets the `RolledBack` rollout once, also after an operator restart.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -33,9 +36,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use driftless_e2e::identity::skip;
-use driftless_e2e::procs::{binary, print_logs, start_operator, Process};
+use driftless_e2e::procs::{binary, free_port, print_logs, start_agent, start_operator, Process};
 use driftless_e2e::{
-    apply, apply_status, client_or_skip, in_scope, install_crds, now, repo_root, Scope,
+    apply, apply_status, client_or_skip, in_scope, install_crds, kubelet, now, repo_root, Scope,
 };
 use hmac::{Hmac, Mac as _};
 use k8s_openapi::api::core::v1::Secret;
@@ -884,6 +887,108 @@ async fn email_receiver_gets_one_mail_per_group() -> anyhow::Result<()> {
             "body: {body}"
         );
         Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rolled_back_rollout_is_sent_once() -> anyhow::Result<()> {
+    let Some(client) = client_or_skip("rolled_back_rollout_is_sent_once").await else {
+        return Ok(());
+    };
+    let agent_bin = binary("driftless-agent", "driftless");
+    with_logs(&client, "notify-rollout", |scope, dir| async move {
+        use k8s_openapi::api::core::v1::Node;
+        let nodes: Api<Node> = Api::all(scope.client.clone());
+        let node = scope.name("n1");
+        let result = async {
+            let (rx, base) = serve().await?;
+            secret(&scope, "hook", json!({ "url": format!("{base}/webhook"), "hmacKey": HMAC_KEY }))
+                .await?;
+            let labels = json!({ "role": "app", "notify-e2e": scope.namespace });
+            nodes
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({ "metadata": { "name": node, "labels": {
+                        "role": "app", "driftless.dev/e2e-run": scope.namespace } } }))?,
+                )
+                .await?;
+            let _heartbeat = kubelet::heartbeat(&scope.client, vec![node.clone()], Default::default());
+            policy(
+                &scope,
+                // The node's own DriftReport (in this namespace) is left out: rollouts only.
+                json!({ "groupWait": "2s", "rolloutEvents": ["Degraded", "RolledBack"],
+                        "reportSelector": { "matchLabels": { "notify-e2e": "no-report" } },
+                        "policySelector": { "matchLabels": labels },
+                        "receivers": [{ "name": "hook", "type": "webhook", "secretRef": { "name": "hook" } }] }),
+            )
+            .await?;
+            let mut operator = start(&scope, &dir, "notify-rollout-1")?;
+            let _agent = start_agent(&agent_bin, &scope, &node, &dir, None)?;
+            wait_status(&scope, "the baseline", Duration::from_secs(60), |s| s["sequence"] == 0 && s.is_object())
+                .await?;
+            // An ApplyPolicy outside the selector fails too: not sent.
+            let bad_probe = format!("http://127.0.0.1:{}/healthz", free_port());
+            let api = scope.api("ApplyPolicy")?;
+            let mut names = Vec::new();
+            for (suffix, selected) in [("web", true), ("other", false)] {
+                let name = scope.name(suffix);
+                let mut object = scope.object(
+                    "ApplyPolicy",
+                    &name,
+                    json!({
+                        "nodeSelector": { "matchLabels": { "role": "app", "driftless.dev/e2e-run": scope.namespace } },
+                        "interval": "30s",
+                        "rollout": { "strategy": "Canary", "autoRollback": true,
+                                     "canary": { "nodes": 1, "soak": "1s",
+                                                 "healthCheck": { "httpGet": bad_probe, "timeout": "1s" } } },
+                        "tasks": [{ "name": "conf", "file": { "path": format!("/etc/{suffix}.conf"), "content": "v1\n" } }],
+                    }),
+                )?;
+                if selected {
+                    object["metadata"]["labels"]["role"] = json!("app");
+                    object["metadata"]["labels"]["notify-e2e"] = json!(scope.namespace);
+                }
+                apply(&api, &object).await?;
+                names.push(name);
+            }
+            let status = wait_status(&scope, "the rollout group delivered", Duration::from_secs(120), |s| {
+                s["sequence"] == 1
+            })
+            .await?;
+            ensure!(
+                status["rollouts"].as_array().is_some_and(|r| r.iter().any(|r| r["policy"] == names[0].as_str()
+                    && r["step"] == "RolledBack")),
+                "status.rollouts: {status}"
+            );
+            // Past a restart and a few group waits: still the one message.
+            operator.kill();
+            let _operator = start(&scope, &dir, "notify-rollout-2")?;
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            let hooks = rx.accepted("webhook");
+            ensure!(hooks.len() == 1, "webhook got {} messages: {hooks:?}", hooks.len());
+            let body = &hooks[0].body;
+            let rollouts = body["rollouts"].as_array().context("no rollouts")?;
+            ensure!(rollouts.len() == 1, "rollouts: {body}");
+            ensure!(
+                rollouts[0]["policy"] == names[0].as_str()
+                    && rollouts[0]["to"] == "RolledBack"
+                    && rollouts[0]["node"] == node.as_str()
+                    && rollouts[0]["revision"].is_string(),
+                "rollout: {body}"
+            );
+            ensure!(body["events"] == json!([]), "report events: {body}");
+            ensure!(
+                body["summary"] == format!("Driftless {}: 1 rollout rolled back", scope.namespace),
+                "summary: {body}"
+            );
+            ensure!(rx.problems().is_empty(), "payload problems: {:?}", rx.problems());
+            anyhow::Ok(())
+        }
+        .await;
+        // The scope's cleanup deletes the ApplyPolicies (labelled with the run), not Nodes.
+        let _ = nodes.delete(&node, &Default::default()).await;
+        result
     })
     .await
 }

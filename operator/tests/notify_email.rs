@@ -184,6 +184,7 @@ fn message(events: &[Transition]) -> Message<'_> {
         id: "5d2b7f1e-8c4a-4f0e-9a63-2b1c0d9e8f7a-3",
         sequence: 3,
         events,
+        rollouts: &[],
         omitted: 0,
         max_listed: 50,
         dashboard_url: Some("https://driftless.example.com"),

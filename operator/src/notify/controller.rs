@@ -1,5 +1,6 @@
-//! The notification controller: watches NotificationPolicies and DriftReports, and for each
-//! policy in the operator's scan namespaces runs the step [`detect::plan`] decides.
+//! The notification controller: watches NotificationPolicies, DriftReports and ApplyPolicies
+//! (their rollout step), and for each policy in the operator's scan namespaces runs the step
+//! [`detect::plan`] decides.
 //!
 //! Guarantees:
 //! - Order: transitions are persisted in the policy's `status.pending` (with the baseline that
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use driftless_crds::apply_policy::ApplyPolicy;
 use driftless_crds::drift_report::DriftReport;
 use driftless_crds::notification_policy::{NotificationPolicy, ReceiverType};
 use driftless_crds::time::of_time;
@@ -32,7 +34,7 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::detect::{self, Observed, Outcome, Step};
+use super::detect::{self, Observed, ObservedRollout, Outcome, Step};
 use super::email;
 use super::payload::{self, Message, DELIVERY_HEADER, PAGERDUTY_URL, SIGNATURE_HEADER};
 use crate::leader::IsLeader;
@@ -48,6 +50,7 @@ pub struct NotifyController {
     namespaces: BTreeSet<String>,
     policies: Store<NotificationPolicy>,
     reports: Store<DriftReport>,
+    apply_policies: Store<ApplyPolicy>,
     wake: Arc<Notify>,
     is_leader: IsLeader,
     http: reqwest::Client,
@@ -97,6 +100,29 @@ impl NotifyController {
             );
             store
         };
+        let apply_policies = {
+            let (store, writer) = reflector::store();
+            let api: Api<ApplyPolicy> = Api::all(client.clone());
+            spawn_watch(
+                reflector::reflector(
+                    writer,
+                    watcher(api, watcher::Config::default()).modify(|p: &mut ApplyPolicy| {
+                        // Rollout events read the labels and status.rollout only.
+                        p.metadata.managed_fields = None;
+                        p.metadata.annotations = None;
+                        p.spec.tasks = Vec::new();
+                        p.spec.handlers = Vec::new();
+                        p.spec.vars = Default::default();
+                        if let Some(status) = p.status.as_mut() {
+                            status.conditions = Vec::new();
+                        }
+                    }),
+                )
+                .default_backoff(),
+                wake.clone(),
+            );
+            store
+        };
         let http = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             // A redirect could carry the body (and signature) to another host.
@@ -114,6 +140,7 @@ impl NotifyController {
             namespaces,
             policies,
             reports,
+            apply_policies,
             wake,
             is_leader,
             http,
@@ -130,6 +157,7 @@ impl NotifyController {
     pub async fn run(self: Arc<Self>) {
         let _ = self.policies.wait_until_ready().await;
         let _ = self.reports.wait_until_ready().await;
+        let _ = self.apply_policies.wait_until_ready().await;
         let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
         loop {
             tokio::select! {
@@ -198,10 +226,45 @@ impl NotifyController {
             .collect())
     }
 
+    /// The rollouts of the ApplyPolicies a policy selects, from the cache (none without
+    /// `spec.rolloutEvents`).
+    fn observe_rollouts(
+        &self,
+        policy: &NotificationPolicy,
+    ) -> anyhow::Result<Vec<ObservedRollout>> {
+        if policy.spec.rollout_events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selector: Option<kube::core::Selector> = policy
+            .spec
+            .policy_selector
+            .clone()
+            .map(TryInto::try_into)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("spec.policySelector: {e}"))?;
+        Ok(self
+            .apply_policies
+            .state()
+            .iter()
+            .filter(|p| selector.as_ref().is_none_or(|s| s.matches(p.labels())))
+            .filter_map(|p| {
+                let rollout = p.status.as_ref()?.rollout.as_ref()?;
+                Some(ObservedRollout {
+                    policy: p.name_any(),
+                    step: rollout.step.clone(),
+                    failed_revision: rollout.failed_revision.clone(),
+                    failed_node: rollout.failed_node.clone(),
+                    message: rollout.message.clone(),
+                })
+            })
+            .collect())
+    }
+
     /// One step of one policy: decide on the cached copy; when there is something to do,
     /// decide again on a fresh copy and do it.
     async fn step(&self, cached: &NotificationPolicy) -> anyhow::Result<()> {
         let observed = self.observe(cached)?;
+        let rollouts = self.observe_rollouts(cached)?;
         let decide = |p: &NotificationPolicy| {
             detect::plan(
                 &p.spec,
@@ -209,6 +272,7 @@ impl NotifyController {
                 p.uid().as_deref().unwrap_or_default(),
                 p.meta().generation,
                 &observed,
+                &rollouts,
                 Utc::now(),
             )
         };
@@ -223,7 +287,7 @@ impl NotifyController {
             Step::Write(status) => {
                 if let Some(group) = &status.pending {
                     tracing::info!(namespace = %namespace, policy = %policy.name_any(), delivery = %group.id,
-                        transitions = group.events.len(), "notification group pending");
+                        transitions = group.events.len(), rollouts = group.rollouts.len(), "notification group pending");
                 }
                 self.write(&api, policy, *status).await
             }
@@ -267,6 +331,7 @@ impl NotifyController {
             id: &group.id,
             sequence: group.sequence,
             events: &group.events,
+            rollouts: &group.rollouts,
             omitted: group.omitted,
             max_listed: policy.spec.max_listed as usize,
             dashboard_url: policy.spec.dashboard_url.as_deref(),

@@ -2,15 +2,16 @@
 //! status recorded: pure functions, no I/O.
 //!
 //! Transitions are level-based: a report's current status is compared with the status the
-//! policy's `status.targets` last accounted for, so a restarted operator finds exactly the
-//! transitions it had not yet recorded, and none twice.
+//! policy's `status.targets` last accounted for, and an ApplyPolicy's rollout step with
+//! `status.rollouts`, so a restarted operator finds exactly the transitions it had not yet
+//! recorded, and none twice.
 
 use chrono::{DateTime, Utc};
 use driftless_crds::backoff::Backoff;
 use driftless_crds::drift_report::{DriftStatus, TargetKind};
 use driftless_crds::notification_policy::{
-    NotificationPolicySpec, NotificationPolicyStatus, PendingGroup, ReceiverStatus, TargetState,
-    Transition, MAX_GROUP_EVENTS, MAX_TARGETS,
+    NotificationPolicySpec, NotificationPolicyStatus, PendingGroup, ReceiverStatus, RolloutEvent,
+    RolloutState, RolloutTransition, TargetState, Transition, MAX_GROUP_EVENTS, MAX_TARGETS,
 };
 use driftless_crds::time::{of_time, time};
 
@@ -48,6 +49,22 @@ pub struct Observed {
     pub error: Option<String>,
 }
 
+/// A selected ApplyPolicy's rollout as observed now (policies without `status.rollout` are not
+/// observed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedRollout {
+    /// The ApplyPolicy's name.
+    pub policy: String,
+    /// `status.rollout.step`.
+    pub step: String,
+    /// `status.rollout.failedRevision`.
+    pub failed_revision: Option<String>,
+    /// `status.rollout.failedNode`.
+    pub failed_node: Option<String>,
+    /// `status.rollout.message`.
+    pub message: Option<String>,
+}
+
 /// The next step of one policy.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -62,30 +79,30 @@ pub enum Step {
     Send,
 }
 
-/// Decides the next step. `uid` and `generation` are the policy's.
+/// Decides the next step from the selected reports and (with `spec.rolloutEvents`) the
+/// selected ApplyPolicies' rollouts. `uid` and `generation` are the policy's.
 pub fn plan(
     spec: &NotificationPolicySpec,
     stored: Option<&NotificationPolicyStatus>,
     uid: &str,
     generation: Option<i64>,
     observed: &[Observed],
+    rollouts: &[ObservedRollout],
     now: DateTime<Utc>,
 ) -> Step {
-    let mut observed: Vec<&Observed> = observed.iter().collect();
-    observed.sort_by(|a, b| a.report.cmp(&b.report));
-    observed.truncate(MAX_TARGETS);
-    let baseline: Vec<TargetState> = observed
-        .iter()
-        .map(|o| TargetState {
-            report: o.report.clone(),
-            status: o.status,
-        })
-        .collect();
+    let (observed, baseline) = report_baseline(observed);
+    // Rollouts are tracked only when the policy asks for them.
+    let (rollouts, rollout_baseline) = if spec.rollout_events.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        rollout_baseline(rollouts)
+    };
     let Some(stored) = stored else {
         // First sight: what exists now is the baseline; only later changes are news.
         return Step::Write(Box::new(NotificationPolicyStatus {
             observed_generation: generation,
             targets: baseline,
+            rollouts: rollout_baseline,
             ..NotificationPolicyStatus::default()
         }));
     };
@@ -103,10 +120,12 @@ pub fn plan(
         }
     }
     let news = transitions(spec, &stored.targets, &observed);
+    let rollout_news = rollout_transitions(spec, &stored.rollouts, &rollouts, now);
     let mut next = stored.clone();
     next.targets = baseline;
+    next.rollouts = rollout_baseline;
     next.observed_generation = generation;
-    if !news.is_empty() {
+    if !news.is_empty() || !rollout_news.is_empty() {
         let group = next.pending.get_or_insert_with(|| {
             let sequence = stored.sequence + 1;
             let wait = chrono::Duration::from_std(spec.group_wait.get().min(MAX_GROUP_WAIT))
@@ -117,6 +136,7 @@ pub fn plan(
                 opened_at: time(now),
                 send_at: time(now + wait),
                 events: Vec::new(),
+                rollouts: Vec::new(),
                 omitted: 0,
                 delivered: Vec::new(),
                 attempts: 0,
@@ -124,7 +144,8 @@ pub fn plan(
             }
         });
         merge(group, news);
-        if group.events.is_empty() && group.omitted == 0 {
+        merge_rollouts(group, rollout_news);
+        if group.events.is_empty() && group.rollouts.is_empty() && group.omitted == 0 {
             // A target went back to where it was within the group wait: nothing to say.
             next.pending = None;
         }
@@ -139,6 +160,37 @@ pub fn plan(
         },
         None => Step::Idle { wake: None },
     }
+}
+
+/// The observed reports sorted by name and bounded, and the baseline they make.
+fn report_baseline(observed: &[Observed]) -> (Vec<&Observed>, Vec<TargetState>) {
+    let mut observed: Vec<&Observed> = observed.iter().collect();
+    observed.sort_by(|a, b| a.report.cmp(&b.report));
+    observed.truncate(MAX_TARGETS);
+    let baseline = observed
+        .iter()
+        .map(|o| TargetState {
+            report: o.report.clone(),
+            status: o.status,
+        })
+        .collect();
+    (observed, baseline)
+}
+
+/// The observed rollouts sorted by policy name and bounded, and the baseline they make.
+fn rollout_baseline(observed: &[ObservedRollout]) -> (Vec<&ObservedRollout>, Vec<RolloutState>) {
+    let mut observed: Vec<&ObservedRollout> = observed.iter().collect();
+    observed.sort_by(|a, b| a.policy.cmp(&b.policy));
+    observed.truncate(MAX_TARGETS);
+    let baseline = observed
+        .iter()
+        .map(|o| RolloutState {
+            policy: o.policy.clone(),
+            step: o.step.clone(),
+            failed_revision: o.failed_revision.clone(),
+        })
+        .collect();
+    (observed, baseline)
 }
 
 /// Whether gathering is over for `group` (its send time passed, or an attempt was made).
@@ -177,6 +229,58 @@ pub fn transitions(
         }
     }
     out
+}
+
+/// The rollout transitions of `observed` against `baseline` that `spec` notifies about: a
+/// policy whose step or failed revision changed (or that is new) and whose step is one of
+/// `spec.rolloutEvents`. A second revision failing while the step stays `Degraded` is news.
+pub fn rollout_transitions(
+    spec: &NotificationPolicySpec,
+    baseline: &[RolloutState],
+    observed: &[&ObservedRollout],
+    now: DateTime<Utc>,
+) -> Vec<RolloutTransition> {
+    let mut out = Vec::new();
+    for o in observed {
+        let Some(to) = RolloutEvent::of_step(&o.step) else {
+            continue;
+        };
+        if !spec.rollout_events.contains(&to) {
+            continue;
+        }
+        let from = baseline.iter().find(|r| r.policy == o.policy);
+        let news = from.is_none_or(|f| f.step != o.step || f.failed_revision != o.failed_revision);
+        if news {
+            out.push(RolloutTransition {
+                policy: o.policy.clone(),
+                from: from.map(|f| f.step.clone()),
+                to,
+                revision: o.failed_revision.clone(),
+                node: o.failed_node.clone().filter(|n| !n.is_empty()),
+                message: o
+                    .message
+                    .as_ref()
+                    .map(|m| m.chars().take(MAX_ERROR_CHARS).collect()),
+                seen_at: time(now),
+            });
+        }
+    }
+    out
+}
+
+/// Adds rollout `news` to an open group: a policy already in it keeps its first `from` and
+/// takes the new state.
+fn merge_rollouts(group: &mut PendingGroup, news: Vec<RolloutTransition>) {
+    for mut t in news {
+        if let Some(i) = group.rollouts.iter().position(|e| e.policy == t.policy) {
+            t.from = group.rollouts.remove(i).from;
+        }
+        if group.rollouts.len() < MAX_GROUP_EVENTS {
+            group.rollouts.push(t);
+        } else {
+            group.omitted = group.omitted.saturating_add(1);
+        }
+    }
 }
 
 fn transition(o: &Observed, from: Option<DriftStatus>) -> Transition {

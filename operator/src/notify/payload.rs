@@ -1,8 +1,8 @@
-//! The body each receiver type gets for one group of transitions, and the HMAC-SHA256
-//! signature of the generic webhook: pure functions, no I/O.
+//! The body each receiver type gets for one group of transitions (DriftReports and ApplyPolicy
+//! rollouts), and the HMAC-SHA256 signature of the generic webhook: pure functions, no I/O.
 
 use driftless_crds::drift_report::{DriftStatus, TargetKind};
-use driftless_crds::notification_policy::Transition;
+use driftless_crds::notification_policy::{RolloutEvent, RolloutTransition, Transition};
 use hmac::{Hmac, Mac as _};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -29,6 +29,8 @@ pub struct Message<'a> {
     pub sequence: u64,
     /// The transitions.
     pub events: &'a [Transition],
+    /// ApplyPolicy rollouts that became `Degraded` or `RolledBack`.
+    pub rollouts: &'a [RolloutTransition],
     /// Transitions beyond the group's bound, counted only.
     pub omitted: u32,
     /// Most transitions listed by name in chat messages.
@@ -67,18 +69,31 @@ impl Message<'_> {
                 parts.push(format!("{n} {word}"));
             }
         }
+        for (to, word) in [
+            (RolloutEvent::Degraded, "degraded"),
+            (RolloutEvent::RolledBack, "rolled back"),
+        ] {
+            let n = self.rollouts.iter().filter(|r| r.to == to).count();
+            if n > 0 {
+                let noun = if n == 1 { "rollout" } else { "rollouts" };
+                parts.push(format!("{n} {noun} {word}"));
+            }
+        }
         if self.omitted > 0 {
             parts.push(format!("{} more not listed", self.omitted));
         }
         format!("Driftless {}: {}", self.namespace, parts.join(", "))
     }
 
-    /// The listed transitions and how many are left out of the list.
-    pub(super) fn listed(&self) -> (&[Transition], usize) {
-        let n = self.events.len().min(self.max_listed);
+    /// The listed rollouts and transitions (rollouts first, `max_listed` in all) and how many
+    /// are left out of the list.
+    pub(super) fn listed(&self) -> (&[RolloutTransition], &[Transition], usize) {
+        let r = self.rollouts.len().min(self.max_listed);
+        let n = self.events.len().min(self.max_listed - r);
         (
+            &self.rollouts[..r],
             &self.events[..n],
-            self.events.len() - n + self.omitted as usize,
+            self.rollouts.len() - r + self.events.len() - n + self.omitted as usize,
         )
     }
 }
@@ -116,6 +131,30 @@ pub(super) fn change_text(t: &Transition) -> String {
     text
 }
 
+/// `Progressing → Degraded (revision web-7, node n1)`.
+pub(super) fn rollout_change(r: &RolloutTransition) -> String {
+    let mut text = format!("{} → {}", r.from.as_deref().unwrap_or("new"), r.to.as_str());
+    let mut what = Vec::new();
+    if let Some(revision) = &r.revision {
+        what.push(format!("revision {revision}"));
+    }
+    if let Some(node) = &r.node {
+        what.push(format!("node {node}"));
+    }
+    if !what.is_empty() {
+        text.push_str(&format!(" ({})", what.join(", ")));
+    }
+    text
+}
+
+/// [`rollout_change`] and the rollout's message.
+fn rollout_text(r: &RolloutTransition) -> String {
+    match &r.message {
+        Some(message) => format!("{}: {message}", rollout_change(r)),
+        None => rollout_change(r),
+    }
+}
+
 /// Escapes the three characters Slack's mrkdwn treats as control characters.
 fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -126,22 +165,29 @@ fn slack_escape(text: &str) -> String {
 /// A Slack incoming-webhook body: `text` (the notification fallback) and `section` blocks with
 /// one line per target, each at most 2900 characters.
 pub fn slack(m: &Message<'_>) -> Value {
-    let (listed, rest) = m.listed();
-    let mut lines: Vec<String> = listed
+    let (rollouts, listed, rest) = m.listed();
+    let mut lines: Vec<String> = rollouts
         .iter()
-        .map(|t| {
-            let name = slack_escape(&t.target);
-            let name = match m.link(&t.report) {
-                Some(url) => format!("<{url}|{name}>"),
-                None => format!("*{name}*"),
-            };
+        .map(|r| {
             format!(
-                "• {name} ({}): {}",
-                kind_word(t.kind),
-                slack_escape(&change_text(t))
+                "• ApplyPolicy *{}*: {}",
+                slack_escape(&r.policy),
+                slack_escape(&rollout_text(r))
             )
         })
         .collect();
+    lines.extend(listed.iter().map(|t| {
+        let name = slack_escape(&t.target);
+        let name = match m.link(&t.report) {
+            Some(url) => format!("<{url}|{name}>"),
+            None => format!("*{name}*"),
+        };
+        format!(
+            "• {name} ({}): {}",
+            kind_word(t.kind),
+            slack_escape(&change_text(t))
+        )
+    }));
     if rest > 0 {
         lines.push(format!("… and {rest} more"));
     }
@@ -192,17 +238,18 @@ fn cut(text: &str, max: usize) -> String {
 /// A Microsoft Teams Workflows webhook body: a `message` with one Adaptive Card (1.4) holding
 /// the headline and a FactSet of the listed targets.
 pub fn teams(m: &Message<'_>) -> Value {
-    let (listed, rest) = m.listed();
-    let mut facts: Vec<Value> = listed
+    let (rollouts, listed, rest) = m.listed();
+    let mut facts: Vec<Value> = rollouts
         .iter()
-        .map(|t| {
-            let title = match m.link(&t.report) {
-                Some(url) => format!("[{}]({url})", t.target),
-                None => t.target.clone(),
-            };
-            json!({ "title": title, "value": change_text(t) })
-        })
+        .map(|r| json!({ "title": format!("ApplyPolicy {}", r.policy), "value": rollout_text(r) }))
         .collect();
+    facts.extend(listed.iter().map(|t| {
+        let title = match m.link(&t.report) {
+            Some(url) => format!("[{}]({url})", t.target),
+            None => t.target.clone(),
+        };
+        json!({ "title": title, "value": change_text(t) })
+    }));
     if rest > 0 {
         facts.push(json!({ "title": "…", "value": format!("and {rest} more") }));
     }
@@ -244,6 +291,7 @@ pub fn webhook(m: &Message<'_>) -> Value {
         "policy": { "namespace": m.namespace, "name": m.policy },
         "summary": m.headline(),
         "events": events,
+        "rollouts": m.rollouts,
         "omitted": m.omitted,
     })
 }
@@ -253,9 +301,38 @@ pub fn dedup_key(namespace: &str, report: &str) -> String {
     format!("driftless/{namespace}/{report}")
 }
 
+/// The PagerDuty dedup key of a failed rollout: one incident per ApplyPolicy revision.
+pub fn rollout_dedup_key(policy: &str, revision: Option<&str>) -> String {
+    format!("driftless/applypolicy/{policy}/{}", revision.unwrap_or("-"))
+}
+
 /// PagerDuty Events API v2 events for the group: one per target, `trigger` on `Drifted`
-/// (severity `warning`) and `Error` (severity `error`), `resolve` on `InSync`.
+/// (severity `warning`) and `Error` (severity `error`), `resolve` on `InSync`; then one
+/// `trigger` per rollout (`Degraded`: severity `error`, `RolledBack`: `warning`).
 pub fn pagerduty(m: &Message<'_>, routing_key: &str) -> Vec<Value> {
+    let rollouts = m.rollouts.iter().map(|r| {
+        let severity = match r.to {
+            RolloutEvent::Degraded => "error",
+            RolloutEvent::RolledBack => "warning",
+        };
+        json!({
+            "routing_key": routing_key,
+            "event_action": "trigger",
+            "dedup_key": rollout_dedup_key(&r.policy, r.revision.as_deref()),
+            "payload": {
+                "summary": cut(&format!("ApplyPolicy {} rollout: {}", r.policy, rollout_text(r)), 1024),
+                "source": r.policy,
+                "severity": severity,
+                "component": format!("applypolicy/{}", r.policy),
+                "group": m.namespace,
+                "class": r.to.as_str(),
+                "custom_details": {
+                    "revision": r.revision, "node": r.node, "message": r.message,
+                    "policy": m.policy, "delivery": m.id,
+                },
+            },
+        })
+    });
     m.events
         .iter()
         .map(|t| {
@@ -291,6 +368,7 @@ pub fn pagerduty(m: &Message<'_>, routing_key: &str) -> Vec<Value> {
             }
             event
         })
+        .chain(rollouts)
         .collect()
 }
 
@@ -307,8 +385,11 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
 
 /// The Kubernetes Event note for the group (Events keep at most 1 KiB of note).
 pub fn event_note(m: &Message<'_>) -> String {
-    let (listed, rest) = m.listed();
+    let (rollouts, listed, rest) = m.listed();
     let mut note = m.headline();
+    for r in rollouts {
+        note.push_str(&format!("; ApplyPolicy {}: {}", r.policy, rollout_text(r)));
+    }
     for t in listed {
         note.push_str(&format!("; {}: {}", t.target, change_text(t)));
     }

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::notify::payload::{change_text, kind_word, Message};
+use crate::notify::payload::{change_text, kind_word, rollout_change, Message};
 
 /// Longest header line (RFC 5322 §2.1.1 "SHOULD"), without CRLF; only a single word longer
 /// than this (an address with a very long domain) is written on a longer line.
@@ -129,11 +129,21 @@ pub fn message_id(delivery: &str, envelope: &Envelope<'_>) -> String {
 }
 
 /// The plain text of the group (lines end with `\n`): the headline, one line per listed
-/// target with its dashboard link below it, how many are not listed, and the policy and
-/// delivery id.
+/// rollout with its message below it, one line per listed target with its dashboard link
+/// below it, how many are not listed, and the policy and delivery id.
 pub fn body(m: &Message<'_>) -> String {
-    let (listed, rest) = m.listed();
+    let (rollouts, listed, rest) = m.listed();
     let mut text = format!("{}\n\n", m.headline());
+    for r in rollouts {
+        text.push_str(&format!(
+            "- ApplyPolicy {}: {}\n",
+            r.policy,
+            rollout_change(r)
+        ));
+        if let Some(message) = &r.message {
+            text.push_str(&format!("    {message}\n"));
+        }
+    }
     for t in listed {
         let change = change_text(t).replace("\r\n", "\n").replace('\r', "\n");
         let mut lines = change.split('\n');

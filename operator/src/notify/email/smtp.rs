@@ -162,7 +162,115 @@ struct Session<'a> {
     redactor: Redactor,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// Connects (and with implicit TLS, completes the handshake); also returns our address.
+    async fn open(
+        server: &'a Server,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+    ) -> Result<(Session<'a>, std::net::SocketAddr), String> {
+        let at = format!("SMTP server {}:{}", server.host, server.port);
+        let tcp = TcpStream::connect((server.host.as_str(), server.port))
+            .await
+            .map_err(|e| format!("{at}: cannot connect: {e}"))?;
+        let local = tcp.local_addr().map_err(|e| format!("{at}: {e}"))?;
+        let io: Box<dyn Io> = match server.tls {
+            Tls::StartTls => Box::new(tcp),
+            Tls::Implicit => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("{at}: TLS handshake failed: {e}"))?,
+            ),
+        };
+        let redactor = Redactor::new(server.credentials.iter().flat_map(|c| {
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            let (user, password) = (c.username.as_str(), c.password.expose());
+            [
+                c.password.clone(),
+                SecretString::new(b64(password)),
+                SecretString::new(b64(&format!("\0{user}\0{password}"))),
+            ]
+        }));
+        let session = Session {
+            io: BufReader::new(io),
+            server,
+            redactor,
+        };
+        Ok((session, local))
+    }
+
+    /// Upgrades the connection with STARTTLS (refused when `ext` does not offer it) and says
+    /// EHLO again; returns what the server offers over TLS.
+    async fn starttls(
+        mut self,
+        ext: &Extensions,
+        connector: &TlsConnector,
+        name: ServerName<'static>,
+        helo: &str,
+    ) -> Result<(Session<'a>, Extensions), String> {
+        let at = self.at();
+        if !ext.starttls {
+            let _ = self.command("QUIT", "QUIT", &[221]).await;
+            return Err(format!(
+                "{at} does not offer STARTTLS; not sending in clear text (set tls: tls for a server that takes TLS from the start)"
+            ));
+        }
+        self.command("STARTTLS", "STARTTLS", &[220]).await?;
+        if !self.io.buffer().is_empty() {
+            return Err(format!(
+                "{at} sent data ahead of the TLS handshake; refusing it"
+            ));
+        }
+        let plain = self.io.into_inner();
+        let tls = connector
+            .connect(name, plain)
+            .await
+            .map_err(|e| format!("{at}: TLS handshake failed: {e}"))?;
+        self.io = BufReader::new(Box::new(tls));
+        let ext = self.ehlo(helo).await?;
+        Ok((self, ext))
+    }
+
+    /// `MAIL FROM`, one `RCPT TO` per recipient, `DATA` and the dot-stuffed message.
+    async fn transaction(
+        &mut self,
+        from: &str,
+        to: &[String],
+        message: &[u8],
+    ) -> Result<(), String> {
+        let at = self.at();
+        self.command(&format!("MAIL FROM:<{from}>"), "MAIL FROM", &[250])
+            .await?;
+        for rcpt in to {
+            self.command(
+                &format!("RCPT TO:<{rcpt}>"),
+                &format!("RCPT TO <{rcpt}>"),
+                &[250, 251],
+            )
+            .await?;
+        }
+        self.command("DATA", "DATA", &[354]).await?;
+        let data = dot_stuff(message);
+        let writer = self.io.get_mut();
+        writer
+            .write_all(&data)
+            .await
+            .map_err(|e| format!("{at}: write failed: {e}"))?;
+        writer
+            .flush()
+            .await
+            .map_err(|e| format!("{at}: write failed: {e}"))?;
+        let accepted = self.reply().await?;
+        if accepted.code != 250 {
+            return Err(format!(
+                "{at}: the message was answered {}",
+                self.describe(&accepted)
+            ));
+        }
+        Ok(())
+    }
+
     fn at(&self) -> String {
         format!("SMTP server {}:{}", self.server.host, self.server.port)
     }
@@ -338,92 +446,21 @@ pub async fn send(
 }
 
 async fn session(server: &Server, from: &str, to: &[String], message: &[u8]) -> Result<(), String> {
-    let at = format!("SMTP server {}:{}", server.host, server.port);
     let (connector, name) = tls_connector(server)?;
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
-        .await
-        .map_err(|e| format!("{at}: cannot connect: {e}"))?;
-    let local = tcp.local_addr().map_err(|e| format!("{at}: {e}"))?;
-    let io: Box<dyn Io> = match server.tls {
-        Tls::StartTls => Box::new(tcp),
-        Tls::Implicit => Box::new(
-            connector
-                .connect(name.clone(), tcp)
-                .await
-                .map_err(|e| format!("{at}: TLS handshake failed: {e}"))?,
-        ),
-    };
-    let redactor = Redactor::new(server.credentials.iter().flat_map(|c| {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let (user, password) = (c.username.as_str(), c.password.expose());
-        [
-            c.password.clone(),
-            SecretString::new(b64(password)),
-            SecretString::new(b64(&format!("\0{user}\0{password}"))),
-        ]
-    }));
-    let mut s = Session {
-        io: BufReader::new(io),
-        server,
-        redactor,
-    };
+    let (mut s, local) = Session::open(server, &connector, &name).await?;
     let greeting = s.reply().await?;
     if greeting.code != 220 {
-        return Err(format!("{at}: greeting {}", s.describe(&greeting)));
+        return Err(format!("{}: greeting {}", s.at(), s.describe(&greeting)));
     }
     let helo = ehlo_name(local);
     let mut ext = s.ehlo(&helo).await?;
     if server.tls == Tls::StartTls {
-        if !ext.starttls {
-            let _ = s.command("QUIT", "QUIT", &[221]).await;
-            return Err(format!(
-                "{at} does not offer STARTTLS; not sending in clear text (set tls: tls for a server that takes TLS from the start)"
-            ));
-        }
-        s.command("STARTTLS", "STARTTLS", &[220]).await?;
-        if !s.io.buffer().is_empty() {
-            return Err(format!(
-                "{at} sent data ahead of the TLS handshake; refusing it"
-            ));
-        }
-        let plain = s.io.into_inner();
-        let tls = connector
-            .connect(name, plain)
-            .await
-            .map_err(|e| format!("{at}: TLS handshake failed: {e}"))?;
-        s.io = BufReader::new(Box::new(tls));
-        ext = s.ehlo(&helo).await?;
+        (s, ext) = s.starttls(&ext, &connector, name, &helo).await?;
     }
     if let Some(credentials) = &server.credentials {
         s.authenticate(&ext, credentials).await?;
     }
-    s.command(&format!("MAIL FROM:<{from}>"), "MAIL FROM", &[250])
-        .await?;
-    for rcpt in to {
-        s.command(
-            &format!("RCPT TO:<{rcpt}>"),
-            &format!("RCPT TO <{rcpt}>"),
-            &[250, 251],
-        )
-        .await?;
-    }
-    s.command("DATA", "DATA", &[354]).await?;
-    let data = dot_stuff(message);
-    s.io.get_mut()
-        .write_all(&data)
-        .await
-        .map_err(|e| format!("{at}: write failed: {e}"))?;
-    s.io.get_mut()
-        .flush()
-        .await
-        .map_err(|e| format!("{at}: write failed: {e}"))?;
-    let accepted = s.reply().await?;
-    if accepted.code != 250 {
-        return Err(format!(
-            "{at}: the message was answered {}",
-            s.describe(&accepted)
-        ));
-    }
+    s.transaction(from, to, message).await?;
     // Accepted: a failing QUIT changes nothing.
     let _ = s.command("QUIT", "QUIT", &[221]).await;
     Ok(())

@@ -44,6 +44,7 @@ fn message<'a>(events: &'a [Transition], dashboard: Option<&'a str>) -> Message<
         id: "3f0c2a9e-0b7d-4a57-9d0e-4b1f2c3d4e5f-7",
         sequence: 7,
         events,
+        rollouts: &[],
         omitted: 0,
         max_listed: 50,
         dashboard_url: dashboard,
@@ -476,4 +477,35 @@ fn reply_lines_and_extensions_parse() {
         lines: vec!["STARTTLS".into()],
     };
     assert!(!Extensions::parse(&only).starttls);
+}
+
+#[test]
+fn body_lists_rollouts_first_with_their_message() {
+    use driftless_crds::notification_policy::{RolloutEvent, RolloutTransition};
+    let e = events();
+    let r = [RolloutTransition {
+        policy: "web".into(),
+        from: None,
+        to: RolloutEvent::RolledBack,
+        revision: Some("web-7".into()),
+        node: None,
+        message: Some("revision web-7 failed on node n1: unit failed; the nodes that took it were assigned web-6 again".into()),
+        seen_at: time(date()),
+    }];
+    let mut m = message(&e, None);
+    m.rollouts = &r;
+    m.max_listed = 2;
+    let text = body(&m);
+    assert!(
+        text.starts_with(
+            "Driftless team-a: 1 drifted, 1 back in sync, 1 failed, 1 rollout rolled back\n\n\
+             - ApplyPolicy web: new → RolledBack (revision web-7)\n    \
+             revision web-7 failed on node n1: unit failed; the nodes that took it were assigned web-6 again\n\
+             - infra/net (stack): InSync → Drifted (+1 ~2 -0)\n\
+             … and 2 more\n"
+        ),
+        "{text}"
+    );
+    // The long message line is soft-broken on the wire and decodes back.
+    assert_eq!(qp_decode(&quoted_printable(&text)), text);
 }

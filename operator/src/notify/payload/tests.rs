@@ -1,5 +1,5 @@
 use driftless_crds::drift_report::{DriftStatus, TargetKind};
-use driftless_crds::notification_policy::Transition;
+use driftless_crds::notification_policy::{RolloutEvent, RolloutTransition, Transition};
 use driftless_crds::time::time;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -29,6 +29,7 @@ fn message<'a>(events: &'a [Transition], dashboard: Option<&'a str>) -> Message<
         id: "uid-7",
         sequence: 7,
         events,
+        rollouts: &[],
         omitted: 0,
         max_listed: 2,
         dashboard_url: dashboard,
@@ -202,4 +203,78 @@ fn event_note_is_bounded() {
     assert!(
         note.starts_with("Driftless team-a: 100 drifted; infra/s0: InSync → Drifted (+1 ~2 -3)")
     );
+}
+
+fn rollout(policy: &str, to: RolloutEvent) -> RolloutTransition {
+    RolloutTransition {
+        policy: policy.into(),
+        from: Some("Canary".into()),
+        to,
+        revision: Some(format!("{policy}-7")),
+        node: Some("node-1".into()),
+        message: Some("revision web-7 failed the health gate on node node-1: <unit failed>".into()),
+        seen_at: time(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+    }
+}
+
+#[test]
+fn rollouts_are_in_every_payload() {
+    let e = events();
+    let r = [
+        rollout("web", RolloutEvent::Degraded),
+        rollout("api", RolloutEvent::RolledBack),
+    ];
+    let mut m = message(&e, None);
+    m.rollouts = &r;
+    m.max_listed = 3;
+    assert_eq!(
+        m.headline(),
+        "Driftless team-a: 1 drifted, 1 back in sync, 1 failed, 1 rollout degraded, 1 rollout rolled back"
+    );
+    let web = "Canary → Degraded (revision web-7, node node-1): revision web-7 failed the health gate on node node-1: <unit failed>";
+    // Slack: rollouts listed first, escaped; 3 listed in all, 2 more counted.
+    let text = slack(&m)["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "• ApplyPolicy *web*: Canary → Degraded (revision web-7, node node-1): revision web-7 failed the health gate on node node-1: &lt;unit failed&gt;"
+    );
+    assert!(lines[1].starts_with("• ApplyPolicy *api*: Canary → RolledBack"));
+    assert!(lines[2].contains("infra/net"));
+    assert_eq!(lines[3], "… and 2 more");
+    let facts = teams(&m)["attachments"][0]["content"]["body"][1]["facts"].clone();
+    assert_eq!(
+        facts[0],
+        json!({ "title": "ApplyPolicy web", "value": web })
+    );
+    let hook = webhook(&m);
+    assert_eq!(hook["rollouts"][1]["policy"], "api");
+    assert_eq!(hook["rollouts"][1]["to"], "RolledBack");
+    assert_eq!(hook["rollouts"][0]["revision"], "web-7");
+    assert_eq!(
+        hook["events"].as_array().unwrap().len(),
+        3,
+        "the webhook lists all"
+    );
+    let pd = pagerduty(&m, "key");
+    assert_eq!(pd.len(), 5);
+    assert_eq!(pd[3]["event_action"], "trigger");
+    assert_eq!(pd[3]["dedup_key"], "driftless/applypolicy/web/web-7");
+    assert_eq!(pd[3]["payload"]["severity"], "error");
+    assert_eq!(pd[3]["payload"]["class"], "Degraded");
+    assert_eq!(pd[4]["payload"]["severity"], "warning");
+    assert_eq!(
+        pd[4]["payload"]["summary"],
+        format!("ApplyPolicy api rollout: Canary → RolledBack (revision api-7, node node-1): revision web-7 failed the health gate on node node-1: <unit failed>")
+    );
+    let note = event_note(&m);
+    assert!(
+        note.contains(&format!("; ApplyPolicy web: {web}")),
+        "{note}"
+    );
+    // Without rollouts the webhook still has the (empty) list.
+    assert_eq!(webhook(&message(&e, None))["rollouts"], json!([]));
 }

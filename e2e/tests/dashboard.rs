@@ -81,6 +81,8 @@ async fn fill(scope: &Scope, nodes: &[String], policy: &str) -> anyhow::Result<(
             "infra",
             json!({ "source": { "git": { "url": "https://git.example.com/infra.git", "ref": "main",
                                          "stacks": ["net", "dns", "db"] } },
+                    "artifacts": { "s3": { "bucket": "plans", "pathStyle": true,
+                                           "endpoint": "https://minio.example.com" } },
                     "suspend": true }),
         )?,
     )
@@ -276,6 +278,8 @@ async fn every_page_renders_the_cluster_and_updates_live() -> anyhow::Result<()>
             );
             ensure!(text(&b, "#status").await? == "Drifted", "status badge");
             ensure!(text(&b, "#history").await?.contains("InSync"), "history");
+            let link = b.eval("var a = document.querySelector('a.artifact'); return a ? a.href : '';").await?;
+            ensure!(link == json!("https://minio.example.com/plans/infra/net/plan.json"), "artifact link: {link}");
 
             visit(&b, &base, "/nodes", "05-nodes").await?;
             let first = b

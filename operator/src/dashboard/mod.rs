@@ -328,13 +328,14 @@ async fn scan(
     State(d): State<Arc<Dashboard>>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
+    Query(f): Query<Filter>,
 ) -> Response {
     serve(&d, &headers, |s| {
         let scan = d.sources.scans.get(&ObjectRef::new(&name).within(&ns))?;
-        let stacks = view::scan_stacks(s, &ns, &name);
+        let stacks = view::scan_stacks(s, &ns, &name, &f);
         Some((
             format!("DriftScan {ns}/{name}"),
-            render::scan_page(&scan, &stacks, s.now),
+            render::scan_page(&scan, &stacks, &f, s.now),
         ))
     })
 }
@@ -348,7 +349,7 @@ async fn report(
         let report = d.sources.reports.get(&ObjectRef::new(&name).within(&ns))?;
         Some((
             report.spec.target.name.clone(),
-            render::report_page(&report, s.now),
+            render::report_page(&report, |l| view::artifact_link(s, &report, l), s.now),
         ))
     })
 }

@@ -479,7 +479,8 @@ fn unit_word(phase: UnitPhase) -> String {
 /// One DriftScan: its runs and its stacks.
 pub fn scan_page(
     scan: &DriftScan,
-    stacks: &[std::sync::Arc<DriftReport>],
+    stacks: &Page<std::sync::Arc<DriftReport>>,
+    f: &Filter,
     now: DateTime<Utc>,
 ) -> String {
     let mut out = String::new();
@@ -540,7 +541,23 @@ pub fn scan_page(
         }
     }
     out.push_str("<h2>Stacks</h2>");
-    reports_table(&mut out, stacks, now);
+    filter_form(
+        &mut out,
+        f,
+        false,
+        &["InSync", "Drifted", "Error", "Pending"],
+    );
+    reports_table(&mut out, &stacks.rows, now);
+    pager(
+        &mut out,
+        &format!(
+            "/namespaces/{}/driftscans/{}",
+            view::encode(&scan.namespace().unwrap_or_default()),
+            view::encode(&scan.name_any())
+        ),
+        f,
+        stacks,
+    );
     if !status.history.is_empty() {
         out.push_str("<h2>Runs</h2><ol class=\"timeline\">");
         for run in &status.history {
@@ -628,7 +645,11 @@ fn items_table(out: &mut String, items: &[DriftItem], truncated: u32) {
 }
 
 /// One DriftReport: the target, what drifted attribute by attribute, the history.
-pub fn report_page(report: &DriftReport, now: DateTime<Utc>) -> String {
+pub fn report_page(
+    report: &DriftReport,
+    artifact_link: impl Fn(&str) -> Option<String>,
+    now: DateTime<Utc>,
+) -> String {
     let mut out = String::new();
     let status = report.status.clone().unwrap_or_default();
     let word = report_status(report);
@@ -680,13 +701,25 @@ pub fn report_page(report: &DriftReport, now: DateTime<Utc>) -> String {
         out.push_str("</dd>");
     }
     if let Some(artifact) = &status.artifact {
-        w!(
-            out,
-            "<dt>Plan artifact</dt><dd><code class=\"artifact\">{}</code>",
-            Esc(&artifact.plan_json)
-        );
-        if let Some(text) = &artifact.plan_text {
-            w!(out, "<br><code class=\"artifact\">{}</code>", Esc(text));
+        out.push_str("<dt>Plan artifact</dt><dd>");
+        let locations = std::iter::once(&artifact.plan_json).chain(&artifact.plan_text);
+        for (i, location) in locations.enumerate() {
+            if i > 0 {
+                out.push_str("<br>");
+            }
+            match artifact_link(location) {
+                Some(href) => {
+                    w!(
+                        out,
+                        "<a class=\"artifact\" href=\"{}\" rel=\"noopener noreferrer\"><code>{}</code></a>",
+                        Esc(&href),
+                        Esc(location)
+                    );
+                }
+                None => {
+                    w!(out, "<code class=\"artifact\">{}</code>", Esc(location));
+                }
+            }
         }
         out.push_str("</dd>");
     }

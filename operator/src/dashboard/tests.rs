@@ -124,7 +124,10 @@ fn filled() -> Fixture {
             "metadata": { "name": "infra", "namespace": "team-a", "uid": "s1", "resourceVersion": "3" },
             "spec": { "source": { "git": { "url": "https://git.example.com/infra.git", "ref": "main",
                                            "stacks": ["net"] } },
-                      "schedule": "0 * * * *" },
+                      "schedule": "0 * * * *",
+                      "artifacts": { "s3": { "bucket": "plans", "prefix": "team-a",
+                                             "endpoint": "https://minio.example.com:9000",
+                                             "pathStyle": true } } },
             "status": {
                 "lastRun": { "id": "infra-12", "trigger": "Schedule", "phase": "Running",
                              "startedAt": "2026-12-04T11:00:00Z", "total": 3, "queued": 1,
@@ -223,7 +226,8 @@ async fn report_page_shows_attributes_escaped_and_history() {
     );
     assert!(!body.contains("<script>alert"), "{body}");
     assert!(body.contains("<code>&lt;redacted&gt;</code>"), "{body}");
-    assert!(body.contains("s3://plans/team-a/infra/net.json"), "{body}");
+    // The artifact links to the object on the scan's endpoint.
+    assert!(body.contains("<a class=\"artifact\" href=\"https://minio.example.com:9000/plans/team-a/infra/net.json\" rel=\"noopener noreferrer\"><code>s3://plans/team-a/infra/net.json</code></a>"), "{body}");
     assert!(
         body.contains("<pre class=\"plan\" id=\"plan\">  ~ tags = { &quot;env&quot; = &quot;staging&quot; -&gt; &quot;prod&quot; }\n</pre>"),
         "{body}"
@@ -444,4 +448,77 @@ fn escaping_covers_markup_and_quotes() {
         ..Default::default()
     };
     assert_eq!(f.query(), "status=Drifted&q=a%20b%26c%3Dd");
+}
+
+#[test]
+fn artifact_links_follow_the_scans_s3_target() {
+    let report: DriftReport = serde_json::from_value(stack_report("net", "Drifted", None)).unwrap();
+    let snapshot = |s3: serde_json::Value| {
+        let scan: DriftScan = serde_json::from_value(json!({
+            "apiVersion": "driftless.dev/v1alpha1", "kind": "DriftScan",
+            "metadata": { "name": "infra", "namespace": "team-a" },
+            "spec": { "source": { "git": { "url": "https://git.example.com/infra.git" } },
+                      "artifacts": { "s3": s3 } }
+        }))
+        .unwrap();
+        view::Snapshot {
+            scans: vec![Arc::new(scan)],
+            ..Default::default()
+        }
+    };
+    let link = |s3: serde_json::Value, location: &str| {
+        view::artifact_link(&snapshot(s3), &report, location)
+    };
+    let key = "s3://plans/team-a/infra/net/run 1/plan.json";
+    // AWS S3: the console page of the object, in the scan's region.
+    assert_eq!(
+        link(json!({ "bucket": "plans", "region": "eu-west-1" }), key).as_deref(),
+        Some("https://console.aws.amazon.com/s3/object/plans?region=eu-west-1&prefix=team-a%2Finfra%2Fnet%2Frun%201%2Fplan.json")
+    );
+    // An S3-compatible endpoint: path-style or virtual-hosted, as the scan uploads.
+    assert_eq!(
+        link(
+            json!({ "bucket": "plans", "endpoint": "http://minio:9000/", "pathStyle": true }),
+            key
+        )
+        .as_deref(),
+        Some("http://minio:9000/plans/team-a/infra/net/run%201/plan.json")
+    );
+    assert_eq!(
+        link(
+            json!({ "bucket": "plans", "endpoint": "https://s3.example.com" }),
+            key
+        )
+        .as_deref(),
+        Some("https://plans.s3.example.com/team-a/infra/net/run%201/plan.json")
+    );
+    // No link: another bucket, a volume claim, an endpoint that is not http(s) or has a path.
+    assert_eq!(link(json!({ "bucket": "other" }), key), None);
+    assert_eq!(link(json!({ "bucket": "plan" }), key), None);
+    assert_eq!(
+        link(
+            json!({ "bucket": "plans" }),
+            "pvc://claim/infra/net/1/plan.json"
+        ),
+        None
+    );
+    for endpoint in [
+        "javascript:alert(1)//",
+        "https://a.example.com/x",
+        "https://u@evil.example.com",
+    ] {
+        assert_eq!(
+            link(
+                json!({ "bucket": "plans", "endpoint": endpoint, "pathStyle": true }),
+                key
+            ),
+            None,
+            "{endpoint}"
+        );
+    }
+    // The report of another scan, or of none, gets no link.
+    assert_eq!(
+        view::artifact_link(&view::Snapshot::default(), &report, key),
+        None
+    );
 }

@@ -80,7 +80,15 @@ impl Filter {
             return true;
         }
         let q = self.q.to_lowercase();
-        texts.iter().any(|t| t.to_lowercase().contains(&q))
+        texts.iter().any(|t| {
+            if t.is_ascii() && q.is_ascii() {
+                t.as_bytes()
+                    .windows(q.len())
+                    .any(|w| w.eq_ignore_ascii_case(q.as_bytes()))
+            } else {
+                t.to_lowercase().contains(&q)
+            }
+        })
     }
 
     fn status_matches(&self, status: &str) -> bool {
@@ -287,22 +295,37 @@ pub fn reports(s: &Snapshot, f: &Filter) -> Page<Arc<DriftReport>> {
         k if k.eq_ignore_ascii_case("Node") => Some(TargetKind::Node),
         _ => None,
     };
+    // Filter and order on borrowed keys: no string is copied per report or per comparison,
+    // and only the rows of the page asked for are cloned.
     let mut rows: Vec<_> = s
         .reports
         .iter()
         .filter(|r| kind.is_none_or(|k| r.spec.target.kind == k))
-        .filter(|r| f.namespace_matches(&r.namespace().unwrap_or_default()))
+        .filter(|r| f.namespace_matches(r.metadata.namespace.as_deref().unwrap_or_default()))
         .filter(|r| f.status_matches(report_status(r)))
-        .filter(|r| f.text_matches(&[&r.name_any(), &r.spec.target.name]))
-        .cloned()
+        .filter(|r| {
+            f.text_matches(&[
+                r.metadata.name.as_deref().unwrap_or_default(),
+                &r.spec.target.name,
+            ])
+        })
+        .map(|r| {
+            let key = (
+                rank(report_status(r)),
+                r.metadata.namespace.as_deref(),
+                r.spec.target.name.as_str(),
+            );
+            (key, r)
+        })
         .collect();
-    rows.sort_by(|a, b| {
-        rank(report_status(a))
-            .cmp(&rank(report_status(b)))
-            .then_with(|| a.namespace().cmp(&b.namespace()))
-            .then_with(|| a.spec.target.name.cmp(&b.spec.target.name))
-    });
-    paginate(rows, f.page)
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let page = paginate(rows, f.page);
+    Page {
+        rows: page.rows.into_iter().map(|(_, r)| r.clone()).collect(),
+        matched: page.matched,
+        page: page.page,
+        pages: page.pages,
+    }
 }
 
 /// Order of statuses in lists: what needs attention first.
@@ -353,22 +376,88 @@ pub fn scan_status(scan: &DriftScan) -> &'static str {
     }
 }
 
-/// The stack reports of one DriftScan, sorted like [`reports`].
-pub fn scan_stacks(s: &Snapshot, namespace: &str, scan: &str) -> Vec<Arc<DriftReport>> {
+/// The stack reports of one DriftScan matching a filter (status, text, page), what needs
+/// attention first, then by stack.
+pub fn scan_stacks(
+    s: &Snapshot,
+    namespace: &str,
+    scan: &str,
+    f: &Filter,
+) -> Page<Arc<DriftReport>> {
     let mut rows: Vec<_> = s
         .reports
         .iter()
         .filter(|r| r.spec.target.kind == TargetKind::Stack)
         .filter(|r| r.spec.target.scan.as_deref() == Some(scan))
-        .filter(|r| r.namespace().as_deref() == Some(namespace))
-        .cloned()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|r| f.status_matches(report_status(r)))
+        .filter(|r| {
+            f.text_matches(&[
+                r.spec.target.stack.as_deref().unwrap_or_default(),
+                &r.spec.target.name,
+            ])
+        })
+        .map(|r| ((rank(report_status(r)), r.spec.target.stack.as_deref()), r))
         .collect();
-    rows.sort_by(|a, b| {
-        rank(report_status(a))
-            .cmp(&rank(report_status(b)))
-            .then_with(|| a.spec.target.stack.cmp(&b.spec.target.stack))
-    });
-    rows
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let page = paginate(rows, f.page);
+    Page {
+        rows: page.rows.into_iter().map(|(_, r)| r.clone()).collect(),
+        matched: page.matched,
+        page: page.page,
+        pages: page.pages,
+    }
+}
+
+/// A browser link for an artifact location a report names (`s3://bucket/key`), from the S3
+/// target of the report's DriftScan: the object's URL on its endpoint (path-style or
+/// virtual-hosted, as the scan uploads), or the AWS console page of the object when the scan
+/// uses AWS S3. The browser fetches it with the viewer's own access; the operator never reads
+/// the artifact store. `None` for `pvc://` locations, a location outside the scan's bucket, or
+/// an endpoint that is not `http(s)://`.
+pub fn artifact_link(s: &Snapshot, report: &DriftReport, location: &str) -> Option<String> {
+    let scan = report.spec.target.scan.as_deref()?;
+    let namespace = report.metadata.namespace.as_deref()?;
+    let scan = s.scans.iter().find(|d| {
+        d.metadata.name.as_deref() == Some(scan)
+            && d.metadata.namespace.as_deref() == Some(namespace)
+    })?;
+    let target = scan.spec.artifacts.as_ref()?.s3.as_ref()?;
+    let key = location
+        .strip_prefix("s3://")?
+        .strip_prefix(target.bucket.as_str())?
+        .strip_prefix('/')?;
+    if key.is_empty() {
+        return None;
+    }
+    let path: Vec<String> = key.split('/').map(encode).collect();
+    let path = path.join("/");
+    let bucket = encode(&target.bucket);
+    match target.endpoint.as_deref() {
+        None => {
+            let region = target.region.as_deref().unwrap_or("us-east-1");
+            Some(format!(
+                "https://console.aws.amazon.com/s3/object/{bucket}?region={}&prefix={}",
+                encode(region),
+                encode(key)
+            ))
+        }
+        Some(endpoint) => {
+            let endpoint = endpoint.trim_end_matches('/');
+            let (scheme, host) = endpoint
+                .strip_prefix("https://")
+                .map(|h| ("https", h))
+                .or_else(|| endpoint.strip_prefix("http://").map(|h| ("http", h)))?;
+            if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+                return None;
+            }
+            Some(if target.path_style {
+                format!("{scheme}://{host}/{bucket}/{path}")
+            } else {
+                format!("{scheme}://{bucket}.{host}/{path}")
+            })
+        }
+    }
 }
 
 /// A node and what its report says.

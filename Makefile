@@ -84,6 +84,12 @@ bench-cluster:
 	cargo build --release -p driftless-agent -p driftless-operator -p driftless-e2e --bin driftless --bin driftless-operator --bin bench_cluster
 	target/release/bench_cluster
 
+## Dashboard with KUBECONFIG: latency and CPU per page of the real operator over 5,000 Nodes and 10,000 DriftReports
+## (BENCH_NODES, BENCH_STACKS), and its RSS with and without the dashboard.
+bench-dashboard:
+	cargo build --release -p driftless-operator -p driftless-e2e --bin driftless-operator --bin bench_dashboard
+	target/release/bench_dashboard
+
 ## Webhook under attack with KUBECONFIG: 1,000 forged requests/s (BENCH_FORGED_PER_SECOND) for 30 s (BENCH_SECONDS)
 ## beside valid triggers; refused counts, valid-trigger p99 against a quiet baseline, API server GETs meanwhile.
 bench-webhook:

@@ -484,11 +484,15 @@ impl NodeRow {
 }
 
 fn node_ready(node: &Node) -> Option<String> {
+    node_ready_str(node).map(str::to_owned)
+}
+
+fn node_ready_str(node: &Node) -> Option<&str> {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone())
+        .map(|c| c.status.as_str())
 }
 
 /// The node reports by node name.
@@ -530,25 +534,39 @@ fn node_row(name: &str, node: Option<&Node>, report: Option<&Arc<DriftReport>>) 
     }
 }
 
-/// Nodes (Node objects, and node reports whose Node is gone) matching a filter.
+/// Nodes (Node objects, and node reports whose Node is gone) matching a filter. Filtered and
+/// ordered on borrowed keys; rows are built for the page asked for only.
 pub fn nodes(s: &Snapshot, f: &Filter) -> Page<NodeRow> {
     let mut by_node = node_reports(s);
-    let mut rows = Vec::with_capacity(s.nodes.len());
+    let mut keys: Vec<(u8, &str, Option<&Node>, Option<&Arc<DriftReport>>)> =
+        Vec::with_capacity(s.nodes.len() + by_node.len());
     for node in &s.nodes {
-        let name = node.name_any();
-        let report = by_node.remove(name.as_str());
-        rows.push(node_row(&name, Some(node), report));
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let report = by_node.remove(name);
+        keys.push((0, name, Some(node.as_ref()), report));
     }
-    for (name, report) in by_node {
-        rows.push(node_row(name, None, Some(report)));
-    }
-    rows.retain(|r| f.status_matches(r.status()) && f.text_matches(&[&r.name]));
-    rows.sort_by(|a, b| {
-        rank(a.status())
-            .cmp(&rank(b.status()))
-            .then_with(|| a.name.cmp(&b.name))
+    keys.extend(
+        by_node
+            .into_iter()
+            .map(|(name, report)| (0, name, None, Some(report))),
+    );
+    keys.retain_mut(|(rank_of, name, _, report)| {
+        let status = report.map_or("Pending", |r| report_status(r));
+        *rank_of = rank(status);
+        f.status_matches(status) && f.text_matches(&[name])
     });
-    paginate(rows, f.page)
+    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let page = paginate(keys, f.page);
+    Page {
+        rows: page
+            .rows
+            .into_iter()
+            .map(|(_, name, node, report)| node_row(name, node, report))
+            .collect(),
+        matched: page.matched,
+        page: page.page,
+        pages: page.pages,
+    }
 }
 
 /// One node's row, if the node or its report exists.
@@ -700,8 +718,9 @@ pub fn policy_nodes(
     name: &str,
     f: &Filter,
 ) -> (Page<PolicyNode>, Vec<(String, usize)>) {
-    let mut rows = Vec::new();
-    let mut per_revision: HashMap<String, usize> = HashMap::new();
+    // Filtered and ordered on borrowed keys; rows are built for the page asked for only.
+    let mut keys = Vec::new();
+    let mut per_revision: HashMap<&str, usize> = HashMap::new();
     for report in s
         .reports
         .iter()
@@ -719,29 +738,39 @@ pub fn policy_nodes(
             .spec
             .target
             .node
-            .clone()
-            .unwrap_or_else(|| report.spec.target.name.clone());
+            .as_deref()
+            .unwrap_or(report.spec.target.name.as_str());
         *per_revision
-            .entry(result.revision.clone().unwrap_or_default())
+            .entry(result.revision.as_deref().unwrap_or_default())
             .or_default() += 1;
-        if !f.text_matches(&[&node]) || !f.status_matches(state_word(result.state)) {
+        if !f.text_matches(&[node]) || !f.status_matches(state_word(result.state)) {
             continue;
         }
-        rows.push(PolicyNode {
-            node,
+        keys.push(((result.revision.as_deref(), node), report, result));
+    }
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut per_revision: Vec<_> = per_revision
+        .into_iter()
+        .map(|(revision, n)| (revision.to_owned(), n))
+        .collect();
+    per_revision.sort();
+    let page = paginate(keys, f.page);
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|((_, node), report, result)| PolicyNode {
+            node: node.to_owned(),
             desired: desired_revision(report, name).map(str::to_owned),
             result: result.clone(),
-        });
-    }
-    rows.sort_by(|a, b| {
-        a.result
-            .revision
-            .cmp(&b.result.revision)
-            .then_with(|| a.node.cmp(&b.node))
-    });
-    let mut per_revision: Vec<_> = per_revision.into_iter().collect();
-    per_revision.sort();
-    (paginate(rows, f.page), per_revision)
+        })
+        .collect();
+    let page = Page {
+        rows,
+        matched: page.matched,
+        page: page.page,
+        pages: page.pages,
+    };
+    (page, per_revision)
 }
 
 /// The word of a policy state.
@@ -754,33 +783,77 @@ pub fn state_word(state: PolicyState) -> &'static str {
     }
 }
 
-/// A hash of what every cached object's `resourceVersion` is (Nodes: their readiness only, not
-/// their heartbeats): it changes when anything a page shows may have changed, whatever the
-/// order of the caches. Server-sent events tell open pages to refresh when it does.
+/// A hash of what the pages may show: every object's uid and `resourceVersion`, each Node's
+/// readiness and cordon (not its heartbeats), and the queue depth. Compared once a second for
+/// live updates and computed for every page, so it is a word-at-a-time multiply-rotate hash
+/// (no allocation, no SipHash rounds): a change detector, not a defence against crafted
+/// collisions.
 pub fn fingerprint(s: &Snapshot) -> u64 {
-    fn hash_of(value: impl std::hash::Hash) -> u64 {
-        use std::hash::Hasher as _;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.hash(&mut h);
-        h.finish()
-    }
     // A sum of per-object hashes: the same whatever order the caches list objects in.
     fn versions<K: kube::Resource>(objects: &[Arc<K>]) -> u64 {
         objects.iter().fold(objects.len() as u64, |acc, o| {
-            acc.wrapping_add(hash_of((&o.meta().uid, &o.meta().resource_version)))
+            let meta = o.meta();
+            let mut h = Fx::default();
+            h.str(meta.uid.as_deref().unwrap_or_default());
+            h.str(meta.resource_version.as_deref().unwrap_or_default());
+            acc.wrapping_add(h.finish())
         })
     }
     let nodes = s.nodes.iter().fold(s.nodes.len() as u64, |acc, n| {
-        let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable);
-        acc.wrapping_add(hash_of((&n.metadata.name, node_ready(n), unschedulable)))
+        let mut h = Fx::default();
+        h.str(n.metadata.name.as_deref().unwrap_or_default());
+        h.str(node_ready_str(n).unwrap_or("-"));
+        h.word(match n.spec.as_ref().and_then(|s| s.unschedulable) {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        acc.wrapping_add(h.finish())
     });
-    hash_of((
+    let mut h = Fx::default();
+    for part in [
         versions(&s.scans),
         versions(&s.reports),
         versions(&s.apply),
         versions(&s.facts),
         versions(&s.logs),
         nodes,
-        s.queue_depth,
-    ))
+        s.queue_depth as u64,
+    ] {
+        h.word(part);
+    }
+    h.finish()
+}
+
+/// The multiply-rotate hash of [`fingerprint`], eight bytes at a time.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Fx {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(Self::K);
+    }
+
+    fn str(&mut self, s: &str) {
+        let mut chunks = s.as_bytes().chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.word(u64::from_le_bytes(tail));
+        // The length ends each string, so ("ab", "c") and ("a", "bc") differ.
+        self.word(s.len() as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A final mix, so sums of per-object hashes do not cancel in the low bits.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
 }

@@ -534,12 +534,14 @@ fn node_row(name: &str, node: Option<&Node>, report: Option<&Arc<DriftReport>>) 
     }
 }
 
+/// A node list's sort key (rank of its status, name) with the node and its report.
+type NodeKey<'a> = (u8, &'a str, Option<&'a Node>, Option<&'a Arc<DriftReport>>);
+
 /// Nodes (Node objects, and node reports whose Node is gone) matching a filter. Filtered and
 /// ordered on borrowed keys; rows are built for the page asked for only.
 pub fn nodes(s: &Snapshot, f: &Filter) -> Page<NodeRow> {
     let mut by_node = node_reports(s);
-    let mut keys: Vec<(u8, &str, Option<&Node>, Option<&Arc<DriftReport>>)> =
-        Vec::with_capacity(s.nodes.len() + by_node.len());
+    let mut keys: Vec<NodeKey> = Vec::with_capacity(s.nodes.len() + by_node.len());
     for node in &s.nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let report = by_node.remove(name);

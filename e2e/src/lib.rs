@@ -245,6 +245,20 @@ pub fn kinds() -> Vec<Kind> {
         .collect()
 }
 
+/// A fresh namespace named `<prefix><random>`, labelled as an e2e namespace; returns its name.
+/// For benchmarks, which delete it themselves.
+pub async fn fresh_namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"generateName": prefix, "labels": {"driftless.dev/e2e": "true"}}}),
+    )?;
+    api.create(&PostParams::default(), &ns)
+        .await?
+        .metadata
+        .name
+        .context("the new namespace has no name")
+}
+
 /// The kind named `kind` (`ApplyPolicy`, ...).
 pub fn kind(kind: &str) -> anyhow::Result<Kind> {
     kinds()

@@ -79,6 +79,16 @@ async fn apply_status(
     Ok(())
 }
 
+/// Fails with the first error of a batch of creations, and how many failed.
+fn all_made(made: Vec<anyhow::Result<()>>, what: &str) -> anyhow::Result<()> {
+    let total = made.len();
+    let failed: Vec<_> = made.into_iter().filter_map(Result::err).collect();
+    match failed.first() {
+        Some(err) => bail!("{} of {total} {what} failed; first: {err:#}", failed.len()),
+        None => Ok(()),
+    }
+}
+
 async fn fill(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -163,13 +173,7 @@ async fn fill(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> a
         .buffer_unordered(32)
         .collect()
         .await;
-    let failed: Vec<_> = made.into_iter().filter_map(Result::err).collect();
-    if let Some(err) = failed.first() {
-        bail!(
-            "{} of {nodes} Nodes and node reports failed; first: {err:#}",
-            failed.len()
-        );
-    }
+    all_made(made, "Nodes and node reports")?;
     let made: Vec<anyhow::Result<()>> = futures::stream::iter(0..stacks)
         .map(|i| {
             let (reports, now) = (reports.clone(), now.clone());
@@ -202,13 +206,7 @@ async fn fill(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> a
         .buffer_unordered(32)
         .collect()
         .await;
-    let failed: Vec<_> = made.into_iter().filter_map(Result::err).collect();
-    if let Some(err) = failed.first() {
-        bail!(
-            "{} of {stacks} stack reports failed; first: {err:#}",
-            failed.len()
-        );
-    }
+    all_made(made, "stack reports")?;
     println!(
         "filled the API server: {nodes} Nodes, {} DriftReports ({nodes} node, {stacks} stack), 1 DriftScan, 1 ApplyPolicy in {:.0} s",
         nodes + stacks,
@@ -467,15 +465,7 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     driftless_e2e::install_crds(&client).await?;
     let ns_api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(
-        json!({"metadata": {"generateName": "bench-dash-", "labels": {"driftless.dev/e2e": "true"}}}),
-    )?;
-    let ns = ns_api
-        .create(&PostParams::default(), &ns)
-        .await?
-        .metadata
-        .name
-        .context("namespace")?;
+    let ns = driftless_e2e::fresh_namespace(&client, "bench-dash-").await?;
     let result = bench(&client, &ns, nodes, stacks).await;
     let node_api: Api<Node> = Api::all(client.clone());
     let _ = node_api

@@ -151,15 +151,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn cluster(client: kube::Client) -> anyhow::Result<()> {
     driftless_e2e::install_crds(&client).await?;
     let ns_api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(
-        json!({"metadata": {"generateName": "driftless-bench-scan-", "labels": {"driftless.dev/e2e": "true"}}}),
-    )?;
-    let ns = ns_api
-        .create(&PostParams::default(), &ns)
-        .await?
-        .metadata
-        .name
-        .context("namespace")?;
+    let ns = driftless_e2e::fresh_namespace(&client, "driftless-bench-scan-").await?;
     let result = cluster_in(&client, &ns).await;
     let _ = ns_api.delete(&ns, &DeleteParams::background()).await;
     result

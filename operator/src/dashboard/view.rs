@@ -127,6 +127,18 @@ pub struct Page<T> {
     pub pages: usize,
 }
 
+impl<T> Page<T> {
+    /// The same page with each row turned into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            rows: self.rows.into_iter().map(f).collect(),
+            matched: self.matched,
+            page: self.page,
+            pages: self.pages,
+        }
+    }
+}
+
 /// Cuts page `page` (from 1; 0 means 1; past the end means the last) out of `rows`.
 pub fn paginate<T>(rows: Vec<T>, page: usize) -> Page<T> {
     let matched = rows.len();
@@ -319,13 +331,7 @@ pub fn reports(s: &Snapshot, f: &Filter) -> Page<Arc<DriftReport>> {
         })
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let page = paginate(rows, f.page);
-    Page {
-        rows: page.rows.into_iter().map(|(_, r)| r.clone()).collect(),
-        matched: page.matched,
-        page: page.page,
-        pages: page.pages,
-    }
+    paginate(rows, f.page).map(|(_, r)| r.clone())
 }
 
 /// Order of statuses in lists: what needs attention first.
@@ -400,13 +406,7 @@ pub fn scan_stacks(
         .map(|r| ((rank(report_status(r)), r.spec.target.stack.as_deref()), r))
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let page = paginate(rows, f.page);
-    Page {
-        rows: page.rows.into_iter().map(|(_, r)| r.clone()).collect(),
-        matched: page.matched,
-        page: page.page,
-        pages: page.pages,
-    }
+    paginate(rows, f.page).map(|(_, r)| r.clone())
 }
 
 /// A browser link for an artifact location a report names (`s3://bucket/key`), from the S3
@@ -558,17 +558,7 @@ pub fn nodes(s: &Snapshot, f: &Filter) -> Page<NodeRow> {
         f.status_matches(status) && f.text_matches(&[name])
     });
     keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let page = paginate(keys, f.page);
-    Page {
-        rows: page
-            .rows
-            .into_iter()
-            .map(|(_, name, node, report)| node_row(name, node, report))
-            .collect(),
-        matched: page.matched,
-        page: page.page,
-        pages: page.pages,
-    }
+    paginate(keys, f.page).map(|(_, name, node, report)| node_row(name, node, report))
 }
 
 /// One node's row, if the node or its report exists.
@@ -756,22 +746,11 @@ pub fn policy_nodes(
         .map(|(revision, n)| (revision.to_owned(), n))
         .collect();
     per_revision.sort();
-    let page = paginate(keys, f.page);
-    let rows = page
-        .rows
-        .into_iter()
-        .map(|((_, node), report, result)| PolicyNode {
-            node: node.to_owned(),
-            desired: desired_revision(report, name).map(str::to_owned),
-            result: result.clone(),
-        })
-        .collect();
-    let page = Page {
-        rows,
-        matched: page.matched,
-        page: page.page,
-        pages: page.pages,
-    };
+    let page = paginate(keys, f.page).map(|((_, node), report, result)| PolicyNode {
+        node: node.to_owned(),
+        desired: desired_revision(report, name).map(str::to_owned),
+        result: result.clone(),
+    });
     (page, per_revision)
 }
 

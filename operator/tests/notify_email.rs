@@ -97,6 +97,11 @@ impl Server {
         Self { child, port, dir }
     }
 
+    /// The receiver's configuration for this server, with `extra` Secret keys.
+    fn config(&self, extra: &[(&str, &str)]) -> Config {
+        Config::from_keys("mail", &self.keys(extra)).unwrap()
+    }
+
     fn keys(&self, extra: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
         let mut keys: BTreeMap<String, Vec<u8>> = [
             ("host", "127.0.0.1".to_owned()),
@@ -207,11 +212,7 @@ async fn starttls_with_auth_delivers_the_group_with_a_stable_message_id() {
         return;
     }
     let server = Server::start("starttls", true);
-    let config = Config::from_keys(
-        "mail",
-        &server.keys(&[("username", USER), ("password", PASSWORD)]),
-    )
-    .unwrap();
+    let config = server.config(&[("username", USER), ("password", PASSWORD)]);
     let e = events();
     let m = message(&e);
     let date = DateTime::from_timestamp(1_796_396_430, 0).unwrap();
@@ -281,11 +282,7 @@ async fn server_without_starttls_is_refused_before_any_mail() {
         return;
     }
     let server = Server::start("plain", false);
-    let config = Config::from_keys(
-        "mail",
-        &server.keys(&[("username", USER), ("password", PASSWORD)]),
-    )
-    .unwrap();
+    let config = server.config(&[("username", USER), ("password", PASSWORD)]);
     let e = events();
     let err = email::send(&config, "mail", &message(&e), chrono::Utc::now())
         .await
@@ -310,11 +307,7 @@ async fn wrong_password_names_the_reply_and_not_the_password() {
     }
     let server = Server::start("starttls", true);
     let wrong = "wrong-Pa55word-xyz";
-    let config = Config::from_keys(
-        "mail",
-        &server.keys(&[("username", USER), ("password", wrong)]),
-    )
-    .unwrap();
+    let config = server.config(&[("username", USER), ("password", wrong)]);
     let e = events();
     let err = email::send(&config, "mail", &message(&e), chrono::Utc::now())
         .await
@@ -336,11 +329,7 @@ async fn auth_login_when_plain_is_not_offered() {
         return;
     }
     let server = Server::start_with("starttls", true, Some("LOGIN"));
-    let config = Config::from_keys(
-        "mail",
-        &server.keys(&[("username", USER), ("password", PASSWORD)]),
-    )
-    .unwrap();
+    let config = server.config(&[("username", USER), ("password", PASSWORD)]);
     let e = events();
     email::send(&config, "mail", &message(&e), chrono::Utc::now())
         .await
@@ -362,11 +351,7 @@ async fn implicit_tls_delivers() {
         return;
     }
     let server = Server::start("tls", true);
-    let config = Config::from_keys(
-        "mail",
-        &server.keys(&[("tls", "tls"), ("username", USER), ("password", PASSWORD)]),
-    )
-    .unwrap();
+    let config = server.config(&[("tls", "tls"), ("username", USER), ("password", PASSWORD)]);
     let e = events();
     email::send(&config, "mail", &message(&e), chrono::Utc::now())
         .await

@@ -44,6 +44,26 @@ fn write(step: Step) -> NotificationPolicyStatus {
 
 use DriftStatus::{Drifted, Error as Failed, InSync};
 
+/// [`plan`] of policy `u` (no generation) seeing reports only.
+fn plan_reports(
+    spec: &NotificationPolicySpec,
+    stored: Option<&NotificationPolicyStatus>,
+    observed: &[Observed],
+    now: DateTime<Utc>,
+) -> Step {
+    plan(spec, stored, "u", None, observed, &[], now)
+}
+
+/// [`plan`] of policy `u` (no generation) seeing rollouts only.
+fn plan_rollouts(
+    spec: &NotificationPolicySpec,
+    stored: Option<&NotificationPolicyStatus>,
+    rollouts: &[ObservedRollout],
+    now: DateTime<Utc>,
+) -> Step {
+    plan(spec, stored, "u", None, &[], rollouts, now)
+}
+
 #[test]
 fn first_sight_is_the_baseline_without_a_group() {
     let s = write(plan(
@@ -77,23 +97,17 @@ fn first_sight_is_the_baseline_without_a_group() {
 #[test]
 fn transitions_open_one_group_that_gathers_for_the_group_wait() {
     let sp = spec(json!({ "groupWait": "30s" }));
-    let base = write(plan(
+    let base = write(plan_reports(
         &sp,
         None,
-        "u",
-        None,
         &[obs("a", InSync), obs("b", InSync), obs("c", Drifted)],
-        &[],
         at(0),
     ));
     // a drifts, c is back in sync: one group of two.
-    let s = write(plan(
+    let s = write(plan_reports(
         &sp,
         Some(&base),
-        "u",
-        None,
         &[obs("a", Drifted), obs("b", InSync), obs("c", InSync)],
-        &[],
         at(10),
     ));
     let g = s.pending.clone().unwrap();
@@ -109,69 +123,34 @@ fn transitions_open_one_group_that_gathers_for_the_group_wait() {
     assert_eq!(g.events[0].error, None, "no error text for a drift");
     // Within the wait: b drifts too and joins the same group.
     let now = [obs("a", Drifted), obs("b", Drifted), obs("c", InSync)];
-    let s2 = write(plan(&sp, Some(&s), "u", None, &now, &[], at(20)));
+    let s2 = write(plan_reports(&sp, Some(&s), &now, at(20)));
     let g2 = s2.pending.clone().unwrap();
     assert_eq!(g2.id, "u-1");
     assert_eq!(g2.events.len(), 3);
     assert_eq!(of_time(&g2.send_at), at(40), "the wait does not restart");
     // Before send time: idle until then; at send time: send.
     assert_eq!(
-        plan(&sp, Some(&s2), "u", None, &now, &[], at(39)),
+        plan_reports(&sp, Some(&s2), &now, at(39)),
         Step::Idle { wake: Some(at(40)) }
     );
-    assert_eq!(
-        plan(&sp, Some(&s2), "u", None, &now, &[], at(40)),
-        Step::Send
-    );
+    assert_eq!(plan_reports(&sp, Some(&s2), &now, at(40)), Step::Send);
 }
 
 #[test]
 fn a_target_back_where_it_started_leaves_the_group() {
     let sp = spec(json!({}));
-    let base = write(plan(&sp, None, "u", None, &[obs("a", InSync)], &[], at(0)));
-    let s = write(plan(
-        &sp,
-        Some(&base),
-        "u",
-        None,
-        &[obs("a", Drifted)],
-        &[],
-        at(1),
-    ));
+    let base = write(plan_reports(&sp, None, &[obs("a", InSync)], at(0)));
+    let s = write(plan_reports(&sp, Some(&base), &[obs("a", Drifted)], at(1)));
     assert!(s.pending.is_some());
-    let s2 = write(plan(
-        &sp,
-        Some(&s),
-        "u",
-        None,
-        &[obs("a", InSync)],
-        &[],
-        at(2),
-    ));
+    let s2 = write(plan_reports(&sp, Some(&s), &[obs("a", InSync)], at(2)));
     assert!(
         s2.pending.is_none(),
         "flap within the wait: nothing to send"
     );
     assert_eq!(s2.sequence, 0);
     // Drifted → Error within the wait keeps the first `from`.
-    let s3 = write(plan(
-        &sp,
-        Some(&s2),
-        "u",
-        None,
-        &[obs("a", Drifted)],
-        &[],
-        at(3),
-    ));
-    let s4 = write(plan(
-        &sp,
-        Some(&s3),
-        "u",
-        None,
-        &[obs("a", Failed)],
-        &[],
-        at(4),
-    ));
+    let s3 = write(plan_reports(&sp, Some(&s2), &[obs("a", Drifted)], at(3)));
+    let s4 = write(plan_reports(&sp, Some(&s3), &[obs("a", Failed)], at(4)));
     let e = &s4.pending.unwrap().events;
     assert_eq!((e.len(), e[0].from, e[0].to), (1, Some(InSync), Failed));
     assert_eq!(e[0].error.as_deref(), Some("plan failed"));
@@ -180,14 +159,11 @@ fn a_target_back_where_it_started_leaves_the_group() {
 #[test]
 fn new_reports_notify_only_when_not_in_sync_and_events_filter() {
     let sp = spec(json!({ "events": ["Drifted"] }));
-    let base = write(plan(&sp, None, "u", None, &[], &[], at(0)));
-    let s = write(plan(
+    let base = write(plan_reports(&sp, None, &[], at(0)));
+    let s = write(plan_reports(
         &sp,
         Some(&base),
-        "u",
-        None,
         &[obs("n", InSync), obs("d", Drifted), obs("e", Failed)],
-        &[],
         at(1),
     ));
     let g = s.pending.unwrap();
@@ -209,27 +185,21 @@ fn new_reports_notify_only_when_not_in_sync_and_events_filter() {
 #[test]
 fn a_sealed_group_takes_no_new_transitions() {
     let sp = spec(json!({ "groupWait": "0s" }));
-    let base = write(plan(
+    let base = write(plan_reports(
         &sp,
-        None,
-        "u",
         None,
         &[obs("a", InSync), obs("b", InSync)],
-        &[],
         at(0),
     ));
-    let s = write(plan(
+    let s = write(plan_reports(
         &sp,
         Some(&base),
-        "u",
-        None,
         &[obs("a", Drifted), obs("b", InSync)],
-        &[],
         at(1),
     ));
     // Send time reached: b's drift waits for the next group (not in the baseline).
     let now = [obs("a", Drifted), obs("b", Drifted)];
-    assert_eq!(plan(&sp, Some(&s), "u", None, &now, &[], at(1)), Step::Send);
+    assert_eq!(plan_reports(&sp, Some(&s), &now, at(1)), Step::Send);
     let failed = record(
         &s,
         &["hook".into()],
@@ -247,13 +217,10 @@ fn a_sealed_group_takes_no_new_transitions() {
         Some("POST answered 503")
     );
     assert_eq!(
-        plan(&sp, Some(&failed), "u", None, &now, &[], at(2)),
+        plan_reports(&sp, Some(&failed), &now, at(2)),
         Step::Idle { wake: Some(at(3)) }
     );
-    assert_eq!(
-        plan(&sp, Some(&failed), "u", None, &now, &[], at(3)),
-        Step::Send
-    );
+    assert_eq!(plan_reports(&sp, Some(&failed), &now, at(3)), Step::Send);
     let done = record(
         &failed,
         &["hook".into()],
@@ -268,7 +235,7 @@ fn a_sealed_group_takes_no_new_transitions() {
     assert_eq!(done.receivers[0].last_delivery.as_deref(), Some("u-1"));
     assert_eq!(done.receivers[0].last_error, None);
     // Now b's drift opens group 2.
-    let next = write(plan(&sp, Some(&done), "u", None, &now, &[], at(4)));
+    let next = write(plan_reports(&sp, Some(&done), &now, at(4)));
     let g2 = next.pending.unwrap();
     assert_eq!(
         (
@@ -287,16 +254,8 @@ fn partial_delivery_retries_only_the_failed_receivers() {
         { "name": "a", "type": "slack", "secretRef": { "name": "s" } },
         { "name": "b", "type": "teams", "secretRef": { "name": "s" } }] }))
         .unwrap();
-    let base = write(plan(&sp, None, "u", None, &[obs("x", InSync)], &[], at(0)));
-    let s = write(plan(
-        &sp,
-        Some(&base),
-        "u",
-        None,
-        &[obs("x", Drifted)],
-        &[],
-        at(0),
-    ));
+    let base = write(plan_reports(&sp, None, &[obs("x", InSync)], at(0)));
+    let s = write(plan_reports(&sp, Some(&base), &[obs("x", Drifted)], at(0)));
     let names = vec!["a".to_owned(), "b".to_owned()];
     let half = record(
         &s,
@@ -340,24 +299,21 @@ fn a_large_run_is_one_group_and_bounded() {
     let many: Vec<Observed> = (0..1200)
         .map(|i| obs(&format!("r{i:04}"), InSync))
         .collect();
-    let base = write(plan(&sp, None, "u", None, &many, &[], at(0)));
+    let base = write(plan_reports(&sp, None, &many, at(0)));
     let drifted: Vec<Observed> = (0..1200)
         .map(|i| obs(&format!("r{i:04}"), Drifted))
         .collect();
-    let s = write(plan(&sp, Some(&base), "u", None, &drifted, &[], at(1)));
+    let s = write(plan_reports(&sp, Some(&base), &drifted, at(1)));
     let g = s.pending.clone().unwrap();
     assert_eq!((g.events.len(), g.omitted), (1000, 200));
     // Deleted reports leave the baseline without a notification.
-    let s2 = write(plan(
+    let s2 = write(plan_reports(
         &sp,
         Some(&NotificationPolicyStatus {
             pending: None,
             ..s.clone()
         }),
-        "u",
-        None,
         &drifted[..10],
-        &[],
         at(2),
     ));
     assert_eq!(s2.targets.len(), 10);
@@ -400,24 +356,18 @@ fn rollouts_of(
 #[test]
 fn rollouts_are_not_tracked_without_rollout_events() {
     let sp = spec(json!({}));
-    let base = write(plan(
+    let base = write(plan_rollouts(
         &sp,
         None,
-        "u",
-        None,
-        &[],
         &[ro("web", "Progressing", None)],
         at(0),
     ));
     assert!(base.rollouts.is_empty());
     // Degraded or not, nothing is written or sent.
     assert_eq!(
-        plan(
+        plan_rollouts(
             &sp,
             Some(&base),
-            "u",
-            None,
-            &[],
             &[ro("web", "Degraded", Some("web-2"))],
             at(1)
         ),
@@ -428,12 +378,9 @@ fn rollouts_are_not_tracked_without_rollout_events() {
 #[test]
 fn rollout_first_sight_is_the_baseline_even_when_degraded() {
     let sp = rollout_spec(&["Degraded", "RolledBack"]);
-    let base = write(plan(
+    let base = write(plan_rollouts(
         &sp,
         None,
-        "u",
-        None,
-        &[],
         &[
             ro("web", "Degraded", Some("web-2")),
             ro("db", "Complete", None),
@@ -458,12 +405,9 @@ fn rollout_first_sight_is_the_baseline_even_when_degraded() {
     );
     // Seen again unchanged (a restarted operator): nothing to do.
     assert_eq!(
-        plan(
+        plan_rollouts(
             &sp,
             Some(&base),
-            "u",
-            None,
-            &[],
             &[
                 ro("db", "Complete", None),
                 ro("web", "Degraded", Some("web-2"))
@@ -477,23 +421,17 @@ fn rollout_first_sight_is_the_baseline_even_when_degraded() {
 #[test]
 fn rollout_steps_notify_only_on_the_selected_events() {
     let sp = rollout_spec(&["Degraded"]);
-    let base = write(plan(
+    let base = write(plan_rollouts(
         &sp,
         None,
-        "u",
-        None,
-        &[],
         &[ro("web", "Progressing", None)],
         at(0),
     ));
     // Progressing → Canary → Paused: steps move the baseline, no group.
     for (t, step) in [(1, "Canary"), (2, "Paused")] {
-        let s = write(plan(
+        let s = write(plan_rollouts(
             &sp,
             Some(&base),
-            "u",
-            None,
-            &[],
             &[ro("web", step, None)],
             at(t),
         ));
@@ -501,23 +439,17 @@ fn rollout_steps_notify_only_on_the_selected_events() {
         assert_eq!(s.rollouts[0].step, step);
     }
     // RolledBack is not selected.
-    let rb = write(plan(
+    let rb = write(plan_rollouts(
         &sp,
         Some(&base),
-        "u",
-        None,
-        &[],
         &[ro("web", "RolledBack", Some("web-2"))],
         at(3),
     ));
     assert!(rb.pending.is_none());
     // Degraded is.
-    let s = write(plan(
+    let s = write(plan_rollouts(
         &sp,
         Some(&base),
-        "u",
-        None,
-        &[],
         &[ro("web", "Degraded", Some("web-2"))],
         at(4),
     ));
@@ -537,12 +469,9 @@ fn rollout_steps_notify_only_on_the_selected_events() {
     assert_eq!(of_time(&g.send_at), at(14));
     // The group and the baseline that accounts for it are one write: seen again, no news.
     assert_eq!(
-        plan(
+        plan_rollouts(
             &sp,
             Some(&s),
-            "u",
-            None,
-            &[],
             &[ro("web", "Degraded", Some("web-2"))],
             at(5)
         ),
@@ -553,21 +482,15 @@ fn rollout_steps_notify_only_on_the_selected_events() {
 #[test]
 fn a_new_failing_revision_is_news_while_the_step_stays_degraded() {
     let sp = rollout_spec(&["Degraded", "RolledBack"]);
-    let base = write(plan(
+    let base = write(plan_rollouts(
         &sp,
         None,
-        "u",
-        None,
-        &[],
         &[ro("web", "Degraded", Some("web-2"))],
         at(0),
     ));
-    let s = write(plan(
+    let s = write(plan_rollouts(
         &sp,
         Some(&base),
-        "u",
-        None,
-        &[],
         &[ro("web", "Degraded", Some("web-3"))],
         at(1),
     ));
@@ -581,12 +504,9 @@ fn a_new_failing_revision_is_news_while_the_step_stays_degraded() {
         )]
     );
     // Undone within the group wait: the policy is listed once, from its first state.
-    let s2 = write(plan(
+    let s2 = write(plan_rollouts(
         &sp,
         Some(&s),
-        "u",
-        None,
-        &[],
         &[ro("web", "RolledBack", Some("web-3"))],
         at(2),
     ));
@@ -691,24 +611,18 @@ fn rollouts_and_reports_share_one_group_and_new_policies_count() {
 #[test]
 fn a_deleted_policy_leaves_the_rollout_baseline_quietly() {
     let sp = rollout_spec(&["Degraded"]);
-    let base = write(plan(
+    let base = write(plan_rollouts(
         &sp,
         None,
-        "u",
-        None,
-        &[],
         &[
             ro("web", "Degraded", Some("web-2")),
             ro("db", "Complete", None),
         ],
         at(0),
     ));
-    let s = write(plan(
+    let s = write(plan_rollouts(
         &sp,
         Some(&base),
-        "u",
-        None,
-        &[],
         &[ro("db", "Complete", None)],
         at(1),
     ));

@@ -25,6 +25,34 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     target.join("debug").join(bin)
 }
 
+/// Binary `name` as a benchmark's make target builds it: the release build, or the debug
+/// build when there is none.
+pub fn built_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let release = target.join("release").join(name);
+    if release.exists() {
+        release
+    } else {
+        target.join("debug").join(name)
+    }
+}
+
+/// Linux `USER_HZ`: the unit of utime and stime in /proc/<pid>/stat.
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of a process.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
 /// A port nothing listens on, on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

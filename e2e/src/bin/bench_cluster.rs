@@ -32,6 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use driftless_e2e::procs::{built_binary as binary, cpu_seconds};
 use driftless_e2e::{apply, in_scope, install_crds, Scope, RUN_LABEL};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
@@ -50,32 +51,6 @@ const LOAD_LABEL: &str = "bench.driftless.dev/load";
 const AGENT_LABEL: &str = "bench.driftless.dev/agent";
 /// Longest wait for convergence.
 const CONVERGE_WAIT: Duration = Duration::from_secs(300);
-/// Linux `USER_HZ`: the unit of utime and stime in /proc/<pid>/stat.
-const USER_HZ: f64 = 100.0;
-
-fn binary(name: &str) -> PathBuf {
-    let root = driftless_e2e::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let release = target.join("release").join(name);
-    if release.exists() {
-        release
-    } else {
-        target.join("debug").join(name)
-    }
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
 
 /// A child process killed when dropped.
 struct Process {

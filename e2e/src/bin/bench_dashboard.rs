@@ -10,13 +10,12 @@
 //! No peer runs beside it: the dashboards of the peer tools (driftd, Argo CD) need their own
 //! controllers and data model, so the figures stand against the goal.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use chrono::Utc;
-use driftless_e2e::procs::proc_mb;
+use driftless_e2e::procs::{cpu_seconds, proc_mb, Process};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -33,14 +32,6 @@ fn count(var: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn operator_binary() -> PathBuf {
-    let root = driftless_e2e::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("release/driftless-operator")
 }
 
 fn policies(client: &kube::Client) -> anyhow::Result<Api<DynamicObject>> {
@@ -215,17 +206,8 @@ async fn fill(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> a
     Ok(())
 }
 
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_operator(ns: &str, port: u16, dashboard: bool) -> anyhow::Result<Operator> {
-    let bin = operator_binary();
+fn start_operator(ns: &str, port: u16, dashboard: bool) -> anyhow::Result<Process> {
+    let bin = driftless_e2e::procs::built_binary("driftless-operator");
     let mut args = vec![
         "run".to_owned(),
         "--listen".into(),
@@ -239,10 +221,11 @@ fn start_operator(ns: &str, port: u16, dashboard: bool) -> anyhow::Result<Operat
     if !dashboard {
         args.push("--no-dashboard".into());
     }
+    let log = std::env::temp_dir().join(format!("bench-dashboard-operator-{port}.log"));
     let child = Command::new(&bin)
         .args(&args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| {
             format!(
@@ -250,21 +233,14 @@ fn start_operator(ns: &str, port: u16, dashboard: bool) -> anyhow::Result<Operat
                 bin.display()
             )
         })?;
-    Ok(Operator(child))
+    Ok(Process { child, log })
 }
 
 /// User + system CPU time of a process, in milliseconds.
 fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("/proc/PID/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks * 1000.0 / 100.0)
+    cpu_seconds(pid)
+        .map(|s| s * 1000.0)
+        .with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
 /// Waits until RSS stops growing: three samples two seconds apart within 1 %.
@@ -299,7 +275,7 @@ async fn bench(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> 
     let port = driftless_e2e::procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let operator = start_operator(ns, port, true)?;
-    let pid = operator.0.id();
+    let pid = operator.child.id();
     // Ready, and every report and Node in the dashboard's caches.
     let last_node = node_name(ns, nodes - 1);
     let last_stack = format!("live/s{:05}", stacks - 1);
@@ -441,7 +417,7 @@ async fn bench(client: &kube::Client, ns: &str, nodes: usize, stacks: usize) -> 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let rss_without = settled_rss(without.0.id()).await;
+    let rss_without = settled_rss(without.child.id()).await;
     drop(without);
     println!();
     println!(

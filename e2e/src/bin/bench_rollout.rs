@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use chrono::Utc;
+use driftless_e2e::procs::built_binary as binary;
 use driftless_e2e::{apply, in_scope, install_crds, Scope, RUN_LABEL};
 use driftless_operator::policy::rollout::{self, Health, NodeState};
 use futures::StreamExt as _;
@@ -52,14 +53,6 @@ fn nodes_wanted() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000)
-}
-
-fn binary(name: &str) -> PathBuf {
-    let root = driftless_e2e::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("release").join(name)
 }
 
 struct Process(Child);

@@ -8,7 +8,6 @@
 //!    stand-in ([`driftless_e2e::kubelet`]) reports them exited, the Job controller fails the
 //!    Jobs. Without a Job controller the cluster figures are skipped with that reason.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,19 +123,6 @@ fn scan_state(name: &str, stacks: usize) -> anyhow::Result<ScanState> {
     })
 }
 
-fn operator_binary() -> PathBuf {
-    let root = driftless_e2e::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let release = target.join("release/driftless-operator");
-    if release.exists() {
-        release
-    } else {
-        target.join("debug/driftless-operator")
-    }
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -192,7 +178,7 @@ async fn cluster_in(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let bin = operator_binary();
+    let bin = driftless_e2e::procs::built_binary("driftless-operator");
     let mut child = Command::new(&bin)
         .args([
             "run",

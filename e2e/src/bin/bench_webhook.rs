@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use driftless_e2e::procs::built_binary as binary;
 use driftless_e2e::{in_scope, install_crds, poll, Scope};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -30,19 +31,6 @@ fn env_or(name: &str, default: u64) -> anyhow::Result<u64> {
             .parse()
             .with_context(|| format!("{name}={v:?}: expected a whole number")),
         Err(_) => Ok(default),
-    }
-}
-
-fn binary(name: &str) -> PathBuf {
-    let root = driftless_e2e::repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let release = target.join("release").join(name);
-    if release.exists() {
-        release
-    } else {
-        target.join("debug").join(name)
     }
 }
 

@@ -249,11 +249,17 @@ async fn a_scans_stacks_are_a_filtered_list() {
     let (_, _, in_sync) = get(&f.dashboard, &format!("{page}?status=InSync"), &[]).await;
     assert!(in_sync.contains("data-report=\"dns\""), "{in_sync}");
     assert!(!in_sync.contains("data-report=\"net\""), "{in_sync}");
-    assert!(in_sync.contains("<option selected>InSync</option>"), "{in_sync}");
+    assert!(
+        in_sync.contains("<option selected>InSync</option>"),
+        "{in_sync}"
+    );
     let (_, _, text) = get(&f.dashboard, &format!("{page}?q=NE"), &[]).await;
     assert!(text.contains("data-report=\"net\""), "{text}");
     assert!(!text.contains("data-report=\"dns\""), "{text}");
-    assert!(text.contains("<span class=\"matched\">1 matching</span>"), "{text}");
+    assert!(
+        text.contains("<span class=\"matched\">1 matching</span>"),
+        "{text}"
+    );
     let (status, _, _) = get(&f.dashboard, &format!("{page}?page=x"), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -181,7 +181,23 @@ fn semantic_checks(resource: &Resource, doc: &Value, problems: &mut Vec<Problem>
     let spec = doc.get("spec").unwrap_or(&Value::Null);
     match resource {
         Resource::ApplyPolicy(policy) => {
-            check_secret_refs(spec, "spec", declared(&policy.spec.secrets), problems);
+            // One walk for the references and the patterns; the problems keep their order.
+            let mut patterns = Vec::new();
+            let declared = declared(&policy.spec.secrets);
+            walk_strings(spec, "spec", &mut |path, text| {
+                secret_ref_problems(path, text, &declared, problems);
+                let key = path.rsplit('.').next().unwrap_or_default();
+                let pattern = match key {
+                    "regexp" => true,
+                    "insertAfter" | "insertBefore" => !matches!(text, "EOF" | "BOF"),
+                    _ => false,
+                };
+                if pattern {
+                    if let Err(err) = crate::validate::check_regex(text) {
+                        patterns.push(Problem::new(path, regex_message(text, &err)));
+                    }
+                }
+            });
             let handlers: BTreeSet<&str> = policy
                 .spec
                 .handlers
@@ -198,8 +214,7 @@ fn semantic_checks(resource: &Resource, doc: &Value, problems: &mut Vec<Problem>
                     }
                 }
             }
-            check_regexes(spec, "spec", &["regexp"], problems);
-            check_anchor_regexes(spec, "spec", problems);
+            problems.append(&mut patterns);
         }
         Resource::FactsPolicy(policy) => {
             check_secret_refs(spec, "spec", declared(&policy.spec.secrets), problems);
@@ -226,7 +241,7 @@ fn semantic_checks(resource: &Resource, doc: &Value, problems: &mut Vec<Problem>
             );
             for (i, threshold) in policy.spec.thresholds.iter().enumerate() {
                 for (label, pattern) in &threshold.labels {
-                    if let Err(err) = regex::Regex::new(&format!("^(?:{pattern})$")) {
+                    if let Err(err) = crate::validate::check_regex(&format!("^(?:{pattern})$")) {
                         problems.push(Problem::new(
                             format!("spec.thresholds[{i}].labels.{label}"),
                             regex_message(pattern, &err),
@@ -246,7 +261,7 @@ fn semantic_checks(resource: &Resource, doc: &Value, problems: &mut Vec<Problem>
             for (i, transform) in pipeline.spec.transforms.iter().enumerate() {
                 if let crate::log_pipeline::TransformKind::Redact(redact) = &transform.kind {
                     for (j, pattern) in redact.patterns.iter().enumerate() {
-                        if let Err(err) = regex::Regex::new(pattern) {
+                        if let Err(err) = crate::validate::check_regex(pattern) {
                             problems.push(Problem::new(
                                 format!("spec.transforms[{i}].redact.patterns[{j}]"),
                                 regex_message(pattern, &err),
@@ -287,7 +302,19 @@ fn check_secret_refs(
     declared: BTreeSet<String>,
     problems: &mut Vec<Problem>,
 ) {
-    walk_strings(value, path, &mut |path, text| match references(text) {
+    walk_strings(value, path, &mut |path, text| {
+        secret_ref_problems(path, text, &declared, problems);
+    });
+}
+
+/// The `${secret:...}` references in one string that name no declared secret.
+fn secret_ref_problems(
+    path: &str,
+    text: &str,
+    declared: &BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match references(text) {
         Ok(refs) => {
             for r in refs {
                 if r.kind == RefKind::Secret && !declared.contains(&r.name) {
@@ -299,7 +326,7 @@ fn check_secret_refs(
             }
         }
         Err(err) => problems.push(Problem::new(path, err.to_string())),
-    });
+    }
 }
 
 /// Calls `f` with the field path and text of every string below `value` (`path` names `value`).
@@ -339,19 +366,7 @@ fn check_regexes(value: &Value, path: &str, keys: &[&str], problems: &mut Vec<Pr
     walk_strings(value, path, &mut |path, text| {
         let key = path.rsplit('.').next().unwrap_or_default();
         if keys.contains(&key) {
-            if let Err(err) = crate::validate::cached_regex(text) {
-                problems.push(Problem::new(path, regex_message(text, &err)));
-            }
-        }
-    });
-}
-
-/// `insertAfter`/`insertBefore` are regular expressions, or `EOF`/`BOF`.
-fn check_anchor_regexes(value: &Value, path: &str, problems: &mut Vec<Problem>) {
-    walk_strings(value, path, &mut |path, text| {
-        let key = path.rsplit('.').next().unwrap_or_default();
-        if matches!(key, "insertAfter" | "insertBefore") && !matches!(text, "EOF" | "BOF") {
-            if let Err(err) = regex::Regex::new(text) {
+            if let Err(err) = crate::validate::check_regex(text) {
                 problems.push(Problem::new(path, regex_message(text, &err)));
             }
         }

@@ -7,6 +7,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+mod fast;
+
 /// Deepest nesting of YAML mappings and sequences (block or flow) accepted; about serde_json's
 /// own limit for JSON files (127), far beyond any real configuration.
 pub const MAX_YAML_DEPTH: usize = 128;
@@ -15,7 +17,28 @@ pub const MAX_YAML_DEPTH: usize = 128;
 /// than [`MAX_YAML_DEPTH`] is refused as the parser meets it, so a rejected input costs time
 /// linear in its size. Scalars resolve as YAML 1.2's core schema (`yes`, `0755`, `1_000` stay
 /// strings); duplicate keys and unknown tags are errors.
+///
+/// Most configuration is read by a fast reader in one pass; whatever it is not certain to read
+/// exactly as [`parse_yaml_full`] does, and every error, goes to [`parse_yaml_full`]. The value
+/// and the message are the same either way (see docs/decisions.md, "YAML").
 pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
+    match fast::parse(text) {
+        Ok(documents) => Ok(documents),
+        Err(fast::GiveUp) => parse_yaml_full(text),
+    }
+}
+
+/// What the fast reader makes of `text`: its documents, or `None` where it gives the text to
+/// [`parse_yaml_full`]. For the differential tests and the `loader` fuzz target, which check
+/// that a value it returns is the full reader's value.
+#[doc(hidden)]
+pub fn parse_yaml_fast(text: &str) -> Option<Vec<Value>> {
+    fast::parse(text).ok()
+}
+
+/// [`parse_yaml`] through the full reader (serde-saphyr) alone: every YAML construct, and the
+/// messages for every error.
+pub fn parse_yaml_full(text: &str) -> Result<Vec<Value>, String> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_depth: MAX_YAML_DEPTH,

@@ -9,7 +9,8 @@
 //! gets below the 10 ms steps `/usr/bin/time` prints). The goal: 10,000 tasks in < 100 ms CPU.
 //!
 //! `BENCH_TASKS` sets the number of tasks; `DRIFTLESS_BIN` the agent binary (default
-//! `target/release/driftless`). The peer is installed by `.ci/tools/apply.sh bench`; without it
+//! `target/release/driftless`); `BENCH_KEEP=1` keeps the work directory (to profile the same
+//! configuration). The peer is installed by `.ci/tools/apply.sh bench`; without it
 //! the comparison is skipped and said so.
 
 use std::fmt::Write as _;
@@ -205,6 +206,8 @@ fn main() -> anyhow::Result<()> {
         if cpu < 0.1 { "met" } else { "NOT met" },
         cpu * 1000.0
     );
-    let _ = std::fs::remove_dir_all(&work);
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     Ok(())
 }

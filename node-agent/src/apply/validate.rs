@@ -56,7 +56,7 @@ pub fn check_with(config: &Config, templates: &Templates) -> Vec<ConfigError> {
                     }
                 }
                 for (field, pattern) in regexes(&task.action) {
-                    if let Err(e) = driftless_crds::validate::cached_regex(pattern) {
+                    if let Err(e) = driftless_crds::validate::check_regex(pattern) {
                         let first = e.to_string();
                         let last = first.lines().last().unwrap_or_default().trim().to_owned();
                         problem(

@@ -34,7 +34,7 @@ pub enum Anchor {
     Regex(Regex),
 }
 
-/// Compiled once per process (validation compiled it already).
+/// Compiled once per process, when a task first uses it (validation only checks it compiles).
 fn compile(field: &str, pattern: &str) -> Result<Regex, TaskError> {
     driftless_crds::validate::cached_regex(pattern)
         .map(|re| (*re).clone())

@@ -2,7 +2,8 @@
 //! persisted sysctl values — applied by Driftless (`driftless apply`), by `ansible-playbook -c
 //! local` (Debian `ansible-core`) and by `cf-agent` (Debian `cfengine3`), each on its own
 //! temporary root. Times the first run (everything changes) and the second (nothing changes)
-//! and their peak RSS (`/usr/bin/time`), then prints ratios.
+//! and their peak RSS (`/usr/bin/time`), then `driftless drift check` on the converged root
+//! (the same loading and checks as the no-op run), then prints ratios.
 //!
 //! Equivalences: Ansible uses `copy` with templated inline content in a loop (faster than one
 //! task per file) and, since `ansible.posix.sysctl` is not in ansible-core and would touch the
@@ -269,6 +270,24 @@ fn main() -> anyhow::Result<()> {
         first: timed(&mut driftless())?,
         second: timed(&mut driftless())?,
     });
+    // `drift check` on the converged host: the same loading and checks as the no-op run.
+    let drift_check = timed(
+        Command::new(&bin)
+            .args([
+                "--log-format",
+                "text",
+                "--log-level",
+                "warn",
+                "drift",
+                "check",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&d_root)
+            .arg("--env-file")
+            .arg("/dev/null"),
+    )?;
 
     if peer("ansible-playbook") {
         let a_root = fresh_root(&work, "root-ansible")?;
@@ -324,6 +343,10 @@ fn main() -> anyhow::Result<()> {
             f.second.rss
         );
     }
+    println!(
+        "{:<18} {:>10} {:>10} {:>10.2} {:>10.2} {:>9} {:>9.1}",
+        "driftless drift", "", "", drift_check.wall, drift_check.cpu, "", drift_check.rss
+    );
     let d = &figures[0];
     let ratio = |a: f64, b: f64| a / b.max(0.001);
     for peer in &figures[1..] {

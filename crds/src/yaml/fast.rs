@@ -476,11 +476,8 @@ impl<'a> Reader<'a> {
                 break;
             }
             items.push(self.flow_item(indent)?);
-            self.flow_space(indent)?;
-            match self.peek() {
-                b',' => self.pos += 1,
-                b']' => break,
-                _ => return Err(GiveUp),
+            if self.flow_entry_ends(indent, b']')? {
+                break;
             }
         }
         self.pos += 1;
@@ -516,15 +513,25 @@ impl<'a> Reader<'a> {
             if map.insert(key, value).is_some() {
                 return Err(GiveUp);
             }
-            self.flow_space(indent)?;
-            match self.peek() {
-                b',' => self.pos += 1,
-                b'}' => break,
-                _ => return Err(GiveUp),
+            if self.flow_entry_ends(indent, b'}')? {
+                break;
             }
         }
         self.pos += 1;
         Ok(Value::Object(map))
+    }
+
+    /// Past the `,` after a flow entry (`false`), or at the collection's `close` (`true`).
+    fn flow_entry_ends(&mut self, indent: usize, close: u8) -> Read<bool> {
+        self.flow_space(indent)?;
+        match self.peek() {
+            b',' => {
+                self.pos += 1;
+                Ok(false)
+            }
+            c if c == close => Ok(true),
+            _ => Err(GiveUp),
+        }
     }
 
     /// A node inside a flow collection: a nested collection or a scalar. A scalar followed by

@@ -155,6 +155,9 @@ const CASES: &[&str] = &[
     "a: [x # c\n  , y]\n",
     "a: {b: [c, {d: e}], f: {g: [h]}}\n",
     "a: [[[[[[]]]]]]\n",
+    // Found by the mutation test: serde-saphyr refuses a `:` right before `{` in flow.
+    "a: {b: [c, {d: e}], f:{g: [h]}}\n",
+    "a: {f:[g]}\n",
     "a: b # c: d\n",
     "a: x # c\n  # d\nb: y\n",
     "a: 'x\\n'\nb: \"\\/\"\n",

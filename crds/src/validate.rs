@@ -1141,4 +1141,28 @@ mod tests {
             ["spec[2]: duplicate name \"a\" (also at spec[0])"]
         );
     }
+
+    #[test]
+    fn checking_a_pattern_answers_as_compiling_it() {
+        for pattern in [
+            "^key1=",
+            r"(?i)^\s*PermitRootLogin\b",
+            r"\p{Greek}+",
+            "^(unclosed",
+            "[z-a]",
+            r"\p{NoSuchClass}",
+            "a**",
+            // Valid syntax, past the regex crate's compiled-size limit.
+            r"\w{1000}{1000}",
+        ] {
+            let compiled = regex::Regex::new(pattern)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert_eq!(check_regex(pattern), compiled, "{pattern}");
+            assert_eq!(check_regex(pattern), compiled, "{pattern}, cached");
+        }
+        assert!(check_regex(r"\w{1000}{1000}")
+            .unwrap_err()
+            .contains("exceeds size limit"));
+    }
 }

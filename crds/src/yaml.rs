@@ -20,7 +20,7 @@ pub const MAX_YAML_DEPTH: usize = 128;
 ///
 /// Most configuration is read by a fast reader in one pass; whatever it is not certain to read
 /// exactly as [`parse_yaml_full`] does, and every error, goes to [`parse_yaml_full`]. The value
-/// and the message are the same either way (see docs/decisions.md, "YAML").
+/// and the message are the same either way (see docs/decisions.md, "A fast YAML reader").
 pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
     match fast::parse(text) {
         Ok(documents) => Ok(documents),

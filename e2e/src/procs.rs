@@ -195,3 +195,12 @@ pub fn print_logs(dir: &Path) {
         }
     }
 }
+
+/// A benchmark's numeric setting from the environment variable `name`, or `default` when it is
+/// unset or not a number.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

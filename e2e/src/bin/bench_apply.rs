@@ -21,18 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
+use driftless_e2e::procs::env_count;
 
 struct Scale {
     files: usize,
     lines: usize,
     sysctls: usize,
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn driftless_policy(s: &Scale) -> String {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use chrono::Utc;
-use driftless_e2e::procs::{cpu_seconds, proc_mb, Process};
+use driftless_e2e::procs::{cpu_seconds, env_count, proc_mb, Process};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -26,13 +26,6 @@ const LABEL: &str = "driftless.dev/bench-dashboard";
 const REQUESTS: usize = 50;
 const WARM_UP: usize = 5;
 const GOAL_MS: f64 = 50.0;
-
-fn count(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn policies(client: &kube::Client) -> anyhow::Result<Api<DynamicObject>> {
     Ok(Api::all_with(
@@ -436,8 +429,8 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("KUBECONFIG").is_none() {
         bail!("bench-dashboard needs an API server: set KUBECONFIG");
     }
-    let nodes = count("BENCH_NODES", 5000).max(2);
-    let stacks = count("BENCH_STACKS", 5000).max(2);
+    let nodes = env_count("BENCH_NODES", 5000).max(2);
+    let stacks = env_count("BENCH_STACKS", 5000).max(2);
     let client = kube::Client::try_default().await?;
     driftless_e2e::install_crds(&client).await?;
     let ns_api: Api<Namespace> = Api::all(client.clone());

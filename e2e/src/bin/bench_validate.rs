@@ -18,16 +18,10 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
+use driftless_e2e::procs::env_count;
 
 /// Tasks in one ApplyPolicy at most (`spec.tasks` has `maxItems: 2000`).
 const PER_POLICY: usize = 2000;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One task of the mix; `i` numbers it across the whole configuration.
 fn task(out: &mut String, i: usize) {

@@ -5,10 +5,11 @@
 //! full reader (serde-saphyr) does makes it give up, and the caller reads the text again with
 //! the full reader, which returns the value or the error. Giving up covers every error, anchors
 //! and aliases, tags, directives, `?` keys, merge keys, folded (`>`) and multi-line scalars,
-//! numbers other than plain decimal integers, tabs outside quoted and literal scalars, control
-//! characters, duplicate keys and nesting near the depth limit. So a value it returns is the
-//! full reader's value, and every message is the full reader's message; a differential test
-//! over the repository's YAML and mutations of it, and the `loader` fuzz target, check that.
+//! numbers other than decimal integers and floats, escapes other than `\\ \" \/ \n \t \r \u`,
+//! tabs outside quoted and literal scalars, control characters, duplicate keys and nesting
+//! near the depth limit. So a value it returns is the full reader's value, and every message is
+//! the full reader's message; a differential test over the repository's YAML and mutations of
+//! it, and the `loader` fuzz target, check that.
 //!
 //! It runs in time linear in the input: each line is looked at a bounded number of times.
 
@@ -608,8 +609,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// One escape of a double-quoted scalar, the reader on its `\`. Only the escapes JSON also
-    /// has are read here.
+    /// One escape of a double-quoted scalar, the reader on its `\`. Only `\\ \" \/ \n \t \r`
+    /// and `\u` (not naming a control character) are read here.
     fn escape(&mut self, out: &mut String) -> Read<()> {
         let c = match self.byte_at(self.pos + 1) {
             b'\\' => '\\',

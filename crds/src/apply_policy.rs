@@ -74,6 +74,11 @@ pub struct ApplyPolicySpec {
     /// Where a record of every change is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
+    /// WebAssembly plugins whose filters templates may use (`{{ x | NAME }}`), each filter by
+    /// the name its manifest declares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub template_filters: Vec<crate::plugin::PluginUse>,
 }
 
 fn default_history_limit() -> u32 {
@@ -181,6 +186,8 @@ one_of! {
         "cron" cron => Cron(CronTask),
         /// Run a command, guarded by `creates` or `unless`.
         "command" command => Command(CommandTask),
+        /// A task type from a WebAssembly plugin.
+        "plugin" plugin => Plugin(crate::plugin::PluginUse),
     }
 }
 

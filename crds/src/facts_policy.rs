@@ -302,6 +302,8 @@ one_of! {
         "command" command => Command(CommandFact),
         /// The content of a file.
         "file" file => File(FileFact),
+        /// The facts and metric samples of a WebAssembly plugin (`format` does not apply).
+        "plugin" plugin => Plugin(crate::plugin::PluginUse),
     }
 }
 

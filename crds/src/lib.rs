@@ -16,6 +16,7 @@ pub mod generate;
 pub mod log_pipeline;
 pub mod notification_policy;
 pub mod one_of;
+pub mod plugin;
 pub mod rbac;
 pub mod resource;
 pub mod secret;

@@ -234,6 +234,8 @@ one_of! {
         "renameFields" rename_fields => RenameFields(BTreeMap<String, String>),
         /// Replace sensitive text.
         "redact" redact => Redact(Redact),
+        /// A WebAssembly plugin: event in, zero or more events out.
+        "plugin" plugin => Plugin(crate::plugin::PluginUse),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod host;
 pub mod logs;
 pub mod metrics;
+pub mod plugins;
 pub mod process;
 pub mod s3;
 pub mod server;

@@ -161,6 +161,29 @@ pub fn apply_policy(
             return report;
         }
     };
+    // A policy with plugin filters gets templates of its own, so its filters reach no other
+    // policy's templates.
+    let own_templates;
+    let templates = if spec.template_filters.is_empty() {
+        templates
+    } else {
+        match Templates::with_plugin_filters(&spec.template_filters, env.root.dir()) {
+            Ok(t) => {
+                own_templates = t;
+                &own_templates
+            }
+            Err(e) => {
+                for task in &spec.tasks {
+                    report.tasks.push(TaskReport::failed(
+                        &task.name,
+                        task.action.key(),
+                        format!("policy not started: {e}"),
+                    ));
+                }
+                return report;
+            }
+        }
+    };
     let run = |task: &Task| -> TaskReport {
         let kind = task.action.key();
         let started = Instant::now();

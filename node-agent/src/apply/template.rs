@@ -218,6 +218,82 @@ impl std::io::Write for BoundedOutput {
     }
 }
 
+/// The filters minijinja's `builtins` feature defines; plugin filters may not shadow them.
+const BUILTIN_FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+];
+
+/// Calls a plugin filter: `{"filter", "value", "args"}` in, `{"value"}` out.
+fn call_filter(
+    instance: &Mutex<crate::plugins::Instance>,
+    name: &str,
+    value: &Value,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    let fail =
+        |message: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message);
+    let input = serde_json::json!({
+        "filter": name,
+        "value": serde_json::to_value(value).map_err(|e| fail(e.to_string()))?,
+        "args": serde_json::to_value(args).map_err(|e| fail(e.to_string()))?,
+    });
+    let mut instance = instance
+        .lock()
+        .map_err(|_| fail(format!("filter {name}: plugin instance poisoned")))?;
+    let out = instance
+        .call("driftless_filter", &input, false)
+        .map_err(|e| fail(e.to_string()))?;
+    match out.get("value") {
+        Some(v) => Ok(Value::from_serialize(v)),
+        None => Err(fail(format!("filter {name}: the plugin returned no value"))),
+    }
+}
+
 impl Templates {
     /// Strict undefined behaviour; no auto-escaping (these are config files, not HTML).
     pub fn new() -> Self {
@@ -241,6 +317,50 @@ impl Templates {
             env: Mutex::new(env),
             loaded,
         }
+    }
+
+    /// [`Templates::new`] plus the filters of WebAssembly plugins (ApplyPolicy
+    /// `spec.templateFilters`): each filter the plugins' manifests name, called as
+    /// `{{ value | name(args...) }}`. A name a built-in filter or an earlier plugin already
+    /// has is refused, naming both.
+    pub fn with_plugin_filters(
+        uses: &[driftless_crds::plugin::PluginUse],
+        root: &std::path::Path,
+    ) -> Result<Self, String> {
+        use crate::plugins::{Instance, Kind, Plugin, DEFAULT_FUEL};
+        let templates = Self::new();
+        {
+            let mut env = templates.env();
+            let mut taken: Vec<(String, String)> = Vec::new();
+            for (i, use_) in uses.iter().enumerate() {
+                let at = format!("spec.templateFilters[{i}]");
+                let plugin = Plugin::for_use(use_).map_err(|e| format!("{at}: {e}"))?;
+                let filters = plugin.manifest.filters.clone();
+                let instance = Instance::new(plugin, use_, Kind::Filter, root, DEFAULT_FUEL)
+                    .map_err(|e| format!("{at}: {e}"))?;
+                let instance = Arc::new(Mutex::new(instance));
+                for filter in filters {
+                    if let Some((_, owner)) = taken.iter().find(|(f, _)| *f == filter) {
+                        return Err(format!("{at}: filter {filter:?} is also plugin {owner}'s"));
+                    }
+                    if BUILTIN_FILTERS.contains(&filter.as_str()) {
+                        return Err(format!(
+                            "{at}: filter {filter:?} is a built-in filter's name"
+                        ));
+                    }
+                    taken.push((filter.clone(), use_.name.clone()));
+                    let instance = instance.clone();
+                    let name = filter.clone();
+                    env.add_filter(
+                        filter,
+                        move |value: Value, args: minijinja::value::Rest<Value>| {
+                            call_filter(&instance, &name, &value, &args)
+                        },
+                    );
+                }
+            }
+        }
+        Ok(templates)
     }
 
     /// The environment, its template cache cleared when it holds [`CACHED_TEMPLATES`].

@@ -105,6 +105,17 @@ fn paths(action: &TaskAction) -> Vec<(String, &str)> {
         TaskAction::Command(t) => {
             vec![("creates", t.creates.as_deref()), ("cwd", t.cwd.as_deref())]
         }
+        TaskAction::Plugin(t) => {
+            let grants = [("read", &t.grants.read), ("write", &t.grants.write)];
+            return grants
+                .into_iter()
+                .flat_map(|(f, list)| {
+                    list.iter()
+                        .enumerate()
+                        .map(move |(i, p)| (format!("{key}.grants.{f}[{i}]"), p.as_str()))
+                })
+                .collect();
+        }
         _ => Vec::new(),
     };
     fields

@@ -5,6 +5,7 @@ mod apply;
 mod drift;
 mod facts;
 mod logs;
+mod plugins;
 mod validate;
 
 use std::path::PathBuf;
@@ -24,6 +25,22 @@ pub struct Cli {
     /// Log filter (`info`, `debug`, `driftless_agent=trace`).
     #[arg(long, global = true, default_value = "info", env = "DRIFTLESS_LOG")]
     pub log_level: String,
+    /// Plugin directory: `NAME.wasm` WebAssembly plugins.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/driftless/plugins",
+        env = "DRIFTLESS_PLUGIN_DIR"
+    )]
+    pub plugin_dir: PathBuf,
+    /// Where compiled plugin code is kept between runs.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/cache/driftless/plugins",
+        env = "DRIFTLESS_PLUGIN_CACHE"
+    )]
+    pub plugin_cache: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,11 +102,17 @@ enum Command {
     /// Run the log pipelines in the foreground: tail, parse, transform and forward files.
     /// SIGHUP reloads the configuration.
     Logs(logs::Args),
+    /// List, check and install WebAssembly plugins.
+    Plugins(plugins::Args),
 }
 
 impl Cli {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
+        crate::plugins::configure(crate::plugins::Settings {
+            dir: self.plugin_dir,
+            cache: self.plugin_cache,
+        });
         match self.command {
             Command::Validate(args) => validate::run(&args),
             Command::Facts(args) => facts::run(&args),
@@ -97,6 +120,7 @@ impl Cli {
             Command::Apply(args) => apply::run(&args),
             Command::Drift(args) => drift::run(&args),
             Command::Logs(args) => logs::run(&args),
+            Command::Plugins(args) => plugins::run(&args),
         }
     }
 }

@@ -33,7 +33,7 @@ pub type Fields = Map<String, Value>;
 
 /// One log event: the fields a parser produced plus `message`, `source`, `file` and
 /// `timestamp`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Event {
     /// Name of the source the event came from (also its `source` field).
     pub source: Arc<str>,

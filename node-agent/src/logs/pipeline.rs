@@ -142,7 +142,7 @@ impl Pipeline {
             }
             _ => None,
         };
-        let transforms = Transforms::new(&spec.transforms)?;
+        let transforms = Transforms::new(&spec.transforms, &host.root)?;
         // Nothing reads event fields: skip parsing (raw lines go straight to raw file sinks).
         let raw_only = transforms.is_empty()
             && spec
@@ -363,7 +363,13 @@ impl Pipeline {
         if events.is_empty() && offsets.is_empty() {
             return false;
         }
-        events.retain_mut(|e| self.transforms.apply(e));
+        if !self.transforms.is_empty() {
+            let mut kept = Vec::with_capacity(events.len());
+            for e in events.drain(..) {
+                self.transforms.run(e, &mut kept);
+            }
+            events = kept;
+        }
         let bytes = events.iter().map(|e| e.size()).sum();
         let seq = match &self.disk {
             None => self.inflight.push(events.len(), bytes, offsets),

@@ -1,10 +1,23 @@
-//! Transforms: include/exclude by field regex, add/drop/rename fields, redact, in order.
+//! Transforms: include/exclude by field regex, add/drop/rename fields, redact, WebAssembly
+//! plugins, in order.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use driftless_crds::log_pipeline::{Transform, TransformKind};
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{Event, LogError};
+use super::{Event, Fields, LogError};
+use crate::plugins::{Instance, Kind, Plugin, DEFAULT_EVENT_FUEL};
+
+/// A plugin step: its instance and how many events it failed on.
+#[derive(Debug)]
+struct PluginStep {
+    instance: Mutex<Instance>,
+    failures: AtomicU64,
+}
 
 /// One compiled step.
 #[derive(Clone, Debug)]
@@ -19,6 +32,7 @@ enum Step {
         patterns: Vec<Regex>,
         replacement: String,
     },
+    Plugin(Arc<PluginStep>),
 }
 
 /// The compiled transforms of a pipeline.
@@ -38,8 +52,9 @@ impl Transforms {
         self.steps.is_empty()
     }
 
-    /// Compiles the steps; a bad regular expression is an error naming the step.
-    pub fn new(transforms: &[Transform]) -> Result<Self, LogError> {
+    /// Compiles the steps; a bad regular expression or an unusable plugin is an error naming
+    /// the step. Plugin grants are below `root`.
+    pub fn new(transforms: &[Transform], root: &Path) -> Result<Self, LogError> {
         let mut steps = Vec::new();
         for (i, t) in transforms.iter().enumerate() {
             steps.push(match &t.kind {
@@ -69,23 +84,51 @@ impl Transforms {
                         .collect::<Result<_, _>>()?,
                     replacement: r.replacement.clone(),
                 },
+                TransformKind::Plugin(use_) => {
+                    let instance = Plugin::for_use(use_)
+                        .and_then(|p| Instance::new(p, use_, Kind::Log, root, DEFAULT_EVENT_FUEL))
+                        .map_err(|e| LogError::Config(format!("transforms[{i}].plugin: {e}")))?;
+                    Step::Plugin(Arc::new(PluginStep {
+                        instance: Mutex::new(instance),
+                        failures: AtomicU64::new(0),
+                    }))
+                }
             });
         }
         Ok(Self { steps })
     }
 
-    /// Applies every step to the event; `false` when the event is filtered out.
+    /// Applies every step to the event; `false` when the event is filtered out. A plugin step
+    /// that returns several events keeps the first here; [`Transforms::run`] keeps them all.
     pub fn apply(&self, event: &mut Event) -> bool {
-        for step in &self.steps {
+        let mut out = Vec::new();
+        self.run_from(0, std::mem::take(event), &mut out);
+        match out.into_iter().next() {
+            Some(first) => {
+                *event = first;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the steps over one event, pushing what comes out (none when it is filtered out,
+    /// several when a plugin splits it).
+    pub fn run(&self, event: Event, out: &mut Vec<Event>) {
+        self.run_from(0, event, out);
+    }
+
+    fn run_from(&self, first: usize, mut event: Event, out: &mut Vec<Event>) {
+        for (i, step) in self.steps.iter().enumerate().skip(first) {
             match step {
                 Step::Include(field, re) => {
-                    if !field_matches(event, field, re) {
-                        return false;
+                    if !field_matches(&event, field, re) {
+                        return;
                     }
                 }
                 Step::Exclude(field, re) => {
-                    if field_matches(event, field, re) {
-                        return false;
+                    if field_matches(&event, field, re) {
+                        return;
                     }
                 }
                 Step::Add(pairs) => {
@@ -131,10 +174,78 @@ impl Transforms {
                         }
                     }
                 }
+                Step::Plugin(step) => {
+                    match call_plugin(step, &event) {
+                        Ok(events) => {
+                            for e in events {
+                                self.run_from(i + 1, e, out);
+                            }
+                            return;
+                        }
+                        Err(why) => {
+                            // Never lose the line: it goes on unchanged, marked.
+                            let n = step.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                            if n.is_power_of_two() {
+                                tracing::warn!(failures = n, error = %why, "log plugin failed on an event; the event is kept unchanged");
+                            }
+                            event
+                                .fields
+                                .insert("plugin_error".into(), Value::String(why));
+                        }
+                    }
+                }
             }
         }
-        true
+        out.push(event);
     }
+}
+
+/// Runs a plugin on one event; its events, or why not.
+fn call_plugin(step: &PluginStep, event: &Event) -> Result<Vec<Event>, String> {
+    let input = json!({
+        "source": &*event.source,
+        "raw": event.raw,
+        "fields": event.fields,
+    });
+    let mut instance = step
+        .instance
+        .lock()
+        .map_err(|_| "plugin instance poisoned".to_string())?;
+    let out = instance
+        .call("driftless_log", &input, false)
+        .map_err(|e| e.to_string())?;
+    let Some(list) = out.get("events").and_then(Value::as_array) else {
+        return Err("driftless_log: expected {\"events\": [...]}".into());
+    };
+    let mut events = Vec::with_capacity(list.len());
+    for item in list {
+        let raw = match item.get("raw") {
+            None => event.raw.clone(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err("driftless_log: an event's raw is not a string".into()),
+        };
+        let fields: Fields = match item.get("fields") {
+            // A new line without fields: the fields stay, and a `message` that was the line
+            // becomes the new line.
+            None => {
+                let mut fields = event.fields.clone();
+                if let Some(Value::String(message)) = fields.get_mut("message") {
+                    if *message == event.raw {
+                        message.clone_from(&raw);
+                    }
+                }
+                fields
+            }
+            Some(Value::Object(map)) => map.clone(),
+            Some(_) => return Err("driftless_log: an event's fields are not an object".into()),
+        };
+        events.push(Event {
+            source: event.source.clone(),
+            raw,
+            fields,
+        });
+    }
+    Ok(events)
 }
 
 fn field_matches(event: &Event, field: &str, re: &Regex) -> bool {
@@ -163,7 +274,7 @@ mod tests {
 
     fn transforms(yaml: &str) -> Transforms {
         let list: Vec<Transform> = serde_saphyr::from_str(yaml).unwrap();
-        Transforms::new(&list).unwrap()
+        Transforms::new(&list, Path::new("/")).unwrap()
     }
 
     #[test]
@@ -194,7 +305,7 @@ mod tests {
         assert!(!t.apply(&mut event("fine", "x")));
         let list: Vec<Transform> =
             serde_saphyr::from_str("- include: {field: message, pattern: '('}").unwrap();
-        assert!(Transforms::new(&list)
+        assert!(Transforms::new(&list, Path::new("/"))
             .unwrap_err()
             .to_string()
             .contains("transforms[0]"));

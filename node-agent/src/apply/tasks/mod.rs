@@ -16,6 +16,7 @@
 //! | `group` | `group` (`/etc/group`, `/etc/gshadow`) | `group:NAME` |
 //! | `kernelModule` | `kernel_module` (loaded + `/etc/modules-load.d`) | `kernelModule:NAME` |
 //! | `mount` | `mount` (`/etc/fstab` entry + mounted state) | `mount:PATH` |
+//! | `plugin` | [`plugin`] (a WebAssembly plugin) | what the plugin names |
 //!
 //! A task type whose module is not in this directory yet is reported `failed` with "task type X
 //! is not implemented" by [`task`]; adding the module means adding its `mod` line and its arm.
@@ -35,6 +36,7 @@ pub mod kernel_module;
 pub mod line_in_file;
 pub mod mount;
 pub mod package;
+pub mod plugin;
 pub mod service;
 pub mod symlink;
 pub mod sysctl;
@@ -215,5 +217,6 @@ pub fn task(action: &TaskAction) -> &dyn Task {
         TaskAction::Group(t) => t,
         TaskAction::KernelModule(t) => t,
         TaskAction::Mount(t) => t,
+        TaskAction::Plugin(t) => t,
     }
 }

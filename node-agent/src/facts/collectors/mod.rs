@@ -43,6 +43,7 @@ pub mod nfs;
 pub mod nfsd;
 pub mod nvme;
 pub mod os;
+pub mod plugin;
 pub mod powersupplyclass;
 pub mod pressure;
 pub mod rapl;
@@ -412,6 +413,11 @@ pub const REGISTRY: &[CollectorInfo] = &[
         default_enabled: true,
         factory: file::new,
     },
+    CollectorInfo {
+        name: "plugin",
+        default_enabled: true,
+        factory: plugin::new,
+    },
 ];
 
 /// Looks a collector up by name.
@@ -452,6 +458,7 @@ pub fn select(
             // Custom facts are not in the enum; they follow the policy's `facts` list.
             set.insert("command");
             set.insert("file");
+            set.insert("plugin");
         }
         for c in &policy.disable {
             set.remove(name(c)?);
@@ -608,7 +615,7 @@ mod tests {
         let set = select(Some(&only), false, &[("pressure".into(), true)]).unwrap();
         assert_eq!(
             set.into_iter().collect::<Vec<_>>(),
-            ["command", "file", "meminfo", "pressure"]
+            ["command", "file", "meminfo", "plugin", "pressure"]
         );
         let set = select(None, true, &[("cpu".into(), true)]).unwrap();
         assert_eq!(set.into_iter().collect::<Vec<_>>(), ["cpu"]);
@@ -623,7 +630,7 @@ mod tests {
             let parsed: Result<CollectorName, _> =
                 serde_json::from_value(serde_json::Value::String(entry.name.into()));
             match entry.name {
-                "command" | "file" => assert!(parsed.is_err(), "{}", entry.name),
+                "command" | "file" | "plugin" => assert!(parsed.is_err(), "{}", entry.name),
                 name => {
                     let only = Collectors {
                         enable: vec![parsed.unwrap_or_else(|e| panic!("{name}: {e}"))],

@@ -36,7 +36,8 @@ pub struct PluginUse {
     /// The plugin's configuration, checked against the schema its manifest declares.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub config: Values,
-    /// What the plugin may touch on the host; nothing when unset.
+    /// What the plugin may touch on the host: directories and TCP endpoints; nothing when
+    /// unset.
     #[serde(default, skip_serializing_if = "Grants::is_empty")]
     pub grants: Grants,
     /// Fuel for one call (about one unit per WebAssembly instruction); a call that runs out is
@@ -54,9 +55,9 @@ fn is_empty(values: &Values) -> bool {
     values.0.is_empty()
 }
 
-/// Host directories a plugin may use, as absolute paths below the agent's `--root`. The plugin
-/// sees each under the same path; everything else does not exist for it. Plugins have no
-/// network.
+/// What a plugin may use on the host: directories, as absolute paths below the agent's
+/// `--root` (the plugin sees each under the same path; everything else does not exist for it),
+/// and TCP endpoints. Nothing else.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Grants {
@@ -69,12 +70,20 @@ pub struct Grants {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub write: Vec<String>,
+    /// TCP endpoints it may connect to, as `HOST:PORT` (`[ADDR]:PORT` for IPv6), matched
+    /// exactly against what the plugin asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(pattern = r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"))
+    )]
+    pub network: Vec<String>,
 }
 
 impl Grants {
     /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
-        self.read.is_empty() && self.write.is_empty()
+        self.read.is_empty() && self.write.is_empty() && self.network.is_empty()
     }
 }
 

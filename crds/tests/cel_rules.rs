@@ -49,7 +49,7 @@ fn scan(git: Value) -> Value {
 
 /// (kind, bad spec, the exact problem it must produce).
 fn cases() -> Vec<(&'static str, Value, &'static str)> {
-    let one_task_type = "exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command";
+    let one_task_type = "exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command, plugin";
     vec![
         (
             "ApplyPolicy",
@@ -57,6 +57,11 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.tasks[0]: ",
         ),
         ("ApplyPolicy", task(json!({"name": "none"})), one_task_type),
+        (
+            "ApplyPolicy",
+            task(json!({"name": "p", "plugin": {"name": "motd", "url": "https://x/motd.wasm"}})),
+            "spec.tasks[0].plugin: a plugin with a url needs its sha256",
+        ),
         (
             "ApplyPolicy",
             json!({"tasks": [], "handlers": [{"name": "h"}]}),
@@ -160,7 +165,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "FactsPolicy",
             json!({"facts": [{"name": "k"}]}),
-            "spec.facts[0]: exactly one fact source must be set, one of: command, file",
+            "spec.facts[0]: exactly one fact source must be set, one of: command, file, plugin",
         ),
         (
             "FactsPolicy",
@@ -202,7 +207,7 @@ fn cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "LogPipeline",
             json!({"sources": [file_source()], "sinks": [file_sink()], "transforms": [{"dropFields": ["a"], "addFields": {"b": "c"}}]}),
-            "spec.transforms[0]: exactly one transform must be set, one of: include, exclude, addFields, dropFields, renameFields, redact",
+            "spec.transforms[0]: exactly one transform must be set, one of: include, exclude, addFields, dropFields, renameFields, redact, plugin",
         ),
         (
             "LogPipeline",
@@ -249,7 +254,7 @@ fn two_task_types_name_both() {
         "ApplyPolicy",
         task(json!({"name": "two", "file": {"path": "/a"}, "directory": {"path": "/b"}})),
     );
-    assert_eq!(got, ["spec.tasks[0]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command"]);
+    assert_eq!(got, ["spec.tasks[0]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command, plugin"]);
 }
 
 #[test]

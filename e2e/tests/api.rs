@@ -578,7 +578,7 @@ fn set(target: &mut Value, pointer: &str, value: Value) -> anyhow::Result<()> {
 
 const TASK_TYPE: &str = "exactly one task type must be set, one of: file, directory, symlink, \
                          lineInFile, blockInFile, package, service, sysctl, user, group, \
-                         kernelModule, mount, cron, command";
+                         kernelModule, mount, cron, command, plugin";
 const FILE_CONTENT: &str = "at most one of content, template and source may be set";
 const INSERT: &str = "insertAfter and insertBefore are mutually exclusive";
 const LINE: &str = "line is required unless state is absent with a regexp";
@@ -590,13 +590,14 @@ const COUNT_OR_PERCENT: &str = "must be a positive count or a percentage between
 const CANARY: &str = "canary must be set when strategy is Canary";
 const UNIQUE: &str = "names must be unique";
 const AUDIT_SINK: &str = "exactly one audit sink kind must be set, one of: directory, http, s3";
-const FACT_SOURCE: &str = "exactly one fact source must be set, one of: command, file";
+const FACT_SOURCE: &str = "exactly one fact source must be set, one of: command, file, plugin";
+const PLUGIN_URL: &str = "a plugin with a url needs its sha256";
 const SINK: &str = "exactly one sink kind must be set, one of: file, s3, syslog, http";
 const MULTILINE: &str = "exactly one of startPattern and continuationPattern must be set";
 const REGEX: &str = "regex must be set exactly when format is regex";
 const INCLUDE: &str = "include must list at least one glob unless kubernetes is true";
 const TRANSFORM: &str = "exactly one transform must be set, one of: include, exclude, addFields, \
-                         dropFields, renameFields, redact";
+                         dropFields, renameFields, redact, plugin";
 const GIT_STACKS: &str = "set stacks or discover (or both)";
 const CREDENTIALS: &str = "exactly one credential kind must be set, one of: https, ssh, githubApp";
 const ARTIFACTS: &str = "exactly one of s3 and volumeClaim must be set";
@@ -669,6 +670,24 @@ fn cases() -> Vec<Case> {
         rejected("a handler with no task type", AP,
             vec![("/spec/handlers", json!([{ "name": "restart-ssh" }]))],
             "spec.handlers[]", TASK_TYPE, "spec.handlers[0]"),
+        rejected("a plugin task with a url and no sha256", AP,
+            vec![("/spec/tasks/0", json!({ "name": "motd",
+                "plugin": { "name": "motd", "url": "https://example.com/motd.wasm" } }))],
+            "spec.tasks[].plugin", PLUGIN_URL, "spec.tasks[0].plugin"),
+        rejected("a plugin handler with a url and no sha256", AP,
+            vec![("/spec/handlers", json!([{ "name": "motd",
+                "plugin": { "name": "motd", "url": "https://example.com/motd.wasm" } }]))],
+            "spec.handlers[].plugin", PLUGIN_URL, "spec.handlers[0].plugin"),
+        rejected("a filter plugin with a url and no sha256", AP,
+            vec![("/spec/templateFilters", json!([{ "name": "redact",
+                "url": "https://example.com/redact.wasm" }]))],
+            "spec.templateFilters[]", PLUGIN_URL, "spec.templateFilters[0]"),
+        accepted("a plugin task pinned by digest", AP,
+            vec![("/spec/tasks/0", json!({ "name": "motd",
+                "plugin": { "name": "motd", "url": "https://example.com/motd.wasm",
+                            "sha256": format!("sha256:{}", "a".repeat(64)),
+                            "config": { "path": "/etc/motd", "text": "hi" },
+                            "grants": { "write": ["/etc"] }, "memoryMiB": 16 } }))]),
         rejected("a file task with content and template", AP,
             vec![("/spec/tasks/0/file/template", json!("{{ vars.motd }}"))],
             "spec.tasks[].file", FILE_CONTENT, "spec.tasks[0].file"),
@@ -804,6 +823,10 @@ fn cases() -> Vec<Case> {
         rejected("a fact with no source", FP,
             vec![("/spec/facts", json!([{ "name": "kernel" }]))],
             "spec.facts[]", FACT_SOURCE, "spec.facts[0]"),
+        rejected("a plugin fact with a url and no sha256", FP,
+            vec![("/spec/facts", json!([{ "name": "release",
+                "plugin": { "name": "release", "url": "https://example.com/release.wasm" } }]))],
+            "spec.facts[].plugin", PLUGIN_URL, "spec.facts[0].plugin"),
         accepted("a command fact", FP,
             vec![("/spec/facts", json!([{ "name": "kernel",
                                           "command": { "argv": ["uname", "-r"] } }]))]),
@@ -867,6 +890,10 @@ fn cases() -> Vec<Case> {
         rejected("a transform of no kind", LP,
             vec![("/spec/transforms", json!([{}]))],
             "spec.transforms[]", TRANSFORM, "spec.transforms[0]"),
+        rejected("a plugin transform with a url and no sha256", LP,
+            vec![("/spec/transforms", json!([{
+                "plugin": { "name": "redact", "url": "https://example.com/redact.wasm" } }]))],
+            "spec.transforms[].plugin", PLUGIN_URL, "spec.transforms[0].plugin"),
         rejected("two secrets with the same name", LP,
             vec![("/spec/secrets", secret_twice)],
             "spec.secrets", UNIQUE, "spec.secrets"),

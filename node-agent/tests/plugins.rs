@@ -259,6 +259,11 @@ spec:
 /// buffer, and an entry point for the kind with `body` (which sees the input as `(param i32
 /// i32)` and returns an `i64`). `imports` and `data` go in front.
 fn wat_plugin(name: &str, kind: &str, body: &str, imports: &str) -> Vec<u8> {
+    wat_plugin_with(name, kind, body, imports, "")
+}
+
+/// [`wat_plugin`] with `data` at offset 5120 and `{"facts":{"pong":true}}` at 6144.
+fn wat_plugin_with(name: &str, kind: &str, body: &str, imports: &str, data: &str) -> Vec<u8> {
     let manifest = format!(r#"{{"name":"{name}","version":"1.0.0","abi":1,"kinds":["{kind}"]}}"#);
     let escaped = manifest.replace('"', "\\\"");
     let entries = match kind {
@@ -277,6 +282,8 @@ fn wat_plugin(name: &str, kind: &str, body: &str, imports: &str) -> Vec<u8> {
   (data (i32.const 1024) "{escaped}")
   (data (i32.const 2048) "{{\"error\":\"could not open it\"}}")
   (data (i32.const 3072) "../../etc/shadow")
+  (data (i32.const 5120) "{data}")
+  (data (i32.const 6144) "{{\"facts\":{{\"pong\":true}}}}")
   (func (export "driftless_alloc") (param i32) (result i32) (i32.const 8192))
   (func (export "driftless_manifest") (result i64)
     (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const {len})))
@@ -458,7 +465,7 @@ spec:
         .contains("more than its limit of 8 MiB"));
     // Refused before running: named in the agent's log, their pipelines not started.
     for (name, why) in [
-        ("netcat", "imports wasi_snapshot_preview1.sock_open, which plugins are not given: only WASI preview 1 functions (plugins have no network)"),
+        ("netcat", "imports wasi_snapshot_preview1.sock_open, which plugins are not given: they get WASI preview 1 and driftless.tcp_connect only (a connection comes from driftless.tcp_connect, to a granted endpoint)"),
         ("garbage", "not a valid plugin: not a WebAssembly module"),
         ("tampered", &format!("the policy pins {}; refusing to run it", "1".repeat(64))),
     ] {
@@ -552,5 +559,96 @@ fn plugins_cli_lists_validates_and_installs_by_digest() {
     assert!(
         stdout.contains("does not export a 32-bit `memory`"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn network_reaches_only_granted_endpoints() {
+    // A plugin connects with driftless.tcp_connect, sends "ping", expects "pong".
+    let granted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let granted_at = granted.local_addr().unwrap().to_string();
+    let other_at = other.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in granted.incoming() {
+            let mut stream = stream.unwrap();
+            let mut ping = [0u8; 4];
+            std::io::Read::read_exact(&mut stream, &mut ping).unwrap();
+            assert_eq!(&ping, b"ping");
+            std::io::Write::write_all(&mut stream, b"pong").unwrap();
+        }
+    });
+    let plugins = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // (call connect (ptr 5120, len, out 4096)); then fd_write "ping" and fd_read 4 bytes.
+    let body = |len: usize| {
+        format!(
+            "(if (call $connect (i32.const 5120) (i32.const {len}) (i32.const 4096)) \
+               (then (return (i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const 29))))) \
+             (i32.store (i32.const 4100) (i32.const 4112)) (i32.store (i32.const 4104) (i32.const 4)) \
+             (i32.store (i32.const 4112) (i32.const 0x676e6970)) \
+             (drop (call $write (i32.load (i32.const 4096)) (i32.const 4100) (i32.const 1) (i32.const 4120))) \
+             (i32.store (i32.const 4112) (i32.const 0)) \
+             (drop (call $read (i32.load (i32.const 4096)) (i32.const 4100) (i32.const 1) (i32.const 4120))) \
+             (if (i32.ne (i32.load (i32.const 4112)) (i32.const 0x676e6f70)) (then (unreachable))) \
+             (i64.or (i64.shl (i64.const 6144) (i64.const 32)) (i64.const 23))"
+        )
+    };
+    let imports = r#"(import "driftless" "tcp_connect" (func $connect (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))"#;
+    std::fs::write(
+        plugins.path().join("pinger.wasm"),
+        wat_plugin_with(
+            "pinger",
+            "facts",
+            &body(granted_at.len()),
+            imports,
+            &granted_at,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        plugins.path().join("sneak.wasm"),
+        wat_plugin_with("sneak", "facts", &body(other_at.len()), imports, &other_at),
+    )
+    .unwrap();
+    let host = Host::new();
+    host.policy(
+        "facts.yaml",
+        &format!(
+            r#"
+apiVersion: driftless.dev/v1alpha1
+kind: FactsPolicy
+metadata: {{name: facts}}
+spec:
+  facts:
+    - name: pinger
+      plugin: {{name: pinger, grants: {{network: ["{granted_at}"]}}}}
+    - name: sneak
+      plugin: {{name: sneak, grants: {{network: ["{granted_at}"]}}}}
+"#
+        ),
+    );
+    let mut args = vec![
+        "facts",
+        "--format",
+        "prometheus",
+        "--collector.disable-defaults",
+        "--collector.plugin",
+    ];
+    args.extend_from_slice(&plugin_args(plugins.path(), cache.path()));
+    let (code, stdout, stderr) = host.run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(r#"driftless_fact_info{name="pinger",key="pong",value="true"} 1"#),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains(r#"name="sneak""#), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "sneak: plugin sneak: driftless_facts: could not open it (the sandbox refused: connecting to {other_at}: not granted)"
+        )),
+        "{stderr}"
     );
 }

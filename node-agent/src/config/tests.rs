@@ -104,8 +104,8 @@ spec:
         errors(dir.path()),
         [
             "a.yaml (document 1): ApplyPolicy/web: spec.tasks[0].file.mode: \"0x644\" is not an octal mode such as \"0644\"",
-            "a.yaml (document 1): ApplyPolicy/web: spec.tasks[1]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command",
-            "a.yaml (document 1): ApplyPolicy/web: spec.tasks[2]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command",
+            "a.yaml (document 1): ApplyPolicy/web: spec.tasks[1]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command, plugin",
+            "a.yaml (document 1): ApplyPolicy/web: spec.tasks[2]: exactly one task type must be set, one of: file, directory, symlink, lineInFile, blockInFile, package, service, sysctl, user, group, kernelModule, mount, cron, command, plugin",
             "a.yaml (document 2): LogPipeline/logs: spec.sinks[0].colour: unknown field; expected one of: file, http, name, s3, syslog",
             "a.yaml (document 2): LogPipeline/logs: spec.sources[0]: regex must be set exactly when format is regex",
             "c.json: invalid JSON: EOF while parsing a value at line 1 column 15",

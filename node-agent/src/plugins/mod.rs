@@ -310,7 +310,7 @@ impl Plugin {
     }
 
     fn read_manifest(&self) -> Result<String, String> {
-        let mut store = new_store(Vec::new(), 64 * 1024 * 1024);
+        let mut store = new_store(Vec::new(), Vec::new(), 64 * 1024 * 1024);
         let instance = self
             .pre
             .instantiate(&mut store)
@@ -506,11 +506,11 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
     .map_err(|_| "the download thread failed".to_string())?
 }
 
-fn new_store(grants: Vec<Grant>, memory_limit: usize) -> Store<StoreData> {
+fn new_store(grants: Vec<Grant>, network: Vec<String>, memory_limit: usize) -> Store<StoreData> {
     let mut store = Store::new(
         engine(),
         StoreData {
-            sandbox: Sandbox::new(grants),
+            sandbox: Sandbox::new(grants, network),
             memory_limit,
             memory_exceeded: None,
         },
@@ -559,6 +559,7 @@ pub struct Instance {
     plugin: Arc<Plugin>,
     config: Value,
     grants: Vec<(String, PathBuf, bool)>,
+    network: Vec<String>,
     memory_limit: usize,
     fuel: u64,
     live: Option<Live>,
@@ -627,6 +628,7 @@ impl Instance {
             plugin,
             config,
             grants,
+            network: use_.grants.network.clone(),
             memory_limit: use_.memory_bytes(),
             fuel: use_.fuel_or(default_fuel),
             live: None,
@@ -662,7 +664,7 @@ impl Instance {
                 writable: *writable,
             });
         }
-        let mut store = new_store(opened, self.memory_limit);
+        let mut store = new_store(opened, self.network.clone(), self.memory_limit);
         store
             .set_fuel(self.fuel)
             .map_err(|e| self.fail("instantiate", e.to_string()))?;

@@ -1,7 +1,8 @@
 //! The part of WASI preview 1 a plugin gets: files below the directories its policy grants,
-//! clocks, random bytes, and standard output/error captured (bounded). Nothing else: no
-//! sockets, no environment, no arguments, no other directories. Every other preview-1 function
-//! answers `ENOSYS`; imports from any other module are refused before the plugin runs
+//! clocks, random bytes, and standard output/error captured (bounded); and one call of the
+//! agent's own, `driftless.tcp_connect`, which connects only to the endpoints the policy grants.
+//! Nothing else: no environment, no arguments, no other directories or hosts. Every other
+//! preview-1 function answers `ENOSYS`; other imports are refused before the plugin runs
 //! ([`check_imports`]).
 //!
 //! Paths are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` relative to the
@@ -20,6 +21,10 @@ use wasmtime::{Caller, Extern, FuncType, Linker, Module, Val};
 
 /// The WASI module name.
 pub const WASI: &str = "wasi_snapshot_preview1";
+/// The module of the agent's own calls.
+pub const HOST: &str = "driftless";
+/// Time allowed to connect, and for each read or write on a connection.
+const NET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every function of WASI preview 1; the ones not implemented here answer `ENOSYS`.
 const PREVIEW1: &[&str] = &[
@@ -152,6 +157,7 @@ enum Fd {
         read: bool,
         write: bool,
     },
+    Socket(std::net::TcpStream),
 }
 
 /// A granted directory, opened.
@@ -167,6 +173,8 @@ pub struct Grant {
 /// The WASI state of one instance.
 pub struct Sandbox {
     fds: Vec<Option<Fd>>,
+    /// The `HOST:PORT` endpoints it may connect to.
+    network: Vec<String>,
     /// Whether write grants are writable during the current call.
     pub writable: bool,
     /// What the sandbox refused during the current call, for the error message.
@@ -177,8 +185,8 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// A sandbox with these granted directories as descriptors 3, 4, ...
-    pub fn new(grants: Vec<Grant>) -> Self {
+    /// A sandbox with these granted directories as descriptors 3, 4, ... and these endpoints.
+    pub fn new(grants: Vec<Grant>, network: Vec<String>) -> Self {
         let mut fds = vec![Some(Fd::Stdin), Some(Fd::Stdout), Some(Fd::Stderr)];
         for g in grants {
             fds.push(Some(Fd::Dir {
@@ -189,6 +197,7 @@ impl Sandbox {
         }
         Self {
             fds,
+            network,
             writable: false,
             denied: Vec::new(),
             output: Vec::new(),
@@ -242,14 +251,17 @@ pub fn check_imports(module: &Module) -> Result<(), String> {
     for import in module.imports() {
         let name = import.name();
         let is_func = matches!(import.ty(), wasmtime::ExternType::Func(_));
+        if import.module() == HOST && name == "tcp_connect" && is_func {
+            continue;
+        }
         if import.module() != WASI || !is_func || !PREVIEW1.contains(&name) {
             let hint = if name.starts_with("sock_") || name.contains("socket") {
-                " (plugins have no network)"
+                " (a connection comes from driftless.tcp_connect, to a granted endpoint)"
             } else {
                 ""
             };
             return Err(format!(
-                "imports {}.{name}, which plugins are not given: only WASI preview 1 functions{hint}",
+                "imports {}.{name}, which plugins are not given: they get WASI preview 1 and driftless.tcp_connect only{hint}",
                 import.module()
             ));
         }
@@ -484,32 +496,86 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
             Err(wasmtime::Error::new(Exit(code)))
         },
     )?;
-    for name in ["sock_accept", "sock_shutdown"] {
-        linker.func_wrap(WASI, name, |mut c: Caller<'_, T>, _: i32, _: i32| {
-            c.data_mut()
-                .sandbox()
-                .deny("a socket: plugins have no network".into());
-            ENOTCAPABLE
-        })?;
-    }
     linker.func_wrap(
         WASI,
-        "sock_recv",
-        |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+        "sock_accept",
+        |mut c: Caller<'_, T>, _: i32, _: i32, _: i32| {
             c.data_mut()
                 .sandbox()
-                .deny("a socket: plugins have no network".into());
+                .deny("accepting a connection: plugins cannot listen".into());
             ENOTCAPABLE
         },
     )?;
     linker.func_wrap(
         WASI,
+        "sock_shutdown",
+        |mut c: Caller<'_, T>, fd: i32, _how: i32| match c.data_mut().sandbox().fd(fd) {
+            Ok(Fd::Socket(stream)) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                SUCCESS
+            }
+            Ok(_) => ENOTSUP,
+            Err(e) => e,
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_recv",
+        |mut c: Caller<'_, T>,
+         fd: i32,
+         iovs: i32,
+         count: i32,
+         _flags: i32,
+         out: i32,
+         out_flags: i32| {
+            with(&mut c, |mem, sandbox| {
+                let vecs = iovecs(mem, iovs, count)?;
+                let Fd::Socket(stream) = sandbox.fd(fd)? else {
+                    return Err(ENOTSUP);
+                };
+                let total = read_into(stream, mem, &vecs)?;
+                put_u32(mem, out, total as u32)?;
+                put(mem, out_flags, &[0, 0])
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
         "sock_send",
-        |mut c: Caller<'_, T>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            c.data_mut()
-                .sandbox()
-                .deny("a socket: plugins have no network".into());
-            ENOTCAPABLE
+        |mut c: Caller<'_, T>, fd: i32, iovs: i32, count: i32, _flags: i32, out: i32| {
+            with(&mut c, |mem, sandbox| {
+                let vecs = iovecs(mem, iovs, count)?;
+                let Fd::Socket(stream) = sandbox.fd(fd)? else {
+                    return Err(ENOTSUP);
+                };
+                let mut total = 0;
+                for (ptr, len) in vecs {
+                    stream
+                        .write_all(&mem[ptr..ptr + len])
+                        .map_err(|e| errno(&e))?;
+                    total += len;
+                }
+                put_u32(mem, out, total as u32)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        HOST,
+        "tcp_connect",
+        |mut c: Caller<'_, T>, ptr: i32, len: i32, out: i32| {
+            with(&mut c, |mem, sandbox| {
+                let endpoint = guest_str(mem, ptr, len)?;
+                if !sandbox.network.iter().any(|g| *g == endpoint) {
+                    sandbox.deny(format!("connecting to {endpoint}: not granted"));
+                    return Err(ENOTCAPABLE);
+                }
+                let stream = connect(&endpoint).map_err(|e| {
+                    sandbox.deny(format!("connecting to {endpoint}: {e}"));
+                    errno(&e)
+                })?;
+                let fd = sandbox.insert(Fd::Socket(stream))?;
+                put_u32(mem, out, fd as u32)
+            })
         },
     )?;
     linker.func_wrap(WASI, "fd_close", |mut c: Caller<'_, T>, fd: i32| {
@@ -547,6 +613,7 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                     Fd::Stdin | Fd::Stdout | Fd::Stderr => 2u8,
                     Fd::Dir { .. } => 3,
                     Fd::File { .. } => 4,
+                    Fd::Socket(_) => 6,
                 };
                 let mut b = [0u8; 24];
                 b[0] = filetype;
@@ -565,9 +632,9 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                     Fd::Dir { file, .. } | Fd::File { file, .. } => {
                         file.metadata().map_err(|e| errno(&e))?
                     }
-                    _ => {
+                    other => {
                         let mut b = [0u8; 64];
-                        b[16] = 2;
+                        b[16] = if matches!(other, Fd::Socket(_)) { 6 } else { 2 };
                         return put(mem, out, &b);
                     }
                 };
@@ -634,6 +701,14 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                             total += len;
                         }
                     }
+                    Fd::Socket(stream) => {
+                        for (ptr, len) in vecs {
+                            stream
+                                .write_all(&mem[ptr..ptr + len])
+                                .map_err(|e| errno(&e))?;
+                            total += len;
+                        }
+                    }
                     _ => return Err(EBADF),
                 }
                 put_u32(mem, out, total as u32)
@@ -651,15 +726,8 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                     Fd::Stdin => {}
                     Fd::File {
                         file, read: true, ..
-                    } => {
-                        for (ptr, len) in vecs {
-                            let n = file.read(&mut mem[ptr..ptr + len]).map_err(|e| errno(&e))?;
-                            total += n;
-                            if n < len {
-                                break;
-                            }
-                        }
-                    }
+                    } => total = read_into(file, mem, &vecs)?,
+                    Fd::Socket(stream) => total = read_into(stream, mem, &vecs)?,
                     Fd::Dir { .. } => return Err(EISDIR),
                     _ => return Err(EBADF),
                 }
@@ -808,6 +876,36 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
         },
     )?;
     Ok(())
+}
+
+/// Reads into iovecs until one is not filled; the bytes read.
+fn read_into(from: &mut impl Read, mem: &mut [u8], vecs: &[(usize, usize)]) -> Result<usize, i32> {
+    let mut total = 0;
+    for &(ptr, len) in vecs {
+        let n = from.read(&mut mem[ptr..ptr + len]).map_err(|e| errno(&e))?;
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Connects to a granted `HOST:PORT`, with timeouts on connecting and on every read and write.
+fn connect(endpoint: &str) -> std::io::Result<std::net::TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in endpoint.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, NET_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(NET_TIMEOUT))?;
+                stream.set_write_timeout(Some(NET_TIMEOUT))?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
 /// A plugin called `proc_exit`.

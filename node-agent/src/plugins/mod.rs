@@ -271,7 +271,7 @@ impl Plugin {
             path: path.display().to_string(),
             why,
         };
-        let (module, cached) = compile(bytes, &sha).map_err(invalid)?;
+        let (module, cached) = compile(bytes, &sha, &settings().cache).map_err(invalid)?;
         wasi::check_imports(&module).map_err(invalid)?;
         manifest::check_exports(&module, &[]).map_err(invalid)?;
         let mut linker: Linker<StoreData> = Linker::new(engine());
@@ -354,12 +354,11 @@ fn read_module(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
 
 /// The compiled module for these bytes: from the cache when it holds a copy made by this
 /// engine, compiled (and cached) otherwise. Compiling validates the module.
-fn compile(bytes: &[u8], sha: &str) -> Result<(Module, bool), String> {
+fn compile(bytes: &[u8], sha: &str, cache: &Path) -> Result<(Module, bool), String> {
     let engine = engine();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
     let key = format!("{sha}-{:016x}.cwasm", std::hash::Hasher::finish(&hasher));
-    let cache = &settings().cache;
     let cached = cache.join(&key);
     if let Some(module) = cached_module(&cached) {
         return Ok((module, true));
@@ -797,5 +796,57 @@ impl Instance {
             .as_ref()
             .map(|l| String::from_utf8_lossy(&l.store.data().sandbox.output).into_owned())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"(module
+      (memory (export "memory") 1)
+      (data (i32.const 16) "{\"name\":\"t\",\"version\":\"1\",\"abi\":1,\"kinds\":[\"log\"]}")
+      (func (export "driftless_alloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "driftless_manifest") (result i64) (i64.const 0))
+      (func (export "driftless_log") (param i32 i32) (result i64) (i64.const 0)))"#;
+
+    #[test]
+    fn compiled_code_is_cached_and_a_damaged_copy_is_compiled_again() {
+        let cache = tempfile::tempdir().unwrap();
+        let bytes = wat::parse_str(MODULE).unwrap();
+        let sha = sha256_hex(&bytes);
+        let (_, cached) = compile(&bytes, &sha, cache.path()).unwrap();
+        assert!(!cached);
+        let (_, cached) = compile(&bytes, &sha, cache.path()).unwrap();
+        assert!(cached);
+        let code = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .unwrap();
+        let mut damaged = std::fs::read(&code).unwrap();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        std::fs::write(&code, damaged).unwrap();
+        let (_, cached) = compile(&bytes, &sha, cache.path()).unwrap();
+        assert!(!cached, "a copy whose digest does not match is not loaded");
+        let err = compile(b"\0asm\x01\0\0\0\xff", "x", cache.path()).unwrap_err();
+        assert!(!err.is_empty());
+        let err = compile(b"#!/bin/sh", "y", cache.path()).unwrap_err();
+        assert!(err.contains("no `\\0asm` header"), "{err}");
+    }
+
+    #[test]
+    fn packed_outputs_outside_memory_are_refused() {
+        let mut store = new_store(Vec::new(), Vec::new(), 1 << 20);
+        let memory = Memory::new(&mut store, wasmtime::MemoryType::new(1, None)).unwrap();
+        assert_eq!(
+            read_output(&memory, &store, (16 << 32) | 3).unwrap(),
+            vec![0, 0, 0]
+        );
+        let err = read_output(&memory, &store, (65_535 << 32) | 2).unwrap_err();
+        assert!(err.contains("outside its memory"), "{err}");
+        let err = read_output(&memory, &store, (1 << 32) | 0xffff_ffff).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
     }
 }

@@ -73,6 +73,13 @@ bench-validate:
 	cargo build --release -p driftless-e2e --bin bench_validate
 	target/release/bench_validate
 
+## WebAssembly plugins against their built-in equivalents: events per CPU second through the redact log filter
+## (BENCH_EVENTS) and the per-task overhead of motd plugin tasks (BENCH_TASKS); toolchains: .ci/tools/plugins.sh.
+bench-plugins:
+	cargo build --release -p driftless-agent --bin driftless
+	cargo build --release -p driftless-e2e --bin bench_plugins
+	target/release/bench_plugins
+
 ## DriftScan: scheduler decision time; with KUBECONFIG, trigger-to-first-Job latency and operator RSS with 10,000 DriftReports.
 bench-scan:
 	cargo build --release -p driftless-operator -p driftless-e2e --bin driftless-operator --bin bench_scan

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use driftless_crds::log_pipeline::{Transform, TransformKind};
 use regex::Regex;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Event, Fields, LogError};
 use crate::plugins::{Instance, Kind, Plugin, DEFAULT_EVENT_FUEL};
@@ -202,17 +202,25 @@ impl Transforms {
 
 /// Runs a plugin on one event; its events, or why not.
 fn call_plugin(step: &PluginStep, event: &Event) -> Result<Vec<Event>, String> {
-    let input = json!({
-        "source": &*event.source,
-        "raw": event.raw,
-        "fields": event.fields,
-    });
+    // Serialized straight from the event: no copy of its fields.
+    #[derive(serde::Serialize)]
+    struct Input<'a> {
+        source: &'a str,
+        raw: &'a str,
+        fields: &'a Fields,
+    }
+    let input = serde_json::to_vec(&Input {
+        source: &event.source,
+        raw: &event.raw,
+        fields: &event.fields,
+    })
+    .map_err(|e| e.to_string())?;
     let mut instance = step
         .instance
         .lock()
         .map_err(|_| "plugin instance poisoned".to_string())?;
     let out = instance
-        .call("driftless_log", &input, false)
+        .call_json("driftless_log", &input, false)
         .map_err(|e| e.to_string())?;
     let Some(list) = out.get("events").and_then(Value::as_array) else {
         return Err("driftless_log: expected {\"events\": [...]}".into());

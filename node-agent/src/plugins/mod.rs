@@ -235,6 +235,11 @@ impl Plugin {
                 }
             };
         }
+        // The same unchanged file was read and checked before: no need to read or hash it.
+        let stamp = stamp(&path);
+        if let Some(known) = stamp.as_ref().and_then(|s| known_file(&path, s)) {
+            return check_use(plugin, &path, known);
+        }
         let bytes = read_module(&plugin.name, &path)?;
         let sha = sha256_hex(&bytes);
         if let Some(pin) = plugin.pinned() {
@@ -247,23 +252,20 @@ impl Plugin {
                 });
             }
         }
-        let loaded = Self::load_bytes(&path, &bytes)?;
-        if loaded.manifest.name != plugin.name {
-            return Err(PluginError::Invalid {
-                path: path.display().to_string(),
-                why: format!(
-                    "its manifest names it {:?}, the file name says {:?}",
-                    loaded.manifest.name, plugin.name
-                ),
-            });
+        let loaded = Self::load_with_digest(&path, &bytes, sha)?;
+        if let (Some(stamp), Ok(mut files)) = (stamp, known_files().lock()) {
+            files.insert(path.clone(), (stamp, loaded.clone()));
         }
-        Ok(loaded)
+        check_use(plugin, &path, loaded)
     }
 
     /// Compiles (or takes from the cache) and checks a module: its imports, its exports and
     /// its manifest.
     pub fn load_bytes(path: &Path, bytes: &[u8]) -> Result<Arc<Self>, PluginError> {
-        let sha = sha256_hex(bytes);
+        Self::load_with_digest(path, bytes, sha256_hex(bytes))
+    }
+
+    fn load_with_digest(path: &Path, bytes: &[u8], sha: String) -> Result<Arc<Self>, PluginError> {
         if let Some(p) = loaded().lock().ok().and_then(|m| m.get(&sha).cloned()) {
             return Ok(p);
         }
@@ -332,6 +334,65 @@ impl Plugin {
         let bytes = read_output(&memory, &store, packed)?;
         String::from_utf8(bytes).map_err(|_| "the manifest is not UTF-8".into())
     }
+}
+
+/// What identifies a file's content without reading it: device, inode, size, and the
+/// modification and change times in nanoseconds. A rewritten or replaced file changes it.
+type Stamp = (u64, u64, u64, i128, i128);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        ns(m.mtime(), m.mtime_nsec()),
+        ns(m.ctime(), m.ctime_nsec()),
+    ))
+}
+
+/// Plugin files already read and checked, with the stamp they had then.
+fn known_files() -> &'static Mutex<HashMap<PathBuf, (Stamp, Arc<Plugin>)>> {
+    static FILES: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Plugin>)>>> = OnceLock::new();
+    FILES.get_or_init(Default::default)
+}
+
+fn known_file(path: &Path, stamp: &Stamp) -> Option<Arc<Plugin>> {
+    let files = known_files().lock().ok()?;
+    files
+        .get(path)
+        .filter(|(s, _)| s == stamp)
+        .map(|(_, p)| p.clone())
+}
+
+/// A loaded plugin checked against a use: the pinned digest and the name.
+fn check_use(
+    use_: &PluginUse,
+    path: &Path,
+    plugin: Arc<Plugin>,
+) -> Result<Arc<Plugin>, PluginError> {
+    if let Some(pin) = use_.pinned() {
+        if pin != plugin.sha256 {
+            return Err(PluginError::Digest {
+                name: use_.name.clone(),
+                path: path.display().to_string(),
+                expected: pin.into(),
+                actual: plugin.sha256.clone(),
+            });
+        }
+    }
+    if plugin.manifest.name != use_.name {
+        return Err(PluginError::Invalid {
+            path: path.display().to_string(),
+            why: format!(
+                "its manifest names it {:?}, the file name says {:?}",
+                plugin.manifest.name, use_.name
+            ),
+        });
+    }
+    Ok(plugin)
 }
 
 fn read_module(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
@@ -719,6 +780,19 @@ impl Instance {
         self.call_live(entry, input, writable)
     }
 
+    /// [`Instance::call`] with the input already serialized (JSON).
+    pub fn call_json(
+        &mut self,
+        entry: &'static str,
+        input: &[u8],
+        writable: bool,
+    ) -> Result<Value, PluginError> {
+        if self.live.is_none() {
+            self.start()?;
+        }
+        self.call_bytes(entry, input, writable)
+    }
+
     fn call_live(
         &mut self,
         entry: &'static str,
@@ -726,7 +800,16 @@ impl Instance {
         writable: bool,
     ) -> Result<Value, PluginError> {
         let bytes = serde_json::to_vec(input).map_err(|e| self.fail(entry, e.to_string()))?;
-        let result = self.raw_call(entry, &bytes, writable);
+        self.call_bytes(entry, &bytes, writable)
+    }
+
+    fn call_bytes(
+        &mut self,
+        entry: &'static str,
+        bytes: &[u8],
+        writable: bool,
+    ) -> Result<Value, PluginError> {
+        let result = self.raw_call(entry, bytes, writable);
         let denied = self
             .live
             .as_mut()

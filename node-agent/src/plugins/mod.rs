@@ -354,8 +354,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Plugin files already read and checked, with the stamp they had then.
-fn known_files() -> &'static Mutex<HashMap<PathBuf, (Stamp, Arc<Plugin>)>> {
-    static FILES: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Plugin>)>>> = OnceLock::new();
+type KnownFiles = Mutex<HashMap<PathBuf, (Stamp, Arc<Plugin>)>>;
+
+fn known_files() -> &'static KnownFiles {
+    static FILES: OnceLock<KnownFiles> = OnceLock::new();
     FILES.get_or_init(Default::default)
 }
 

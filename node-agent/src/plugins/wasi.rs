@@ -565,7 +565,7 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
         |mut c: Caller<'_, T>, ptr: i32, len: i32, out: i32| {
             with(&mut c, |mem, sandbox| {
                 let endpoint = guest_str(mem, ptr, len)?;
-                if !sandbox.network.iter().any(|g| *g == endpoint) {
+                if !sandbox.network.contains(&endpoint) {
                     sandbox.deny(format!("connecting to {endpoint}: not granted"));
                     return Err(ENOTCAPABLE);
                 }

@@ -169,26 +169,51 @@ spec:
     let (_, stdout, stderr) = host.run(&args);
     assert!(stdout.contains("motd:/etc/motd"), "{stdout}\n{stderr}");
 
-    // A pinned digest that does not match refuses the plugin before it runs.
+    // A pinned digest that does not match refuses the plugin before anything is applied.
     let policy = std::fs::read_to_string(host.config.path().join("plugins.yaml")).unwrap();
     let wrong = "0".repeat(64);
     host.policy(
         "plugins.yaml",
         &policy.replace(&sha256(&plugins.path().join("motd.wasm")), &wrong),
     );
-    let (_, report) = host.apply(&pa);
-    let message = task(&report, "motd")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    std::fs::remove_file(host.path("/etc/after")).unwrap();
+    let mut args = vec!["apply"];
+    args.extend_from_slice(&pa);
+    let (code, _, stderr) = host.run(&args);
+    assert_eq!(code, 1);
     assert!(
-        message.contains(&format!("the policy pins {wrong}; refusing to run it")),
-        "{message}"
+        stderr.contains(&format!(
+            "ApplyPolicy/plugins: spec.tasks[0].plugin: plugin motd: {} has sha256 ",
+            plugins.path().join("motd.wasm").display()
+        )),
+        "{stderr}"
     );
+    assert!(
+        stderr.contains(&format!("the policy pins {wrong}; refusing to run it")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was applied"), "{stderr}");
+    assert!(!host.path("/etc/after").exists());
     assert_eq!(
         std::fs::read_to_string(host.path("/etc/motd")).unwrap(),
         "edited\n"
     );
+
+    // A configuration the plugin's schema refuses: reported before anything is applied.
+    host.policy(
+        "plugins.yaml",
+        &policy.replace(r#"text: "Welcome to web1\n""#, "colour: blue"),
+    );
+    let mut args = vec!["apply"];
+    args.extend_from_slice(&pa);
+    let (code, _, stderr) = host.run(&args);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("ApplyPolicy/plugins: spec.tasks[0].plugin: plugin motd: config.text: is required; config.colour: unknown field; expected one of: path, text"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was applied"), "{stderr}");
+    assert!(!host.path("/etc/after").exists());
 }
 
 #[test]

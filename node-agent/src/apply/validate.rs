@@ -1,13 +1,16 @@
 //! Checks what the API types cannot: every `file.template` and `when` compiles, every host path
-//! is absolute and stays below the root, every regular expression and ignore glob compiles.
+//! is absolute and stays below the root, every regular expression and ignore glob compiles,
+//! every plugin is installed, of the right kind and accepts its `config`.
 //! Called by `driftless validate` and before any apply.
 
 use driftless_crds::apply_policy::TaskAction;
+use driftless_crds::plugin::PluginUse;
 use driftless_crds::resource::Resource;
 use driftless_crds::validate::Problem;
 
 use super::template::Templates;
 use crate::config::{Config, ConfigError};
+use crate::plugins::{Kind, Plugin};
 
 /// Every template or `when` that does not compile, with file, resource and field path.
 pub fn check(config: &Config) -> Vec<ConfigError> {
@@ -43,6 +46,11 @@ pub fn check_with(config: &Config, templates: &Templates) -> Vec<ConfigError> {
                         problem("when", format!("not a valid condition: {e}"));
                     }
                 }
+                if let TaskAction::Plugin(use_) = &task.action {
+                    if let Some((field, message)) = plugin_problem(use_, Kind::Task) {
+                        problem(&format!("plugin{field}"), message);
+                    }
+                }
                 if let TaskAction::File(file) = &task.action {
                     if let Some(template) = &file.template {
                         if let Err(e) = templates.check_template(template) {
@@ -65,6 +73,15 @@ pub fn check_with(config: &Config, templates: &Templates) -> Vec<ConfigError> {
                         );
                     }
                 }
+            }
+        }
+        for (i, use_) in policy.spec.template_filters.iter().enumerate() {
+            if let Some((field, message)) = plugin_problem(use_, Kind::Filter) {
+                errors.push(ConfigError {
+                    origin: Some(loaded.origin.clone()),
+                    resource: Some(label.clone()),
+                    problem: Problem::new(format!("spec.templateFilters[{i}]{field}"), message),
+                });
             }
         }
         for (i, rule) in policy.spec.ignore.iter().enumerate() {
@@ -90,6 +107,42 @@ pub fn check_with(config: &Config, templates: &Templates) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// What is wrong with a plugin use, checked before anything is applied so a policy never stops
+/// half-way on it: a plugin that is not installed (and has no `url` to download it from), one
+/// that is not a valid module or not of this kind, or a `config` its schema refuses. Returns
+/// the field path below the use and the message.
+fn plugin_problem(use_: &PluginUse, kind: Kind) -> Option<(&'static str, String)> {
+    let installed = crate::plugins::settings()
+        .dir
+        .join(format!("{}.wasm", use_.name))
+        .exists();
+    if !installed && use_.url.is_some() {
+        // Downloaded, and checked, when the policy runs.
+        return None;
+    }
+    let plugin = match Plugin::for_use(use_) {
+        Ok(p) => p,
+        Err(e) => return Some(("", e.to_string())),
+    };
+    if !plugin.manifest.kinds.contains(&kind) {
+        return Some((
+            "",
+            format!(
+                "plugin {} is not a {kind} plugin (its manifest lists: {})",
+                use_.name,
+                crate::plugins::manifest::kinds_text(&plugin.manifest.kinds)
+            ),
+        ));
+    }
+    let config = serde_json::Value::Object(use_.config.0.clone().into_iter().collect());
+    let problems = plugin.manifest.config_problems(&config);
+    if problems.is_empty() {
+        None
+    } else {
+        Some(("", format!("plugin {}: {}", use_.name, problems.join("; "))))
+    }
 }
 
 /// The host paths of a task, with their field names.

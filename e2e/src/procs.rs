@@ -204,3 +204,18 @@ pub fn env_count(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The numbers of the last `TIME ...` line a benchmark's `/usr/bin/time -f "TIME %e %U %S ..."`
+/// printed to standard error: wall, user and system seconds and whatever else the format asked.
+pub fn time_fields(stderr: &str) -> anyhow::Result<Vec<f64>> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("TIME "))
+        .context("no timing line from /usr/bin/time")?;
+    line.split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("unexpected timing line {line:?}"))
+}

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
-use driftless_e2e::procs::env_count;
+use driftless_e2e::procs::{env_count, time_fields};
 
 struct Scale {
     files: usize,
@@ -155,19 +155,9 @@ fn timed(command: &mut Command) -> anyhow::Result<Run> {
             stderr.lines().rev().take(10).collect::<Vec<_>>().join("\n")
         );
     }
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("TIME "))
-        .context("no timing line from /usr/bin/time")?;
-    let fields: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("unexpected timing line {line:?}"))?;
+    let fields = time_fields(&stderr)?;
     let [wall, user, system, kib] = fields[..] else {
-        bail!("unexpected timing line {line:?}");
+        bail!("unexpected timing fields {fields:?}");
     };
     Ok(Run {
         wall,

@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use driftless_e2e::procs::{cpu_seconds, env_count, proc_mb, Process};
+use driftless_e2e::procs::{cpu_seconds, env_count, proc_mb, time_fields, Process};
 use driftless_e2e::repo_root;
 use serde_json::Value;
 
@@ -75,19 +75,9 @@ fn timed(command: &Command) -> anyhow::Result<Output> {
         .output()
         .context("cannot run /usr/bin/time (apt-get install time)")?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("TIME "))
-        .context("no timing line from /usr/bin/time")?;
-    let fields: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("unexpected timing line {line:?}"))?;
+    let fields = time_fields(&stderr)?;
     let [wall, user, system, kib] = fields[..] else {
-        bail!("unexpected timing line {line:?}");
+        bail!("unexpected timing fields {fields:?}");
     };
     Ok(Output {
         run: Run {

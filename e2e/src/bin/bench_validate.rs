@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
-use driftless_e2e::procs::env_count;
+use driftless_e2e::procs::{env_count, time_fields};
 
 /// Tasks in one ApplyPolicy at most (`spec.tasks` has `maxItems: 2000`).
 const PER_POLICY: usize = 2000;
@@ -108,19 +108,9 @@ fn timed(program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<(f64, f64)>
             stderr.lines().take(20).collect::<Vec<_>>().join("\n")
         );
     }
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("TIME "))
-        .context("no timing line from /usr/bin/time")?;
-    let fields: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("unexpected timing line {line:?}"))?;
+    let fields = time_fields(&stderr)?;
     let [wall, user, system] = fields[..] else {
-        bail!("unexpected timing line {line:?}");
+        bail!("unexpected timing fields {fields:?}");
     };
     Ok((wall, user + system))
 }

@@ -548,13 +548,7 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                 let Fd::Socket(stream) = sandbox.fd(fd)? else {
                     return Err(ENOTSUP);
                 };
-                let mut total = 0;
-                for (ptr, len) in vecs {
-                    stream
-                        .write_all(&mem[ptr..ptr + len])
-                        .map_err(|e| errno(&e))?;
-                    total += len;
-                }
+                let total = write_from(stream, mem, &vecs)?;
                 put_u32(mem, out, total as u32)
             })
         },
@@ -694,21 +688,8 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
                     }
                     Fd::File {
                         file, write: true, ..
-                    } => {
-                        for (ptr, len) in vecs {
-                            file.write_all(&mem[ptr..ptr + len])
-                                .map_err(|e| errno(&e))?;
-                            total += len;
-                        }
-                    }
-                    Fd::Socket(stream) => {
-                        for (ptr, len) in vecs {
-                            stream
-                                .write_all(&mem[ptr..ptr + len])
-                                .map_err(|e| errno(&e))?;
-                            total += len;
-                        }
-                    }
+                    } => total = write_from(file, mem, &vecs)?,
+                    Fd::Socket(stream) => total = write_from(stream, mem, &vecs)?,
                     _ => return Err(EBADF),
                 }
                 put_u32(mem, out, total as u32)
@@ -876,6 +857,16 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
         },
     )?;
     Ok(())
+}
+
+/// Writes every iovec; the bytes written.
+fn write_from(to: &mut impl Write, mem: &[u8], vecs: &[(usize, usize)]) -> Result<usize, i32> {
+    let mut total = 0;
+    for &(ptr, len) in vecs {
+        to.write_all(&mem[ptr..ptr + len]).map_err(|e| errno(&e))?;
+        total += len;
+    }
+    Ok(total)
 }
 
 /// Reads into iovecs until one is not filled; the bytes read.

@@ -19,14 +19,11 @@ struct Fact {
     timeout: Duration,
 }
 
-/// When the commands last ran, their families, and the failures.
-type Cached = Option<(Instant, Vec<Family>, Vec<String>)>;
-
 /// The collector.
 pub struct Command {
     facts: Vec<Fact>,
     interval: Duration,
-    cache: Mutex<Cached>,
+    cache: Mutex<super::CachedRun>,
 }
 
 /// Factory.
@@ -94,14 +91,7 @@ impl Collector for Command {
         if self.facts.is_empty() {
             return Ok(());
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| CollectError::Failed("cache poisoned".into()))?;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|(at, _, _)| at.elapsed() < self.interval);
-        if !fresh {
+        super::cached_update(&self.cache, self.interval, out, || {
             let (mut numbers, mut texts) = super::file::families();
             let mut failed = Vec::new();
             for fact in &self.facts {
@@ -112,17 +102,8 @@ impl Collector for Command {
                     Err(why) => failed.push(format!("{}: {why}", fact.name)),
                 }
             }
-            *cache = Some((Instant::now(), vec![numbers, texts], failed));
-        }
-        let Some((_, families, failed)) = cache.as_ref() else {
-            return Ok(());
-        };
-        out.extend(families.iter().cloned());
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Failed(failed.join("; ")))
-        }
+            Ok((vec![numbers, texts], failed))
+        })
     }
 }
 

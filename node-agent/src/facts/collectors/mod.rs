@@ -156,6 +156,39 @@ impl Settings {
     }
 }
 
+/// What a custom facts collector ran last: when, the families, and the failures.
+pub type CachedRun = Option<(Instant, Vec<Family>, Vec<String>)>;
+
+/// The custom facts collectors' cache: `refresh` runs when the last run is older than
+/// `interval` (so a scrape does not run every command or plugin again); the families go to
+/// `out` and the failures, joined, become the collector's error.
+pub fn cached_update(
+    cache: &std::sync::Mutex<CachedRun>,
+    interval: std::time::Duration,
+    out: &mut Vec<Family>,
+    refresh: impl FnOnce() -> Result<(Vec<Family>, Vec<String>), CollectError>,
+) -> Result<(), CollectError> {
+    let mut cache = cache
+        .lock()
+        .map_err(|_| CollectError::Failed("cache poisoned".into()))?;
+    let fresh = cache
+        .as_ref()
+        .is_some_and(|(at, _, _)| at.elapsed() < interval);
+    if !fresh {
+        let (families, failed) = refresh()?;
+        *cache = Some((Instant::now(), families, failed));
+    }
+    let Some((_, families, failed)) = cache.as_ref() else {
+        return Ok(());
+    };
+    out.extend(families.iter().cloned());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CollectError::Failed(failed.join("; ")))
+    }
+}
+
 /// A collector: appends families on every scrape.
 pub trait Collector: Send + Sync {
     /// Reads the host and appends families.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use driftless_crds::facts_policy::{CustomFactSource, FactFormat};
 use driftless_crds::plugin::PluginUse;
@@ -24,13 +24,11 @@ struct Fact {
     instance: Result<Instance, String>,
 }
 
-type Cached = Option<(Instant, Vec<Family>, Vec<String>)>;
-
 /// The collector.
 pub struct PluginFacts {
     facts: Mutex<Vec<Fact>>,
     interval: Duration,
-    cache: Mutex<Cached>,
+    cache: Mutex<super::CachedRun>,
 }
 
 /// Factory. A plugin that cannot be loaded is reported at every update, naming the fact.
@@ -173,21 +171,14 @@ pub fn families(fact: &str, out: &Value) -> Result<Vec<Family>, String> {
 
 impl Collector for PluginFacts {
     fn update(&self, out: &mut Vec<Family>) -> Result<(), CollectError> {
-        let mut cache = self
-            .cache
+        let mut facts = self
+            .facts
             .lock()
-            .map_err(|_| CollectError::Failed("cache poisoned".into()))?;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|(at, _, _)| at.elapsed() < self.interval);
-        if !fresh {
-            let mut facts = self
-                .facts
-                .lock()
-                .map_err(|_| CollectError::Failed("plugins poisoned".into()))?;
-            if facts.is_empty() {
-                return Ok(());
-            }
+            .map_err(|_| CollectError::Failed("plugins poisoned".into()))?;
+        if facts.is_empty() {
+            return Ok(());
+        }
+        super::cached_update(&self.cache, self.interval, out, || {
             let mut all = Vec::new();
             let mut failed = Vec::new();
             for fact in facts.iter_mut() {
@@ -203,17 +194,8 @@ impl Collector for PluginFacts {
                     Err(why) => failed.push(format!("{}: {why}", fact.name)),
                 }
             }
-            *cache = Some((Instant::now(), all, failed));
-        }
-        let Some((_, families, failed)) = cache.as_ref() else {
-            return Ok(());
-        };
-        out.extend(families.iter().cloned());
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Failed(failed.join("; ")))
-        }
+            Ok((all, failed))
+        })
     }
 }
 

@@ -117,6 +117,18 @@ pub fn start_agent(
     dir: &Path,
     kubeconfig: Option<&Path>,
 ) -> anyhow::Result<Agent> {
+    start_agent_with(bin, scope, node, dir, kubeconfig, &[])
+}
+
+/// [`start_agent`] with more environment variables for the agent.
+pub fn start_agent_with(
+    bin: &Path,
+    scope: &Scope,
+    node: &str,
+    dir: &Path,
+    kubeconfig: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<Agent> {
     let root = dir.join(node).join("root");
     let state = dir.join(node).join("state");
     for d in [root.join("etc"), root.join("var/log"), state.clone()] {
@@ -141,6 +153,9 @@ pub fn start_agent(
         .stderr(std::fs::File::create(&log)?);
     if let Some(k) = kubeconfig {
         command.env("KUBECONFIG", k);
+    }
+    for (name, value) in env {
+        command.env(name, value);
     }
     let child = command.spawn().context("starting driftless agent")?;
     Ok(Agent {

@@ -4,10 +4,11 @@
 #   /usr/lib/wasm32-wasi) and compiler-rt's wasm32 builtins;
 # - Rust: Debian's rustc 1.63 and its wasm32-wasi std, used as /usr/bin/rustc (rustup's
 #   toolchain in ~/.cargo/bin stays first on PATH for everything else);
-# - Zig 0.17.1: the `ziglang` wheel from PyPI, in a private venv (`$venv/bin/python -m ziglang`).
+# - Zig 0.17.1: the `ziglang` wheel from PyPI, in a private venv (`$venv/bin/python -m ziglang`);
+# - docker-registry: an OCI registry the tests push a plugin to and install it from.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
-apt_install clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32
+apt_install clang lld wasi-libc libclang-rt-dev-wasm32 rustc libstd-rust-dev-wasm32 docker-registry
 root="$(tools_root)"
 venv="$root/zig"
 if [[ -x "$venv/bin/python" ]] && [[ "$("$venv/bin/python" -m ziglang version 2>/dev/null)" == "0.17.1" ]]; then

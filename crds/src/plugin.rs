@@ -28,8 +28,9 @@ pub struct PluginUse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(sha256:)?[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
-    /// Where to download the module (`https://`, `http://` or `file://`) when the plugin
-    /// directory does not hold it; needs `sha256`.
+    /// Where to download the module when the plugin directory does not hold it: an
+    /// `https://`, `http://` or `file://` URL, or an OCI reference
+    /// `oci://HOST/REPOSITORY:TAG` (`oci+http://` for a registry without TLS); needs `sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub url: Option<String>,
@@ -116,13 +117,15 @@ impl PluginUse {
             ));
         }
         if let Some(url) = &self.url {
-            if !["https://", "http://", "file://"]
+            if !["https://", "http://", "file://", "oci://", "oci+http://"]
                 .iter()
                 .any(|s| url.starts_with(s))
             {
                 out.push((
                     "url".into(),
-                    format!("{url:?}: expected an https://, http:// or file:// URL"),
+                    format!(
+                        "{url:?}: expected an https://, http:// or file:// URL, or an oci:// reference"
+                    ),
                 ));
             }
         }

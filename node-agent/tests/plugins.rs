@@ -677,3 +677,192 @@ spec:
         "{stderr}"
     );
 }
+
+/// `curl ARGS`, its standard output; panics with its error output when it fails.
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-sSf")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pushes a blob to a registry (POST then PUT); its digest.
+fn push_blob(registry: &str, repo: &str, file: &Path) -> String {
+    let digest = format!("sha256:{}", sha256(file));
+    let headers = curl(&[
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{registry}/v2/{repo}/blobs/uploads/"),
+    ]);
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or(l.strip_prefix("location: "))
+        })
+        .unwrap()
+        .trim()
+        .to_owned();
+    let location = if location.starts_with('/') {
+        format!("{registry}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{location}{sep}digest={digest}"),
+    ]);
+    digest
+}
+
+#[test]
+fn plugins_come_from_an_oci_registry_by_digest() {
+    let test = "plugins_come_from_an_oci_registry_by_digest";
+    let Some(examples) = examples(test) else {
+        return;
+    };
+    let registry_bin = Path::new("/usr/bin/docker-registry");
+    if !registry_bin.exists() {
+        let line = format!(
+            "skipped: {test}: /usr/bin/docker-registry is missing (run .ci/tools/plugins.sh)\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = logs_support::free_port();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry = Kill(
+        Command::new(registry_bin)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let registry = format!("http://127.0.0.1:{port}");
+    assert!(wait_for(Duration::from_secs(20), || Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", &format!("{registry}/v2/")])
+        .status()
+        .is_ok_and(|s| s.success())));
+    // The module as an OCI artifact: an empty config and one WebAssembly layer.
+    let module = examples.join("redact.wasm");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let layer = push_blob(&registry, "plugins/redact", &module);
+    let config_digest = push_blob(&registry, "plugins/redact", &config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.wasm.content.layer.v1+wasm", "digest": layer,
+                    "size": std::fs::metadata(&module).unwrap().len()}],
+    });
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &manifest.to_string(),
+        &format!("{registry}/v2/plugins/redact/manifests/1.0.0"),
+    ]);
+
+    let plugins = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let reference = format!("oci+http://127.0.0.1:{port}/plugins/redact:1.0.0");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(args)
+            .args(plugin_args(plugins.path(), cache.path()))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A pin the module does not match: nothing installed.
+    let (code, _, stderr) = run(&[
+        "plugins",
+        "install",
+        &reference,
+        "--sha256",
+        &"3".repeat(64),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("has sha256 {}", &layer["sha256:".len()..])),
+        "{stderr}"
+    );
+    assert!(!plugins.path().join("redact.wasm").exists());
+    let (code, stdout, stderr) = run(&["plugins", "install", &reference, "--sha256", &layer]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("installed plugin redact 1.0.0 (log, filter)"),
+        "{stdout}"
+    );
+    assert_eq!(sha256(&plugins.path().join("redact.wasm")), sha256(&module));
+
+    // A policy that names the reference downloads it when the plugin directory lacks it.
+    std::fs::remove_file(plugins.path().join("redact.wasm")).unwrap();
+    let host = Host::new();
+    host.policy(
+        "filters.yaml",
+        &format!(
+            r#"
+apiVersion: driftless.dev/v1alpha1
+kind: ApplyPolicy
+metadata: {{name: filters}}
+spec:
+  templateFilters:
+    - {{name: redact, url: "{reference}", sha256: "{layer}"}}
+  tasks:
+    - name: contact
+      file: {{path: /etc/contact, template: "{{{{ 'ann@example.com' | redact_email }}}}\n"}}
+"#
+        ),
+    );
+    let mut args = vec!["apply"];
+    args.extend_from_slice(&plugin_args(plugins.path(), cache.path()));
+    let (code, _, stderr) = host.run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(host.path("/etc/contact")).unwrap(),
+        "<email>\n"
+    );
+    assert!(plugins.path().join("redact.wasm").exists());
+}

@@ -529,6 +529,10 @@ pub fn install_bytes(name: &str, bytes: &[u8], dir: &Path) -> Result<PathBuf, Pl
 }
 
 fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    if let Some(reference) = OciRef::parse(url) {
+        let reference = reference?;
+        return on_own_runtime(move || async move { reference.pull().await });
+    }
     if let Some(path) = url.strip_prefix("file://") {
         let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
         if meta.len() > MAX_MODULE_BYTES as u64 {
@@ -537,35 +541,225 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
         return std::fs::read(path).map_err(|e| e.to_string());
     }
     let url = url.to_owned();
-    // Its own thread and runtime: callers may be inside the agent's runtime or not.
+    on_own_runtime(move || async move {
+        let client = http_client()?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?;
+        read_body(response).await
+    })
+}
+
+/// Runs a future on a thread and runtime of its own: callers may be inside the agent's
+/// runtime or not.
+fn on_own_runtime<F, Fut>(f: F) -> Result<Vec<u8>, String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()
-                .map_err(|e| e.to_string())?;
-            let mut response = client
-                .get(&url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| e.to_string())?;
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_MODULE_BYTES {
-                    return Err(format!("more than {MAX_MODULE_BYTES} bytes"));
-                }
-            }
-            Ok(body)
-        })
+        rt.block_on(f())
     })
     .join()
     .map_err(|_| "the download thread failed".to_string())?
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A response body, refused past [`MAX_MODULE_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_MODULE_BYTES {
+            return Err(format!("more than {MAX_MODULE_BYTES} bytes"));
+        }
+    }
+    Ok(body)
+}
+
+/// A module in an OCI registry: `oci://HOST[:PORT]/REPOSITORY:TAG` (or `@sha256:...`) over
+/// HTTPS, `oci+http://...` over plain HTTP (a registry on the local network).
+#[derive(Debug, PartialEq)]
+pub struct OciRef {
+    base: String,
+    repository: String,
+    reference: String,
+}
+
+/// Media types of a WebAssembly layer, as the OCI artifact conventions name it.
+const WASM_LAYER_TYPES: &[&str] = &[
+    "application/wasm",
+    "application/vnd.wasm.content.layer.v1+wasm",
+    "application/vnd.module.wasm.content.layer.v1+wasm",
+];
+
+impl OciRef {
+    /// `None` when `url` is not an OCI reference; an error when it is one but malformed.
+    pub fn parse(url: &str) -> Option<Result<Self, String>> {
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("oci://") {
+            ("https", rest)
+        } else if let Some(rest) = url.strip_prefix("oci+http://") {
+            ("http", rest)
+        } else {
+            return None;
+        };
+        let bad =
+            || format!("{url:?}: expected oci://HOST[:PORT]/REPOSITORY:TAG or @sha256:DIGEST");
+        let Some((host, path)) = rest.split_once('/') else {
+            return Some(Err(bad()));
+        };
+        let (repository, reference) = match path.split_once('@') {
+            Some((repo, digest)) => (repo, digest),
+            None => match path.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+                _ => (path, "latest"),
+            },
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'/' | b':')
+                })
+        };
+        if host.is_empty() || !valid(host) || !valid(repository) || !valid(reference) {
+            return Some(Err(bad()));
+        }
+        Some(Ok(Self {
+            base: format!("{scheme}://{host}/v2/{repository}"),
+            repository: repository.to_owned(),
+            reference: reference.to_owned(),
+        }))
+    }
+
+    /// The module: the manifest, then its WebAssembly layer, whose content must match the
+    /// layer's digest. Anonymous pulls, with the registry's bearer token when it asks for one.
+    async fn pull(&self) -> Result<Vec<u8>, String> {
+        let client = http_client()?;
+        let accept = "application/vnd.oci.image.manifest.v1+json, \
+                      application/vnd.docker.distribution.manifest.v2+json";
+        let manifest_url = format!("{}/manifests/{}", self.base, self.reference);
+        let (response, token) = self.get(&client, &manifest_url, accept, None).await?;
+        let manifest: serde_json::Value = serde_json::from_slice(&read_body(response).await?)
+            .map_err(|e| format!("{manifest_url}: not an image manifest: {e}"))?;
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let layer = layers
+            .iter()
+            .find(|l| {
+                l["mediaType"]
+                    .as_str()
+                    .is_some_and(|t| WASM_LAYER_TYPES.contains(&t))
+            })
+            .or(if layers.len() == 1 {
+                layers.first()
+            } else {
+                None
+            })
+            .ok_or_else(|| {
+                format!(
+                    "{manifest_url}: no WebAssembly layer (media type {})",
+                    WASM_LAYER_TYPES.join(" or ")
+                )
+            })?;
+        let digest = layer["digest"]
+            .as_str()
+            .ok_or_else(|| format!("{manifest_url}: a layer without a digest"))?;
+        let blob_url = format!("{}/blobs/{digest}", self.base);
+        let (response, _) = self
+            .get(&client, &blob_url, "*/*", token.as_deref())
+            .await?;
+        let body = read_body(response).await?;
+        if format!("sha256:{}", sha256_hex(&body)) != digest {
+            return Err(format!("{blob_url}: the content does not match its digest"));
+        }
+        Ok(body)
+    }
+
+    /// A GET, answering a bearer challenge once; the response and the token used.
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        accept: &str,
+        token: Option<&str>,
+    ) -> Result<(reqwest::Response, Option<String>), String> {
+        let send = |token: Option<&str>| {
+            let mut request = client.get(url).header("Accept", accept);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let response = send(token).await.map_err(|e| format!("{url}: {e}"))?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED || token.is_some() {
+            let response = response
+                .error_for_status()
+                .map_err(|e| format!("{url}: {e}"))?;
+            return Ok((response, token.map(str::to_owned)));
+        }
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let token = self.token(client, &challenge).await?;
+        let response = send(Some(&token))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok((response, Some(token)))
+    }
+
+    /// An anonymous pull token from the realm of a `Bearer realm="...",service="..."` challenge.
+    async fn token(&self, client: &reqwest::Client, challenge: &str) -> Result<String, String> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Err(format!(
+                "{}: the registry wants credentials ({challenge:?}); only anonymous pulls are supported",
+                self.base
+            ));
+        };
+        let field = |name: &str| {
+            params.split(',').find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_owned())
+            })
+        };
+        let realm = field("realm").ok_or("a bearer challenge without a realm")?;
+        let mut query = vec![(
+            "scope".to_owned(),
+            format!("repository:{}:pull", self.repository),
+        )];
+        if let Some(service) = field("service") {
+            query.push(("service".to_owned(), service));
+        }
+        let response = client
+            .get(&realm)
+            .query(&query)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("{realm}: {e}"))?;
+        let answer: serde_json::Value = serde_json::from_slice(&read_body(response).await?)
+            .map_err(|e| format!("{realm}: {e}"))?;
+        answer["token"]
+            .as_str()
+            .or(answer["access_token"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{realm}: no token in the answer"))
+    }
 }
 
 fn new_store(grants: Vec<Grant>, network: Vec<String>, memory_limit: usize) -> Store<StoreData> {
@@ -919,6 +1113,38 @@ mod tests {
         assert!(!err.is_empty());
         let err = compile(b"#!/bin/sh", "y", cache.path()).unwrap_err();
         assert!(err.contains("no `\\0asm` header"), "{err}");
+    }
+
+    #[test]
+    fn oci_references_parse_or_say_what_was_expected() {
+        let r = OciRef::parse("oci://ghcr.io/acme/plugins/redact:1.0.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base, "https://ghcr.io/v2/acme/plugins/redact");
+        assert_eq!(
+            (r.repository.as_str(), r.reference.as_str()),
+            ("acme/plugins/redact", "1.0.0")
+        );
+        let r = OciRef::parse("oci+http://127.0.0.1:5000/p/motd@sha256:abc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.base, "http://127.0.0.1:5000/v2/p/motd");
+        assert_eq!(r.reference, "sha256:abc");
+        let r = OciRef::parse("oci://registry.local:5000/motd")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.reference.as_str()),
+            ("motd", "latest")
+        );
+        assert!(OciRef::parse("https://example.com/motd.wasm").is_none());
+        for bad in ["oci://host-only", "oci:///repo:tag", "oci://h/re po:1"] {
+            let err = OciRef::parse(bad).unwrap().unwrap_err();
+            assert!(
+                err.contains("expected oci://HOST[:PORT]/REPOSITORY:TAG"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -288,6 +288,18 @@ impl Scope {
         })
     }
 
+    /// Deletes the Node objects labelled with this run ([`RUN_LABEL`]): Nodes are
+    /// cluster-scoped, so deleting the namespace does not take them. Best effort.
+    pub async fn delete_nodes(&self) {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let _ = nodes
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&format!("{RUN_LABEL}={}", self.namespace)),
+            )
+            .await;
+    }
+
     /// A name unique to this test run, for cluster-scoped objects: `<namespace>-<suffix>`.
     pub fn name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.namespace)

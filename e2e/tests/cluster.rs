@@ -11,7 +11,7 @@ use driftless_e2e::procs::{binary, print_logs, start_agent, start_operator, Agen
 use driftless_e2e::{apply, client_or_skip, in_scope, install_crds, kubelet, poll, Scope};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 const SECRET: &str = "e2e-sup3r-s3cret-value";
@@ -79,15 +79,7 @@ async fn agents_take_policies_from_the_api_server() {
     in_scope(&client, "cluster-mode", move |scope| async move {
         let dir = tempfile::tempdir()?;
         let outcome = scenario(&scope, &agent_bin, &operator_bin, dir.path()).await;
-        // Nodes are cluster-scoped and carry no namespace: delete them here.
-        let nodes: Api<Node> = Api::all(scope.client.clone());
-        let _ = nodes
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default()
-                    .labels(&format!("driftless.dev/e2e-run={}", scope.namespace)),
-            )
-            .await;
+        scope.delete_nodes().await;
         if outcome.is_err() {
             print_logs(dir.path());
         }

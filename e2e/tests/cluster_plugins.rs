@@ -14,7 +14,7 @@ use driftless_e2e::{
     apply, client_or_skip, in_scope, install_crds, kubelet, poll, repo_root, Scope,
 };
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use sha2::Digest as _;
 
@@ -57,14 +57,7 @@ async fn plugin_tasks_run_in_cluster_mode() {
     in_scope(&client, "cluster-plugins", move |scope| async move {
         let dir = tempfile::tempdir()?;
         let outcome = scenario(&scope, &agent_bin, &operator_bin, &examples, dir.path()).await;
-        let nodes: Api<Node> = Api::all(scope.client.clone());
-        let _ = nodes
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default()
-                    .labels(&format!("driftless.dev/e2e-run={}", scope.namespace)),
-            )
-            .await;
+        scope.delete_nodes().await;
         if outcome.is_err() {
             print_logs(dir.path());
         }
@@ -125,28 +118,10 @@ async fn scenario(
     )?;
     apply(&scope.api("ApplyPolicy")?, &ap).await?;
     let path = agent.root.join("etc/motd");
-    poll("the plugin's file on the node", || {
-        let path = path.clone();
-        async move {
-            Ok(
-                (std::fs::read_to_string(&path).ok().as_deref() == Some("from the cluster\n"))
-                    .then_some(()),
-            )
-        }
-    })
-    .await?;
+    holds("the plugin's file on the node", &path, "from the cluster\n").await?;
     // Changed by hand: the plugin's plan sees it and the next interval repairs it.
     std::fs::write(&path, "changed by hand\n")?;
-    poll("the repaired file", || {
-        let path = path.clone();
-        async move {
-            Ok(
-                (std::fs::read_to_string(&path).ok().as_deref() == Some("from the cluster\n"))
-                    .then_some(()),
-            )
-        }
-    })
-    .await?;
+    holds("the repaired file", &path, "from the cluster\n").await?;
     poll("ApplyPolicy status 1/1 in sync", || async {
         let status = scope.api("ApplyPolicy")?.get_status(&policy).await?;
         let s = status.data.get("status").cloned().unwrap_or_default();
@@ -155,4 +130,12 @@ async fn scenario(
     .await?;
     heartbeat.abort();
     Ok(())
+}
+
+/// Waits until the file at `path` holds `text`.
+async fn holds(what: &str, path: &Path, text: &str) -> anyhow::Result<()> {
+    poll(what, || async {
+        Ok((std::fs::read_to_string(path).ok().as_deref() == Some(text)).then_some(()))
+    })
+    .await
 }

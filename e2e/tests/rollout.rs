@@ -173,14 +173,7 @@ async fn on_fleet(test: &str, prefix: &str, scenario: Scenario) {
     in_scope(&client, prefix, move |scope| async move {
         let dir = tempfile::tempdir()?;
         let outcome = scenario(&scope, &agent_bin, &operator_bin, dir.path()).await;
-        let nodes: Api<Node> = Api::all(scope.client.clone());
-        let _ = nodes
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default()
-                    .labels(&format!("driftless.dev/e2e-run={}", scope.namespace)),
-            )
-            .await;
+        scope.delete_nodes().await;
         if outcome.is_err() {
             print_logs(dir.path());
         }

@@ -65,6 +65,20 @@ fn plugin_dir(examples: &Path, names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// `driftless ARGS --plugin-dir P --plugin-cache C`: exit code, standard output and error.
+fn driftless(args: &[&str], plugins: &Path, cache: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(args)
+        .args(plugin_args(plugins, cache))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn plugin_args<'a>(plugins: &'a Path, cache: &'a Path) -> [&'a str; 4] {
     [
         "--plugin-dir",
@@ -516,17 +530,8 @@ fn plugins_cli_lists_validates_and_installs_by_digest() {
     let plugins = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
-            .args(["plugins"])
-            .args(args)
-            .args(plugin_args(plugins.path(), cache.path()))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let all: Vec<&str> = ["plugins"].iter().chain(args).copied().collect();
+        driftless(&all, plugins.path(), cache.path())
     };
     let redact = examples.join("redact.wasm");
     let digest = sha256(&redact);
@@ -803,18 +808,7 @@ fn plugins_come_from_an_oci_registry_by_digest() {
     let plugins = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let reference = format!("oci+http://127.0.0.1:{port}/plugins/redact:1.0.0");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
-            .args(args)
-            .args(plugin_args(plugins.path(), cache.path()))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| driftless(args, plugins.path(), cache.path());
     // A pin the module does not match: nothing installed.
     let (code, _, stderr) = run(&[
         "plugins",

@@ -100,6 +100,7 @@ impl Transforms {
 
     /// Applies every step to the event; `false` when the event is filtered out. A plugin step
     /// that returns several events keeps the first here; [`Transforms::run`] keeps them all.
+    #[cfg(test)]
     pub fn apply(&self, event: &mut Event) -> bool {
         let mut out = Vec::new();
         self.run_from(0, std::mem::take(event), &mut out);

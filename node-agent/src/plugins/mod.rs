@@ -893,11 +893,6 @@ impl Instance {
         Ok(instance)
     }
 
-    /// The plugin.
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
     fn fail(&self, entry: &str, why: String) -> PluginError {
         PluginError::Call {
             name: self.plugin.manifest.name.clone(),
@@ -1067,14 +1062,6 @@ impl Instance {
             .call(&mut live.store, (ptr, len))
             .map_err(|e| explain(&e, &live.store, fuel))?;
         read_output(&live.memory, &live.store, packed)
-    }
-
-    /// What the plugin printed during the last call (standard output and error, bounded).
-    pub fn output(&self) -> String {
-        self.live
-            .as_ref()
-            .map(|l| String::from_utf8_lossy(&l.store.data().sandbox.output).into_owned())
-            .unwrap_or_default()
     }
 }
 

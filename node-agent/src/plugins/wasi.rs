@@ -1,5 +1,5 @@
 //! The part of WASI preview 1 a plugin gets: files below the directories its policy grants,
-//! clocks, random bytes, and standard output/error captured (bounded); and one call of the
+//! clocks, random bytes, and standard output/error accepted and dropped; and one call of the
 //! agent's own, `driftless.tcp_connect`, which connects only to the endpoints the policy grants.
 //! Nothing else: no environment, no arguments, no other directories or hosts. Every other
 //! preview-1 function answers `ENOSYS`; other imports are refused before the plugin runs
@@ -135,8 +135,6 @@ const FDFLAG_APPEND: i32 = 1;
 
 /// Most descriptors one instance may hold open.
 const MAX_FDS: usize = 64;
-/// Most bytes of standard output and error kept per call.
-const MAX_OUTPUT: usize = 8192;
 /// Most refusals kept per call.
 const MAX_DENIED: usize = 8;
 
@@ -179,8 +177,6 @@ pub struct Sandbox {
     pub writable: bool,
     /// What the sandbox refused during the current call, for the error message.
     pub denied: Vec<String>,
-    /// Standard output and error of the current call, bounded.
-    pub output: Vec<u8>,
     started: Instant,
 }
 
@@ -200,16 +196,14 @@ impl Sandbox {
             network,
             writable: false,
             denied: Vec::new(),
-            output: Vec::new(),
             started: Instant::now(),
         }
     }
 
-    /// Clears what the last call left (refusals, output).
+    /// Clears what the last call left (its refusals).
     pub fn start_call(&mut self, writable: bool) {
         self.writable = writable;
         self.denied.clear();
-        self.output.clear();
     }
 
     fn deny(&mut self, what: String) {
@@ -676,22 +670,15 @@ fn add_implemented<T: HasSandbox + 'static>(linker: &mut Linker<T>) -> wasmtime:
         |mut c: Caller<'_, T>, fd: i32, iovs: i32, count: i32, out: i32| {
             with(&mut c, |mem, sandbox| {
                 let vecs = iovecs(mem, iovs, count)?;
-                let mut total = 0usize;
-                match sandbox.fd(fd)? {
-                    Fd::Stdout | Fd::Stderr => {
-                        for (ptr, len) in vecs {
-                            let room = MAX_OUTPUT.saturating_sub(sandbox.output.len());
-                            let take = len.min(room);
-                            sandbox.output.extend_from_slice(&mem[ptr..ptr + take]);
-                            total += len;
-                        }
-                    }
+                let total = match sandbox.fd(fd)? {
+                    // Accepted and dropped: nothing a plugin prints reaches logs or reports.
+                    Fd::Stdout | Fd::Stderr => vecs.iter().map(|&(_, len)| len).sum(),
                     Fd::File {
                         file, write: true, ..
-                    } => total = write_from(file, mem, &vecs)?,
-                    Fd::Socket(stream) => total = write_from(stream, mem, &vecs)?,
+                    } => write_from(file, mem, &vecs)?,
+                    Fd::Socket(stream) => write_from(stream, mem, &vecs)?,
                     _ => return Err(EBADF),
-                }
+                };
                 put_u32(mem, out, total as u32)
             })
         },
